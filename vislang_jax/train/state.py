@@ -1,0 +1,40 @@
+"""The train-state pytree every experiment carries through its jitted step."""
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step reads and writes; all of it goes into the checkpoint.
+
+  Attributes:
+    step: [] int32, number of optimizer steps taken.
+    params: the model parameters.
+    opt_state: the optax optimizer state.
+    rng: [2] uint32 base key; step `s` uses `jax.random.fold_in(rng, s)`.
+    bad_step: [] int32, the first step whose loss was non-finite, or -1. A step
+      with a non-finite loss leaves params and opt_state unchanged, so the host
+      can stop training at its next sync point with the state still good.
+  """
+
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array
+  bad_step: jax.Array
+
+  @classmethod
+  def create(cls, *, params: Any, optimizer: optax.GradientTransformation,
+             rng: jax.Array) -> "TrainState":
+    return cls(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=optimizer.init(params),
+        rng=rng,
+        bad_step=jnp.full((), -1, jnp.int32),
+    )

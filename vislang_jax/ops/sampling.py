@@ -1,0 +1,319 @@
+"""Sampling grids and the bilinear sampler of Spatial Transformer Networks.
+
+Jaderberg, Simonyan, Zisserman, Kavukcuoglu, "Spatial Transformer Networks", NIPS 2015,
+Sec. 3.2 (parameterised sampling grid, eq. 1) and Sec. 3.3 (differentiable image sampling,
+eq. 3-7).
+
+Coordinate convention (shared by every function here, identical to PyTorch's
+``affine_grid``/``grid_sample`` with ``align_corners=False``):
+
+* A grid is ``[B, Ho, Wo, 2]`` whose last axis is ``(x, y)``: ``x`` indexes width and ``y``
+  indexes height.
+* Coordinates are normalised so that -1 and +1 lie on the OUTER EDGES of the image; the
+  centre of pixel ``i`` along an axis of ``n`` pixels is at ``(2 i + 1) / n - 1``, and a
+  normalised coordinate ``g`` is at pixel coordinate ``((g + 1) n - 1) / 2``.
+* Every grid function maps the target (output) pixel centres through a transformation
+  ``T_theta`` to source (input) coordinates, which ``bilinear_sample`` then reads.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_PADDING_MODES = ("zeros", "border")
+
+
+def _check_out_hw(out_hw) -> tuple[int, int]:
+  if (not isinstance(out_hw, (tuple, list)) or len(out_hw) != 2
+      or not all(isinstance(n, (int, np.integer)) and n > 0 for n in out_hw)):
+    raise ValueError(
+        f"out_hw must be a pair of positive ints (height, width); got {out_hw!r}.")
+  return int(out_hw[0]), int(out_hw[1])
+
+
+def _pixel_centres(n: int) -> np.ndarray:
+  """Normalised coordinates of the ``n`` pixel centres along one axis: ``(2i+1)/n - 1``."""
+  return (2.0 * np.arange(n) + 1.0) / n - 1.0
+
+
+def _target_xy(out_hw: tuple[int, int], dtype) -> tuple[jax.Array, jax.Array]:
+  """Target pixel centres as broadcastable ``x: [1, Wo]`` and ``y: [Ho, 1]``."""
+  height, width = out_hw
+  x = jnp.asarray(_pixel_centres(width), dtype)[None, :]
+  y = jnp.asarray(_pixel_centres(height), dtype)[:, None]
+  return x, y
+
+
+def affine_grid(theta: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
+  """Affine sampling grid, STN eq. 1: ``(x_s, y_s) = theta @ (x_t, y_t, 1)``.
+
+  Args:
+    theta: ``[B, 2, 3]`` float, maps target to source normalised coordinates.
+    out_hw: ``(Ho, Wo)``, the output grid size (positive ints).
+
+  Returns:
+    ``[B, Ho, Wo, 2]`` source coordinates ``(x, y)`` for every target pixel centre, in the
+    module's normalised convention (equal to PyTorch ``affine_grid(..., align_corners=False)``).
+  """
+  out_hw = _check_out_hw(out_hw)
+  theta = jnp.asarray(theta)
+  if theta.ndim != 3 or theta.shape[1:] != (2, 3):
+    raise ValueError(f"theta must have shape [B, 2, 3]; got {theta.shape}.")
+  x, y = _target_xy(out_hw, theta.dtype)
+  t = theta[:, :, :, None, None]  # [B, 2, 3, 1, 1] against [Ho, Wo]
+  # Elementwise multiply-adds rather than a matmul: exact on every backend (no TF32/bf16).
+  xy = t[:, :, 0] * x + t[:, :, 1] * y + t[:, :, 2]  # [B, 2, Ho, Wo]
+  return jnp.moveaxis(xy, 1, -1)
+
+
+def projective_grid(h: jax.Array, out_hw: tuple[int, int], *,
+                    eps: float = 1e-6) -> jax.Array:
+  """Projective (homography) sampling grid, STN Sec. 3.1 "projective" transformation.
+
+  Target pixel centres ``(x_t, y_t, 1)`` are mapped to ``(u, v, w) = h @ (x_t, y_t, 1)`` and
+  the source point is ``(u / w, v / w)``. With ``h = [[A], [0, 0, 1]]`` this is
+  ``affine_grid(A)``.
+
+  Division guard: ``w`` with ``|w| < eps`` is replaced by ``+-eps`` (its own sign; ``w == 0``
+  becomes ``+eps``), so points on or near the horizon land far outside the image and sample
+  the padding rather than producing ``inf``/``NaN``; their gradient w.r.t. ``w`` is zero.
+
+  Args:
+    h: ``[B, 3, 3]`` float homography from target to source normalised coordinates.
+    out_hw: ``(Ho, Wo)``, the output grid size (positive ints).
+    eps: smallest ``|w|`` used as a denominator.
+
+  Returns:
+    ``[B, Ho, Wo, 2]`` source coordinates ``(x, y)``.
+  """
+  out_hw = _check_out_hw(out_hw)
+  h = jnp.asarray(h)
+  if h.ndim != 3 or h.shape[1:] != (3, 3):
+    raise ValueError(f"h must have shape [B, 3, 3]; got {h.shape}.")
+  x, y = _target_xy(out_hw, h.dtype)
+  t = h[:, :, :, None, None]
+  uvw = t[:, :, 0] * x + t[:, :, 1] * y + t[:, :, 2]  # [B, 3, Ho, Wo]
+  w = uvw[:, 2:]
+  w = jnp.where(w >= 0, jnp.maximum(w, eps), jnp.minimum(w, -eps))
+  return jnp.moveaxis(uvw[:, :2] / w, 1, -1)
+
+
+def tps_control_points(grid_size: int) -> jax.Array:
+  """Regular ``grid_size x grid_size`` lattice of thin-plate-spline control points.
+
+  Args:
+    grid_size: points per side, at least 2.
+
+  Returns:
+    ``[K, 2]`` float32 with ``K = grid_size**2`` points ``(x, y)`` spanning ``[-1, 1]``,
+    row-major (``y`` outer, ``x`` inner).
+  """
+  if not isinstance(grid_size, (int, np.integer)) or grid_size < 2:
+    raise ValueError(f"grid_size must be an int >= 2; got {grid_size!r}.")
+  return jnp.asarray(_lattice(int(grid_size)), jnp.float32)
+
+
+def _lattice(grid_size: int) -> np.ndarray:
+  ticks = np.linspace(-1.0, 1.0, grid_size)
+  y, x = np.meshgrid(ticks, ticks, indexing="ij")
+  return np.stack([x.ravel(), y.ravel()], axis=-1)
+
+
+def _tps_radial(sq_dist: np.ndarray) -> np.ndarray:
+  """Bookstein's ``U(r) = r^2 log r^2`` as a function of ``r^2``, with ``U(0) = 0``."""
+  return sq_dist * np.log(np.where(sq_dist > 0, sq_dist, 1.0))
+
+
+@functools.lru_cache(maxsize=32)
+def _tps_transfer(points: tuple[tuple[float, float], ...],
+                  out_hw: tuple[int, int]) -> np.ndarray:
+  """``[Ho * Wo, K]`` float64 matrix ``M`` with ``grid = M @ source_points``.
+
+  ``M = Phi @ inv(L)[:, :K]`` where ``L = [[U(P, P), [1, P]], [[1, P]^T, 0]]`` is Bookstein's
+  system matrix for the fixed target points ``P`` and ``Phi = [U(grid, P), 1, grid]``.
+  """
+  p = np.asarray(points, np.float64)
+  k = p.shape[0]
+  affine_p = np.concatenate([np.ones((k, 1)), p], axis=1)  # [K, 3]
+  system = np.zeros((k + 3, k + 3))
+  system[:k, :k] = _tps_radial(((p[:, None] - p[None]) ** 2).sum(-1))
+  system[:k, k:] = affine_p
+  system[k:, :k] = affine_p.T
+  try:
+    inverse = np.linalg.inv(system)
+  except np.linalg.LinAlgError as e:
+    raise ValueError(
+        "control_points give a singular TPS system: they must be distinct and not all on "
+        f"one line; got {p.tolist()}.") from e
+  y, x = np.meshgrid(_pixel_centres(out_hw[0]), _pixel_centres(out_hw[1]), indexing="ij")
+  g = np.stack([x.ravel(), y.ravel()], axis=-1)  # [Ho * Wo, 2]
+  phi = np.concatenate(
+      [_tps_radial(((g[:, None] - p[None]) ** 2).sum(-1)), np.ones((g.shape[0], 1)), g],
+      axis=1)
+  return phi @ inverse[:, :k]
+
+
+def tps_grid(offsets: jax.Array, out_hw: tuple[int, int], *,
+             control_points: jax.Array | None = None) -> jax.Array:
+  """Thin-plate-spline sampling grid (Bookstein 1989; STN Sec. 3.1 and appendix).
+
+  The spline maps each target control point ``P_k`` to the source point
+  ``P_k + offsets[:, k]``, with ``U(r) = r^2 log r^2`` radial terms plus an affine part.
+  The inverse of the ``(K+3) x (K+3)`` system matrix depends only on the fixed control points
+  and is precomputed once (in float64, cached per control points and ``out_hw``). Because a
+  TPS reproduces affine maps exactly, the grid is computed as
+  ``identity_grid + M @ offsets``: zero offsets give ``affine_grid(identity)``.
+
+  Args:
+    offsets: ``[B, K, 2]`` float displacements ``(dx, dy)`` of the source control points.
+    out_hw: ``(Ho, Wo)``, the output grid size (positive ints).
+    control_points: ``[K, 2]`` concrete (not traced) target control points ``(x, y)`` in
+      normalised coordinates; default ``tps_control_points(sqrt(K))``.
+
+  Returns:
+    ``[B, Ho, Wo, 2]`` source coordinates ``(x, y)``.
+  """
+  out_hw = _check_out_hw(out_hw)
+  offsets = jnp.asarray(offsets)
+  if offsets.ndim != 3 or offsets.shape[-1] != 2:
+    raise ValueError(f"offsets must have shape [B, K, 2]; got {offsets.shape}.")
+  k = offsets.shape[1]
+  if control_points is None:
+    side = int(round(np.sqrt(k)))
+    if side * side != k or side < 2:
+      raise ValueError(
+          "offsets must have K = grid_size**2 (grid_size >= 2) points when control_points "
+          f"is not given; got K = {k}.")
+    points = _lattice(side)
+  else:
+    try:
+      points = np.asarray(control_points, np.float64)
+    except jax.errors.TracerArrayConversionError as e:
+      raise ValueError("control_points must be a concrete array, not traced.") from e
+    if points.shape != (k, 2):
+      raise ValueError(
+          f"control_points must have shape [K, 2] = [{k}, 2] to match offsets "
+          f"{offsets.shape}; got {points.shape}.")
+  transfer = _tps_transfer(tuple(map(tuple, points.tolist())), out_hw)
+  transfer = jnp.asarray(transfer, offsets.dtype)
+  flow = jnp.einsum("nk,bkc->bnc", transfer, offsets, precision=jax.lax.Precision.HIGHEST)
+  x, y = _target_xy(out_hw, offsets.dtype)
+  identity = jnp.stack(jnp.broadcast_arrays(x, y), axis=-1)  # [Ho, Wo, 2]
+  return identity + flow.reshape(offsets.shape[0], *out_hw, 2)
+
+
+def _corners(image_hw: tuple[int, int], grid: jax.Array, padding_mode: str):
+  """Flat indices, validity and fractions of the 4 neighbours of every grid point.
+
+  Returns:
+    index: ``[4, B, Ho, Wo]`` int32 rows of ``images.reshape(B * H * W, C)``, always in
+      range; corners in the order (y0, x0), (y0, x1), (y1, x0), (y1, x1).
+    valid: ``[4, B, Ho, Wo]`` bool, the corner lies inside the image.
+    fx, fy: ``[B, Ho, Wo]`` fractional parts ``ix - floor(ix)``, ``iy - floor(iy)``.
+    dix, diy: ``[B, Ho, Wo]`` derivatives of the pixel coordinates w.r.t. the grid.
+  """
+  height, width = image_hw
+  batch = grid.shape[0]
+
+  def unnormalize(g, n):
+    pixel = ((g + 1) * n - 1) / 2
+    slope = jnp.full_like(g, n / 2)
+    if padding_mode == "border":  # PyTorch: zero gradient strictly outside [0, n - 1].
+      slope = jnp.where((pixel >= 0) & (pixel <= n - 1), slope, 0)
+      pixel = jnp.clip(pixel, 0, n - 1)
+    return pixel, slope
+
+  ix, dix = unnormalize(grid[..., 0], width)
+  iy, diy = unnormalize(grid[..., 1], height)
+  x0, y0 = jnp.floor(ix), jnp.floor(iy)
+  xs = jnp.stack([x0, x0 + 1, x0, x0 + 1])
+  ys = jnp.stack([y0, y0, y0 + 1, y0 + 1])
+  valid = (xs >= 0) & (xs <= width - 1) & (ys >= 0) & (ys <= height - 1)
+  xi = jnp.clip(xs, 0, width - 1).astype(jnp.int32)
+  yi = jnp.clip(ys, 0, height - 1).astype(jnp.int32)
+  b = jnp.arange(batch, dtype=jnp.int32)[:, None, None]
+  index = (b * height + yi) * width + xi
+  return index, valid, ix - x0, iy - y0, dix, diy
+
+
+def _gather_corners(images: jax.Array, index: jax.Array, valid: jax.Array) -> jax.Array:
+  """``[4, B, Ho, Wo, C]`` corner values, zero for corners outside the image."""
+  rows = images.reshape(-1, images.shape[-1])
+  values = rows.at[index].get(mode="promise_in_bounds")
+  return jnp.where(valid[..., None], values, 0)
+
+
+def _bilinear_weights(fx: jax.Array, fy: jax.Array) -> jax.Array:
+  """``[4, B, Ho, Wo]`` weights of the corners, STN eq. 5 ``max(0, 1 - |x - m|)``."""
+  return jnp.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _bilinear(images: jax.Array, grid: jax.Array, padding_mode: str) -> jax.Array:
+  index, valid, fx, fy, _, _ = _corners(images.shape[1:3], grid, padding_mode)
+  values = _gather_corners(images, index, valid)
+  weights = _bilinear_weights(fx, fy).astype(values.dtype)
+  return jnp.sum(weights[..., None] * values, axis=0)
+
+
+def _bilinear_fwd(images, grid, padding_mode):
+  return _bilinear(images, grid, padding_mode), (images, grid)
+
+
+def _bilinear_bwd(padding_mode, residuals, cotangent):
+  """STN eq. 6-7: d/dimages is one scatter-add, d/dgrid comes from the 4 corner values."""
+  images, grid = residuals
+  index, valid, fx, fy, dix, diy = _corners(images.shape[1:3], grid, padding_mode)
+  weights = _bilinear_weights(fx, fy).astype(cotangent.dtype)
+  contributions = jnp.where(valid[..., None], weights[..., None] * cotangent, 0)
+  d_images = jax.ops.segment_sum(
+      contributions.reshape(-1, images.shape[-1]), index.reshape(-1),
+      num_segments=images.shape[0] * images.shape[1] * images.shape[2],
+      indices_are_sorted=False)
+  v00, v01, v10, v11 = _gather_corners(images, index, valid)
+  fx, fy = fx[..., None].astype(v00.dtype), fy[..., None].astype(v00.dtype)
+  d_out_d_ix = (1 - fy) * (v01 - v00) + fy * (v11 - v10)
+  d_out_d_iy = (1 - fx) * (v10 - v00) + fx * (v11 - v01)
+  d_ix = jnp.sum(d_out_d_ix * cotangent, axis=-1) * dix
+  d_iy = jnp.sum(d_out_d_iy * cotangent, axis=-1) * diy
+  d_grid = jnp.stack([d_ix, d_iy], axis=-1).astype(grid.dtype)
+  return d_images.reshape(images.shape).astype(images.dtype), d_grid
+
+
+_bilinear.defvjp(_bilinear_fwd, _bilinear_bwd)
+
+
+def bilinear_sample(images: jax.Array, grid: jax.Array, *,
+                    padding_mode: str = "zeros") -> jax.Array:
+  """Bilinear sampler, STN eq. 3-5, with the hand-written gradients of eq. 6-7.
+
+  ``out[b, i, j] = sum_{n, m} images[b, n, m] max(0, 1 - |x - m|) max(0, 1 - |y - n|)``
+  where ``(x, y)`` are the pixel coordinates ``((g + 1) n - 1) / 2`` of ``grid[b, i, j]``.
+  Equal in value and gradient to PyTorch ``grid_sample(mode="bilinear",
+  align_corners=False)`` on ``NCHW`` images. Differentiable to first order in reverse mode
+  (custom VJP: one scatter-add for ``images``, analytic for ``grid``); works under jit/vmap.
+
+  Args:
+    images: ``[B, H, W, C]`` float source images.
+    grid: ``[B, Ho, Wo, 2]`` float source coordinates ``(x, y)`` in the module's normalised
+      convention (-1 and +1 on the outer image edges).
+    padding_mode: ``"zeros"`` reads pixels outside the image as 0; ``"border"`` clamps the
+      coordinates to the image (zero gradient w.r.t. a coordinate that is clamped).
+
+  Returns:
+    ``[B, Ho, Wo, C]`` sampled values.
+  """
+  images, grid = jnp.asarray(images), jnp.asarray(grid)
+  if images.ndim != 4:
+    raise ValueError(f"images must have shape [B, H, W, C] (4-D); got {images.shape}.")
+  if grid.ndim != 4 or grid.shape[-1] != 2:
+    raise ValueError(f"grid must have shape [B, Ho, Wo, 2]; got {grid.shape}.")
+  if images.shape[0] != grid.shape[0]:
+    raise ValueError(
+        f"images and grid must have the same batch size; got images {images.shape} and "
+        f"grid {grid.shape}.")
+  if padding_mode not in _PADDING_MODES:
+    raise ValueError(f"padding_mode must be one of {_PADDING_MODES}; got {padding_mode!r}.")
+  return _bilinear(images, grid, padding_mode)

@@ -100,7 +100,7 @@ def _check_finite(state: TrainState, checkpointer: Checkpointer) -> None:
   if bad >= 0:
     checkpointer.wait()
     raise NonFiniteLossError(
-        f"Non-finite loss at step {bad}; training stopped. The newest "
+        f"Non-finite loss or update at step {bad}; training stopped. The newest "
         f"checkpoint ({checkpointer.latest_step()}) was written before it.")
 
 

@@ -17,9 +17,9 @@ class TrainState:
     params: the model parameters.
     opt_state: the optax optimizer state.
     rng: [2] uint32 base key; step `s` uses `jax.random.fold_in(rng, s)`.
-    bad_step: [] int32, the first step whose loss was non-finite, or -1. A step
-      with a non-finite loss leaves params and opt_state unchanged, so the host
-      can stop training at its next sync point with the state still good.
+    bad_step: [] int32, the first step (counted from 1) whose loss or update was
+      non-finite, or -1. Such a step leaves params and opt_state unchanged, so
+      the host can stop training at its next sync point with the state good.
   """
 
   step: jax.Array

@@ -19,8 +19,9 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation
   """Returns `train_step(state, batch) -> (state, metrics)`, pure and unjitted.
 
   The step's key is `fold_in(state.rng, state.step)`, so a resumed run draws the
-  same randomness as an uninterrupted one. A non-finite loss leaves params and
-  optimizer state untouched and records the step in `state.bad_step`.
+  same randomness as an uninterrupted one. A non-finite loss or update leaves
+  params and optimizer state untouched and records the step number (counted
+  from 1, as in logs and checkpoints) in `state.bad_step`.
   """
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
@@ -29,10 +30,10 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation
         state.params, batch, key)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(loss)
+    finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(updates))
     keep = lambda new, old: jax.tree.map(
         lambda n, o: jnp.where(finite, n, o), new, old)
-    bad_step = jnp.where((state.bad_step < 0) & ~finite, state.step,
+    bad_step = jnp.where((state.bad_step < 0) & ~finite, state.step + 1,
                          state.bad_step)
     new_state = state.replace(
         step=state.step + 1,

@@ -1,0 +1,89 @@
+"""The pure train step, the evaluator and the sharding checks, in-process."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from vislang_jax.train import sharding
+from vislang_jax.train.loop import Evaluator
+from vislang_jax.train.state import TrainState
+from vislang_jax.train.step import make_train_step
+
+
+def quadratic_loss(params, batch, key):
+  loss = jnp.sum((params["w"] - batch["x"]) ** 2) * batch["scale"]
+  return loss, {"u": jax.random.uniform(key)}
+
+
+def make_state():
+  return TrainState.create(params={"w": jnp.ones(3)}, optimizer=optax.sgd(0.1),
+                           rng=jax.random.PRNGKey(7))
+
+
+def test_step_matches_sgd_by_hand_and_uses_fold_in_keys():
+  step = jax.jit(make_train_step(quadratic_loss, optax.sgd(0.1)))
+  state = make_state()
+  batch = {"x": jnp.arange(3.0), "scale": jnp.float32(1.0)}
+  new, metrics = step(state, batch)
+  # d/dw sum (w - x)^2 = 2 (w - x)
+  np.testing.assert_allclose(new.params["w"], 1.0 - 0.1 * 2 * (1.0 - np.arange(3)),
+                             rtol=1e-6)
+  assert int(new.step) == 1 and int(new.bad_step) == -1
+  expected_u = jax.random.uniform(jax.random.fold_in(state.rng, 0))
+  np.testing.assert_allclose(metrics["u"], expected_u)
+  _, metrics2 = step(new, batch)
+  assert metrics2["u"] != metrics["u"]
+
+
+def test_non_finite_loss_leaves_state_and_records_first_bad_step():
+  step = jax.jit(make_train_step(quadratic_loss, optax.adam(0.1)))
+  state = make_state()
+  good = {"x": jnp.arange(3.0), "scale": jnp.float32(1.0)}
+  bad = {"x": jnp.arange(3.0), "scale": jnp.float32(jnp.nan)}
+  state, _ = step(state, good)
+  before = state
+  state, metrics = step(state, bad)
+  assert not np.isfinite(metrics["loss"])
+  np.testing.assert_array_equal(state.params["w"], before.params["w"])
+  for a, b in zip(jax.tree.leaves(state.opt_state),
+                  jax.tree.leaves(before.opt_state)):
+    np.testing.assert_array_equal(a, b)
+  assert int(state.bad_step) == 2
+  state, _ = step(state, good)
+  state, _ = step(state, bad)
+  assert int(state.bad_step) == 2 and int(state.step) == 4
+
+
+class Source:
+
+  def __init__(self, n):
+    rng = np.random.default_rng(0)
+    self.images = rng.integers(0, 256, (n, 4, 4, 1)).astype(np.uint8)
+    self.labels = rng.integers(0, 10, n)
+
+  def __len__(self):
+    return len(self.labels)
+
+  def __getitem__(self, i):
+    return {"image": self.images[i], "label": int(self.labels[i])}
+
+
+def test_evaluator_gives_exact_means_over_a_ragged_split():
+  source = Source(61)  # 24 + 24 + 13: the last batch is padded
+  metric_fn = lambda params, batch: {
+      "mean_pixel": jnp.mean(batch["image"], axis=(1, 2, 3)) * params,
+      "label": batch["label"].astype(jnp.float32)}
+  evaluator = Evaluator(metric_fn, sharding.make_mesh(), batch_size=24)
+  result = evaluator(jnp.float32(2.0), source)
+  np.testing.assert_allclose(
+      result["mean_pixel"], 2.0 * np.mean(source.images / 255.0), rtol=1e-5)
+  np.testing.assert_allclose(result["label"], np.mean(source.labels), rtol=1e-6)
+
+
+def test_batch_size_errors_name_the_field():
+  mesh = sharding.make_mesh()
+  with pytest.raises(ValueError, match="eval.batch_size must be a positive"):
+    sharding.per_process_batch_size(0, mesh, name="eval.batch_size")
+  assert sharding.per_process_batch_size(8, mesh) == 8 // jax.process_count()

@@ -148,9 +148,9 @@ def params_to_grid(params: jax.Array, transform: str, out_hw: tuple[int, int],
     ones = jnp.ones((batch, 1), params.dtype)
     theta = jnp.concatenate([params, ones], axis=-1).reshape(batch, 3, 3)
     return theta, sampling.projective_grid(theta, out_hw)
+  # The default control points of tps_grid are tps_control_points(tps_grid_size).
   theta = params.reshape(batch, tps_grid_size * tps_grid_size, 2)
-  control_points = sampling.tps_control_points(tps_grid_size)
-  return theta, sampling.tps_grid(theta, out_hw, control_points=control_points)
+  return theta, sampling.tps_grid(theta, out_hw)
 
 
 def _identity_bias_init(identity: Sequence[float]):

@@ -57,10 +57,12 @@ def ref_write(patch, fy, fx, gamma):
   return out
 
 
-# Tests call the ops jitted: eager dispatch would compile every primitive separately.
-_read = jax.jit(fb.read)
-_write = jax.jit(fb.write)
-_filterbank = jax.jit(fb.gaussian_filterbank, static_argnames=("n", "height", "width"))
+# Tests call the ops jitted (eager dispatch compiles every primitive apart), with XLA's backend
+# optimisations off: for these tiny arrays compilation is nearly all the time.
+_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+_read = _jit(fb.read)
+_write = _jit(fb.write)
+_filterbank = _jit(fb.gaussian_filterbank, static_argnames=("n", "height", "width"))
 
 
 def _random_raw(rng, batch):
@@ -76,7 +78,7 @@ def _filters(params, *, n, height, width):
                                 height=height, width=width)
 
 
-@functools.partial(jax.jit, static_argnames=("n", "height", "width"))
+@functools.partial(_jit, static_argnames=("n", "height", "width"))
 def _params_and_filters(raw, *, n, height, width):
   params = fb.attention_params(raw, height=height, width=width, n=n)
   return params, _filters(params, n=n, height=height, width=width)
@@ -198,10 +200,11 @@ def _read_from_raw(raw, images, n=3, height=6, width=7):
   return fb.read(images, fy, fx, params.gamma)
 
 
-def _write_from_raw(raw, patch, height=6, width=7):
-  params = fb.attention_params(raw, height=height, width=width, n=patch.shape[-1])
-  fy, fx = _filters(params, n=patch.shape[-1], height=height, width=width)
-  return fb.write(patch, fy, fx, params.gamma)
+def _all_ops(raw, images, patch, n=3, height=6, width=7):
+  """Every op composed: raw parameters -> filterbank -> a read of images and a write of patch."""
+  params = fb.attention_params(raw, height=height, width=width, n=n)
+  fy, fx = _filters(params, n=n, height=height, width=width)
+  return fy, fx, fb.read(images, fy, fx, params.gamma), fb.write(patch, fy, fx, params.gamma)
 
 
 def test_gradients_match_finite_differences():
@@ -210,10 +213,9 @@ def test_gradients_match_finite_differences():
     raw = jnp.asarray(_random_raw(rng, 2), jnp.float64)
     images = jnp.asarray(rng.uniform(size=(2, 6, 7)), jnp.float64)
     patch = jnp.asarray(rng.normal(size=(2, 3, 3)), jnp.float64)
-    check_grads(jax.jit(_read_from_raw), (raw, images), order=1, modes=("rev",))
-    check_grads(jax.jit(_write_from_raw), (raw, patch), order=1, modes=("rev",))
-    check_grads(functools.partial(_filterbank, n=3, height=6, width=7), (raw[:, 0] * 3 + 3, raw[:, 1] * 3 + 3, jnp.exp(raw[:, 2]),
-                             jnp.exp(raw[:, 3]) + 1.0), order=1, modes=("rev",))
+    # One check of all ops and arguments at once; check_grads transforms the function, so it
+    # takes a jit without compiler options.
+    check_grads(jax.jit(_all_ops), (raw, images, patch), order=1, modes=("rev",))
 
 
 def test_jit_and_vmap_agree_with_the_reference():
@@ -227,13 +229,13 @@ def test_jit_and_vmap_agree_with_the_reference():
     for c in range(3):
       expected[k, ..., c] = ref_read(images[k, ..., c], fy, fx, gamma)
   raw, images = jnp.asarray(raw), jnp.asarray(images)
-  np.testing.assert_allclose(jax.jit(_read_from_raw)(raw, images), expected, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(_jit(_read_from_raw)(raw, images), expected, rtol=1e-4, atol=1e-6)
   # vmap over an extra leading axis, and the op's own support for leading batch axes.
-  vmapped = jax.jit(jax.vmap(_read_from_raw))(raw.reshape(2, 2, 5), images.reshape(2, 2, 6, 7, 3))
+  vmapped = _jit(jax.vmap(_read_from_raw))(raw.reshape(2, 2, 5), images.reshape(2, 2, 6, 7, 3))
   np.testing.assert_allclose(vmapped.reshape(4, 3, 3, 3), expected, rtol=1e-4, atol=1e-6)
-  batched = jax.jit(_read_from_raw)(raw.reshape(2, 2, 5), images.reshape(2, 2, 6, 7, 3))
+  batched = _jit(_read_from_raw)(raw.reshape(2, 2, 5), images.reshape(2, 2, 6, 7, 3))
   np.testing.assert_allclose(batched.reshape(4, 3, 3, 3), expected, rtol=1e-4, atol=1e-6)
-  per_example = jax.jit(jax.vmap(lambda r, x: _read_from_raw(r[None], x[None])[0]))(raw, images)
+  per_example = _jit(jax.vmap(lambda r, x: _read_from_raw(r[None], x[None])[0]))(raw, images)
   np.testing.assert_allclose(per_example, expected, rtol=1e-4, atol=1e-6)
 
 

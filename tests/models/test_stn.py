@@ -33,7 +33,7 @@ def _classifier(name, transform):
 
 
 def _images(c=1, h=H, w=W, seed=0):
-  return jax.random.uniform(jax.random.key(seed), (B, h, w, c))
+  return jnp.asarray(np.random.default_rng(seed).uniform(size=(B, h, w, c)), jnp.float32)
 
 
 def _set_bias(params, path, bias):
@@ -131,23 +131,22 @@ def test_identity_params_and_counts():
   assert stn.num_transform_params("projective") == 8
   assert stn.num_transform_params("tps") == 32  # Sec. 4.1: 16-point TPS.
   assert stn.num_transform_params("tps", tps_grid_size=3) == 18
-  theta, _ = stn.params_to_grid(
-      jnp.asarray([stn.identity_transform_params("affine")]), "affine", (4, 4))
-  np.testing.assert_array_equal(theta[0], np.eye(2, 3))
-  h, _ = stn.params_to_grid(
-      jnp.asarray([stn.identity_transform_params("projective")]), "projective", (4, 4))
-  np.testing.assert_array_equal(h[0], np.eye(3))
+  for transform, expected in (("affine", np.eye(2, 3)), ("projective", np.eye(3)),
+                              ("tps", np.zeros((16, 2)))):
+    identity = jnp.tile(jnp.asarray(stn.identity_transform_params(transform)), (B, 1))
+    theta, _ = stn.params_to_grid(identity, transform, (H, W))
+    np.testing.assert_array_equal(theta, np.broadcast_to(expected, (B, *expected.shape)))
 
 
 def test_downsampling_identity_is_two_by_two_mean():
   # Output pixel centre i of 8 maps to input pixel coordinate 2i + 0.5 of 16: bilinear
   # sampling there averages each 2x2 block.
-  x = _images(c=2)
+  x = _images()
   model = stn.SpatialTransformer(transform="affine", localisation="fc", out_hw=(8, 8))
   y, aux = model.apply({"params": _init(model, x)}, x)
-  assert y.shape == (B, 8, 8, 2)
+  assert y.shape == (B, 8, 8, 1)
   assert aux["grid"].shape == (B, 8, 8, 2)
-  expected = np.asarray(x).reshape(B, 8, 2, 8, 2, 2).mean(axis=(2, 4))
+  expected = np.asarray(x).reshape(B, 8, 2, 8, 2, 1).mean(axis=(2, 4))
   np.testing.assert_allclose(y, expected, atol=1e-5)
 
 
@@ -203,7 +202,7 @@ def test_paper_layer_sizes():
 
 
 def test_parallel_transformers_concatenate_channels():
-  x = _images(c=3)
+  x = _images(c=2)
   model = stn.ParallelTransformers((
       stn.SpatialTransformer(transform="affine", out_hw=(8, 8)),
       stn.SpatialTransformer(transform="tps", localisation="fc", out_hw=(8, 8))))
@@ -211,15 +210,15 @@ def test_parallel_transformers_concatenate_channels():
   assert set(params) == {"transformers_0", "transformers_1"}  # own localisation nets
   params = _set_bias(params, ("transformers_0", "localisation"), _perturbed("affine"))
   y, aux = model.apply({"params": params}, x)
-  assert y.shape == (B, 8, 8, 6)
+  assert y.shape == (B, 8, 8, 4)
   assert aux["branches"][0]["theta"].shape == (B, 2, 3)
   assert aux["branches"][1]["theta"].shape == (B, 16, 2)
   grid = sampling.affine_grid(
       jnp.broadcast_to(jnp.asarray(_perturbed("affine"), jnp.float32).reshape(2, 3),
                        (B, 2, 3)), (8, 8))
-  np.testing.assert_allclose(y[..., :3], sampling.bilinear_sample(x, grid), atol=1e-5)
-  mean_pool = np.asarray(x).reshape(B, 8, 2, 8, 2, 3).mean(axis=(2, 4))
-  np.testing.assert_allclose(y[..., 3:], mean_pool, atol=1e-5)
+  np.testing.assert_allclose(y[..., :2], sampling.bilinear_sample(x, grid), atol=1e-5)
+  mean_pool = np.asarray(x).reshape(B, 8, 2, 8, 2, 2).mean(axis=(2, 4))
+  np.testing.assert_allclose(y[..., 2:], mean_pool, atol=1e-5)
 
 
 def test_parallel_transformers_need_one_output_size():
@@ -230,15 +229,15 @@ def test_parallel_transformers_need_one_output_size():
 
 
 def test_serial_transformers_compose():
-  x = _images(c=2)
-  first = stn.SpatialTransformer(transform="affine", out_hw=(12, 12))
+  x = _images()
+  first = stn.SpatialTransformer(transform="affine")
   second = stn.SpatialTransformer(transform="projective", localisation="fc", out_hw=(8, 8))
   model = stn.SerialTransformers((first, second))
   params = _init(model, x)
   params = _set_bias(params, ("transformers_0", "localisation"), _perturbed("affine"))
   params = _set_bias(params, ("transformers_1", "localisation"), _perturbed("projective"))
   y, aux = model.apply({"params": params}, x)
-  assert y.shape == (B, 8, 8, 2)
+  assert y.shape == (B, 8, 8, 1)
   assert len(aux["stages"]) == 2
   # The second transformer (its localisation net included) sees the first one's output.
   mid, _ = first.apply({"params": params["transformers_0"]}, x)
@@ -261,18 +260,20 @@ def test_make_classifier_with_two_transformers(arrangement, channels):
 # --- gradients, jit -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,transform", (("st_cnn", "affine"), ("st_fcn", "tps"),
-                                            ("st_cnn", "projective")))
-def test_gradients_reach_the_localisation_net(name, transform):
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_gradients_reach_the_localisation_net(transform):
+  # At init the regressor kernel is zero, so a non-zero gradient for it shows the loss
+  # reaches the localisation net through head, sampler and grid generator. (The ST-CNN
+  # gets the same check from its training run below.)
   x = _images()
   labels = jnp.arange(B) % 10
-  model, params = _classifier(name, transform)
+  model, params = _classifier("st_fcn", transform)
 
   def loss_fn(p):
     logits, _ = model.apply({"params": p}, x)
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-  grads = jax.grad(loss_fn)(params)["transformer"]["localisation"]
+  grads = jax.jit(jax.grad(loss_fn))(params)["transformer"]["localisation"]
   assert np.abs(grads["regressor"]["kernel"]).max() > 1e-6
   assert np.abs(grads["regressor"]["bias"]).max() > 1e-6
   assert np.all(np.isfinite(jax.flatten_util.ravel_pytree(grads)[0]))
@@ -352,7 +353,7 @@ def test_st_cnn_training_reduces_loss():
   images, labels = _quadrant_squares()
   model = stn.make_classifier("st_cnn", num_classes=4, out_hw=(8, 8))
   params = _init(model, images[:B])
-  optimizer = optax.adam(3e-3)
+  optimizer = optax.sgd(0.1)  # Sec. 4.1 trains with SGD; it also compiles faster than Adam.
 
   def loss_fn(p):
     logits, _ = model.apply({"params": p}, images)
@@ -366,10 +367,11 @@ def test_st_cnn_training_reduces_loss():
 
   opt_state = optimizer.init(params)
   losses = []
-  for _ in range(30):
+  for _ in range(20):
     params, opt_state, loss = step(params, opt_state)
     losses.append(float(loss))
   assert np.isfinite(losses).all()
   assert losses[-1] < 0.5 * losses[0], losses
+  # The localisation net trained too: its regressor kernel left zero.
   regressor = params["transformer"]["localisation"]["regressor"]
-  assert np.abs(regressor["kernel"]).max() > 0.0  # the localisation net trained too
+  assert np.abs(regressor["kernel"]).max() > 1e-4

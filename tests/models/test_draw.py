@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from vislang_jax.models.draw import DRAW, generate
-from vislang_jax.objectives.draw import draw_loss
+from vislang_jax.objectives import draw as objectives
 from vislang_jax.ops.filterbank import AttentionParams
 
 T, BATCH, SIZE, Z = 3, 2, 8, 4
@@ -45,7 +45,7 @@ _apply = _jit(_apply_model, static_argnums=0)
 
 def _mean_loss(model, params, x, key):
   logits, aux = model.apply({"params": params}, x, rngs={"sample": key})
-  loss, _ = draw_loss(logits, x, aux["mu"], aux["logsigma"])
+  loss, _ = objectives.draw_loss(logits, x, aux["mu"], aux["logsigma"])
   return jnp.mean(loss)
 
 
@@ -130,6 +130,26 @@ def test_generate_draws_from_the_prior(attentive):
   longer = jax.eval_shape(functools.partial(generate, model, num_samples=5, T=T + 2), params,
                           jax.random.key(8))
   assert longer.shape == (T + 2, 5, SIZE, SIZE)
+
+
+@_jit
+def _log_weight_terms(logits, x, aux):
+  """The three [B] terms of log w = log p(x|z) + log p(z) - log q(z|x) for one sample."""
+  return (-objectives.bernoulli_nll_nats(logits, x), objectives.standard_normal_log_prob(aux["z"]),
+          objectives.diag_gaussian_log_prob(aux["z"], aux["mu"], aux["logsigma"]))
+
+
+def test_the_model_exposes_the_importance_weight_terms(attentive):
+  model, params, x = attentive
+  samples = [_apply(model, params, x, key) for key in jax.random.split(jax.random.key(11), 4)]
+  terms = [jnp.stack(t) for t in zip(*(_log_weight_terms(l, x, aux) for l, aux in samples))]
+  log_w = terms[0] + terms[1] - terms[2]  # [K, B]
+  bound = objectives.iwae_bound_nats(*terms)
+  assert bound.shape == (BATCH,) and bool(jnp.all(jnp.isfinite(bound)))
+  # log-mean-exp lies between the mean and the max of the K log-weights (Jensen).
+  assert bool(jnp.all(bound >= log_w.mean(0) - 1e-3)) and bool(jnp.all(bound <= log_w.max(0)))
+  np.testing.assert_allclose(objectives.iwae_bound_nats(*(t[:1] for t in terms)), log_w[0],
+                             rtol=1e-6)
 
 
 def _assert_finite_and_nonzero(grads):

@@ -36,7 +36,7 @@ _ATTENTION_KERNEL_INIT = nn.initializers.variance_scaling(1e-2, "fan_in", "trunc
 
 
 class _AttentionLayer(nn.Module):
-  """A linear layer of ``h^dec`` to the five attention parameters (eq. 21-22).
+  """A linear layer of ``h^dec`` to the five attention parameters (eq. 21-22) and filterbank.
 
   It is initialised so that an initial glimpse covers the whole image: the bias gives
   ``g~x = g~y = 0`` (the grid centred on the image), ``delta~ = 1`` (the N centres spanning
@@ -50,13 +50,18 @@ class _AttentionLayer(nn.Module):
   n: int
 
   @nn.compact
-  def __call__(self, h_dec: jax.Array) -> filterbank.AttentionParams:
+  def __call__(self, h_dec: jax.Array
+               ) -> tuple[filterbank.AttentionParams, jax.Array, jax.Array]:
+    """[B, dec] -> (parameters, each [B]; fy [B, N, H]; fx [B, N, W])."""
     delta = filterbank.stride_scale(height=self.height, width=self.width, n=self.n)
     log_sigma2 = 2.0 * math.log(max(delta, 1.0) / 2.0)
     bias = jnp.array([0.0, 0.0, log_sigma2, 0.0, 0.0])
     raw = nn.Dense(5, kernel_init=_ATTENTION_KERNEL_INIT,
                    bias_init=lambda key, shape, dtype=jnp.float32: bias.astype(dtype))(h_dec)
-    return filterbank.attention_params(raw, height=self.height, width=self.width, n=self.n)
+    att = filterbank.attention_params(raw, height=self.height, width=self.width, n=self.n)
+    fy, fx = filterbank.gaussian_filterbank(att.gx, att.gy, att.sigma2, att.delta, n=self.n,
+                                            height=self.height, width=self.width)
+    return att, fy, fx
 
 
 class DRAW(nn.Module):
@@ -123,9 +128,7 @@ class DRAW(nn.Module):
     both = jnp.concatenate([x, x_hat], axis=-1)  # [B, H, W, 2C]
     if not self.read_attention:
       return both.reshape(both.shape[0], -1), None
-    att = self.read_params(h_dec)
-    fy, fx = filterbank.gaussian_filterbank(att.gx, att.gy, att.sigma2, att.delta,
-                                            n=self.read_n, height=self.height, width=self.width)
+    att, fy, fx = self.read_params(h_dec)
     glimpse = filterbank.read(both, fy, fx, att.gamma)  # [B, N, N, 2C], eq. (27)
     return glimpse.reshape(glimpse.shape[0], -1), att
 
@@ -136,9 +139,7 @@ class DRAW(nn.Module):
       update = self.write_canvas(h_dec)
       return update.reshape(batch, self.height, self.width, self.channels), None
     patch = self.write_patch(h_dec).reshape(batch, self.write_n, self.write_n, self.channels)
-    att = self.write_params(h_dec)
-    fy, fx = filterbank.gaussian_filterbank(att.gx, att.gy, att.sigma2, att.delta,
-                                            n=self.write_n, height=self.height, width=self.width)
+    att, fy, fx = self.write_params(h_dec)
     return filterbank.write(patch, fy, fx, att.gamma), att  # eq. (28)-(29)
 
   def _decode_step(self, carry: tuple[jax.Array, Any],
@@ -184,14 +185,15 @@ class DRAW(nn.Module):
       [T, B, Z], the posterior parameters and the samples drawn from it (``z`` gives the
       ``log p(z)`` and ``log q(z|x)`` terms of ``objectives.draw.iwae_bound_nats``); and,
       when that attention is on, ``read`` and/or ``write``: ``AttentionParams`` with each
-      field [T, B] (pixel units, 1-based, see ``ops/filterbank.py``).
+      field [T, B] (pixel units, 1-based, see ``ops/filterbank.py``); step ``t`` reads with
+      parameters from ``h^dec_{t-1}`` and writes with parameters from ``h^dec_t``.
 
     Raises:
       ValueError: if ``x`` or ``noise`` has the wrong shape.
     """
     image_shape = (self.height, self.width, self.channels)
     squeeze = x.ndim == 3 and self.channels == 1
-    if (x[..., None] if squeeze else x).shape[1:] != image_shape or x.ndim not in (3, 4):
+    if (x.shape + (1,) if squeeze else x.shape)[1:] != image_shape:
       expected = "[B, H, W] or [B, H, W, C]" if self.channels == 1 else "[B, H, W, C]"
       raise ValueError(
           f"x must have shape {expected} with (H, W, C) = {image_shape}, got {x.shape}.")

@@ -37,11 +37,12 @@ Architectures (my reading of Sec. 4.1 and Appendix A; every size is a field):
   downsampled transformer outputs (e.g. 14x14 from 28x28) stay valid inputs for
   the 9x9/7x7 CNN; `padding="VALID"` gives unpadded Torch-style layers.
 
-Several transformers: `ParallelTransformers` applies N transformers to the same
-input, each with its own localisation network, and concatenates their outputs on
-channels (the 2x/4x ST-CNN of the CUB birds experiment, Sec. 4.3);
+Several transformers (Sec. 3.4 places them in parallel or at increasing depths):
+`ParallelTransformers` applies N transformers to the same input and concatenates
+their outputs on channels, like the 2x/4x ST-CNN of the CUB birds experiment
+(Sec. 4.3); here each transformer has its own localisation network.
 `SerialTransformers` chains them, each localisation network seeing the previous
-transformer's output (Sec. 3.4, "multiple spatial transformers ... in series").
+transformer's output.
 
 Every model returns `(output, aux)`; aux holds what a notebook plots.
 """
@@ -274,25 +275,26 @@ class SpatialTransformer(nn.Module):
     return transformed, {"theta": theta, "grid": grid}
 
 
-def _check_transformers(transformers: Sequence[nn.Module]) -> None:
-  if len(transformers) == 0:
-    raise ValueError("transformers must hold at least one transformer; got ().")
-
-
-class ParallelTransformers(nn.Module):
-  """N transformers on the same input, outputs concatenated on channels.
-
-  Each transformer has its own localisation network (Sec. 4.3, 2x/4x ST-CNN);
-  all must produce the same (Ho, Wo).
+class _TransformerGroup(nn.Module):
+  """Several transformers, each `images -> (out, aux)` with its own parameters.
 
   Attributes:
-    transformers: the transformers, each `images -> (out, aux)`.
+    transformers: the transformers (at least one).
   """
   transformers: Sequence[nn.Module]
 
   def __post_init__(self):
-    _check_transformers(self.transformers)
+    if len(self.transformers) == 0:
+      raise ValueError("transformers must hold at least one transformer; got ().")
     super().__post_init__()
+
+
+class ParallelTransformers(_TransformerGroup):
+  """N transformers on the same input, outputs concatenated on channels.
+
+  Each transformer has its own localisation network (cf. the 2x/4x ST-CNN of
+  Sec. 4.3); all must produce the same (Ho, Wo).
+  """
 
   def __call__(self, images: jax.Array) -> tuple[jax.Array, dict[str, Any]]:
     """images: [B, H, W, C] -> ([B, Ho, Wo, N*C], {"branches": (aux_1..aux_N)})."""
@@ -305,20 +307,12 @@ class ParallelTransformers(nn.Module):
     return jnp.concatenate(outputs, axis=-1), {"branches": tuple(auxes)}
 
 
-class SerialTransformers(nn.Module):
-  """Transformers in series: each one transforms the previous one's output.
-
-  Attributes:
-    transformers: the transformers, applied first to last.
-  """
-  transformers: Sequence[nn.Module]
-
-  def __post_init__(self):
-    _check_transformers(self.transformers)
-    super().__post_init__()
+class SerialTransformers(_TransformerGroup):
+  """Transformers in series: each one transforms the previous one's output, so
+  each localisation network sees the previous transformer's output."""
 
   def __call__(self, images: jax.Array) -> tuple[jax.Array, dict[str, Any]]:
-    """images: [B, H, W, C] -> ([B, Ho, Wo, C] of the last, {"stages": auxes})."""
+    """images: [B, H, W, C] -> ([B, Ho, Wo, C] of the last, {"stages": (aux_1..aux_N)})."""
     _check_images(images)
     x, auxes = images, []
     for transformer in self.transformers:
@@ -435,6 +429,9 @@ def make_classifier(name: str, *, transform: str = "affine",
     A module `images [B, H, W, C] -> (logits [B, num_classes], aux)`.
   """
   _check_choice("name", name, CLASSIFIERS)
+  _check_choice("transform", transform, TRANSFORMS)
+  if localisation is not None:
+    _check_choice("localisation", localisation, LOCALISATIONS)
   _check_choice("arrangement", arrangement, ARRANGEMENTS)
   if not isinstance(num_classes, int) or num_classes < 1:
     raise ValueError(f"num_classes must be a positive int; got {num_classes!r}.")

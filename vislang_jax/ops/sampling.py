@@ -38,12 +38,15 @@ def _pixel_centres(n: int) -> np.ndarray:
   return (2.0 * np.arange(n) + 1.0) / n - 1.0
 
 
-def _target_xy(out_hw: tuple[int, int], dtype) -> tuple[jax.Array, jax.Array]:
-  """Target pixel centres as broadcastable ``x: [1, Wo]`` and ``y: [Ho, 1]``."""
+@functools.partial(jax.jit, static_argnums=1)
+def _map_target_centres(matrix: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
+  """``matrix @ (x_t, y_t, 1)`` at every target pixel centre: ``[B, R, 3] -> [B, Ho, Wo, R]``."""
   height, width = out_hw
-  x = jnp.asarray(_pixel_centres(width), dtype)[None, :]
-  y = jnp.asarray(_pixel_centres(height), dtype)[:, None]
-  return x, y
+  x = jnp.asarray(_pixel_centres(width), matrix.dtype)[None, :]
+  y = jnp.asarray(_pixel_centres(height), matrix.dtype)[:, None]
+  m = matrix[:, :, :, None, None]  # [B, R, 3, 1, 1] against [Ho, Wo]
+  # Elementwise multiply-adds rather than a matmul: exact on every backend (no TF32/bf16).
+  return jnp.moveaxis(m[:, :, 0] * x + m[:, :, 1] * y + m[:, :, 2], 1, -1)
 
 
 def affine_grid(theta: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
@@ -61,11 +64,7 @@ def affine_grid(theta: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
   theta = jnp.asarray(theta)
   if theta.ndim != 3 or theta.shape[1:] != (2, 3):
     raise ValueError(f"theta must have shape [B, 2, 3]; got {theta.shape}.")
-  x, y = _target_xy(out_hw, theta.dtype)
-  t = theta[:, :, :, None, None]  # [B, 2, 3, 1, 1] against [Ho, Wo]
-  # Elementwise multiply-adds rather than a matmul: exact on every backend (no TF32/bf16).
-  xy = t[:, :, 0] * x + t[:, :, 1] * y + t[:, :, 2]  # [B, 2, Ho, Wo]
-  return jnp.moveaxis(xy, 1, -1)
+  return _map_target_centres(theta, out_hw)
 
 
 def projective_grid(h: jax.Array, out_hw: tuple[int, int], *,
@@ -92,12 +91,14 @@ def projective_grid(h: jax.Array, out_hw: tuple[int, int], *,
   h = jnp.asarray(h)
   if h.ndim != 3 or h.shape[1:] != (3, 3):
     raise ValueError(f"h must have shape [B, 3, 3]; got {h.shape}.")
-  x, y = _target_xy(out_hw, h.dtype)
-  t = h[:, :, :, None, None]
-  uvw = t[:, :, 0] * x + t[:, :, 1] * y + t[:, :, 2]  # [B, 3, Ho, Wo]
-  w = uvw[:, 2:]
+  return _homogeneous_divide(_map_target_centres(h, out_hw), eps)
+
+
+@jax.jit
+def _homogeneous_divide(uvw: jax.Array, eps: float) -> jax.Array:
+  w = uvw[..., 2:]
   w = jnp.where(w >= 0, jnp.maximum(w, eps), jnp.minimum(w, -eps))
-  return jnp.moveaxis(uvw[:, :2] / w, 1, -1)
+  return uvw[..., :2] / w
 
 
 def tps_control_points(grid_size: int) -> jax.Array:
@@ -197,10 +198,13 @@ def tps_grid(offsets: jax.Array, out_hw: tuple[int, int], *,
           f"control_points must have shape [K, 2] = [{k}, 2] to match offsets "
           f"{offsets.shape}; got {points.shape}.")
   transfer = _tps_transfer(tuple(map(tuple, points.tolist())), out_hw)
-  transfer = jnp.asarray(transfer, offsets.dtype)
+  return _tps_apply(jnp.asarray(transfer, offsets.dtype), offsets, out_hw)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _tps_apply(transfer: jax.Array, offsets: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
   flow = jnp.einsum("nk,bkc->bnc", transfer, offsets, precision=jax.lax.Precision.HIGHEST)
-  x, y = _target_xy(out_hw, offsets.dtype)
-  identity = jnp.stack(jnp.broadcast_arrays(x, y), axis=-1)  # [Ho, Wo, 2]
+  identity = _map_target_centres(jnp.eye(2, 3, dtype=offsets.dtype)[None], out_hw)
   return identity + flow.reshape(offsets.shape[0], *out_hw, 2)
 
 
@@ -249,6 +253,11 @@ def bilinear_sample(images: jax.Array, grid: jax.Array, *,
         f"grid {grid.shape}.")
   if padding_mode not in _PADDING_MODES:
     raise ValueError(f"padding_mode must be one of {_PADDING_MODES}; got {padding_mode!r}.")
+  return _bilinear_sample(images, grid, padding_mode)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _bilinear_sample(images: jax.Array, grid: jax.Array, padding_mode: str) -> jax.Array:
   batch, height, width, channels = images.shape
   ix = _unnormalize(grid[..., 0], width, padding_mode)
   iy = _unnormalize(grid[..., 1], height, padding_mode)

@@ -247,17 +247,24 @@ def _valid_filters():
 
 
 @pytest.mark.parametrize("call,match", [
-    (lambda: fb.attention_params(jnp.zeros((2, 4)), height=6, width=7, n=3), r"raw .*\[\.\.\., 5\].*\(2, 4\)"),
+    (lambda: fb.attention_params(jnp.zeros((2, 4)), height=6, width=7, n=3),
+     r"raw .*\[\.\.\., 5\].*\(2, 4\)"),
     (lambda: fb.attention_params(jnp.zeros((2, 5)), height=6, width=7, n=0), r"n must .*0"),
     (lambda: fb.gaussian_filterbank(*jnp.ones((4, 2)), n=0, height=6, width=7), r"n must .*0"),
-    (lambda: fb.gaussian_filterbank(*jnp.ones((4, 2)), n=3, height=0, width=7), r"height .*0"),
+    (lambda: fb.gaussian_filterbank(*jnp.ones((4, 2)), n=3, height=0, width=7),
+     r"height .*0"),
     (lambda: fb.gaussian_filterbank(jnp.ones(2), jnp.ones(3), jnp.ones(2), jnp.ones(2), n=3,
                                     height=6, width=7), r"same shape.*'gy': \(3,\)"),
-    (lambda: fb.read(jnp.zeros((2, 6)), *_valid_filters()), r"images .*rank 3.*\(2, 6\)"),
-    (lambda: fb.read(jnp.zeros((2, 6, 8)), *_valid_filters()), r"images .*\(2, 6, 7\).*\(2, 6, 8\)"),
-    (lambda: fb.read(jnp.zeros((2, 6, 7)), *_valid_filters()[:2], jnp.ones(3)), r"gamma \(3,\)"),
-    (lambda: fb.write(jnp.zeros((2, 3, 3, 1, 1)), *_valid_filters()), r"patch .*rank 3.*\(2, 3, 3, 1, 1\)"),
-    (lambda: fb.write(jnp.zeros((2, 4, 3)), *_valid_filters()), r"patch .*\(2, 3, 3\).*\(2, 4, 3\)"),
+    (lambda: fb.read(jnp.zeros((2, 6)), *_valid_filters()),
+     r"images .*\[B, H, W\] = \(2, 6, 7\).*got \(2, 6\)"),
+    (lambda: fb.read(jnp.zeros((2, 6, 8)), *_valid_filters()),
+     r"images .*\(2, 6, 7\).*got \(2, 6, 8\)"),
+    (lambda: fb.read(jnp.zeros((2, 6, 7)), *_valid_filters()[:2], jnp.ones(3)),
+     r"gamma \[B\] .*gamma \(3,\)"),
+    (lambda: fb.write(jnp.zeros((2, 3, 3, 1, 1)), *_valid_filters()),
+     r"patch .*\[B, N, N\] = \(2, 3, 3\).*got \(2, 3, 3, 1, 1\)"),
+    (lambda: fb.write(jnp.zeros((2, 4, 3)), *_valid_filters()),
+     r"patch .*\(2, 3, 3\).*got \(2, 4, 3\)"),
 ])
 def test_value_errors_name_argument_expected_and_given(call, match):
   with pytest.raises(ValueError, match=match):

@@ -141,8 +141,13 @@ def gaussian_filterbank(gx: jax.Array, gy: jax.Array, sigma2: jax.Array, delta: 
   return fy, fx
 
 
-def _check_filters(fy: jax.Array, fx: jax.Array, gamma: jax.Array) -> tuple[int, ...]:
-  """Checks fy [B, Ny, H], fx [B, Nx, W], gamma [B] agree; returns the batch shape."""
+def _has_channels(name: str, array: jax.Array, layout: str, fy: jax.Array, fx: jax.Array,
+                  gamma: jax.Array, *, on_image: bool) -> bool:
+  """Checks ``array`` against fy [B, Ny, H], fx [B, Nx, W] and gamma [B].
+
+  ``array`` is [B, H, W(, C)] when ``on_image`` and [B, Ny, Nx(, C)] otherwise; returns
+  whether it has the trailing channel axis.
+  """
   if fy.ndim < 2 or fx.ndim < 2:
     raise ValueError(
         f"fy and fx must have shapes [B, N, H] and [B, N, W], got {fy.shape} and {fx.shape}.")
@@ -151,16 +156,14 @@ def _check_filters(fy: jax.Array, fx: jax.Array, gamma: jax.Array) -> tuple[int,
     raise ValueError(
         f"fy [B, N, H], fx [B, N, W] and gamma [B] must share the batch shape B, got fy "
         f"{fy.shape}, fx {fx.shape} and gamma {gamma.shape}.")
-  return batch
-
-
-def _has_channels(name: str, array: jax.Array, batch_ndim: int, expected: str) -> bool:
-  """True for [B, ., ., C], False for [B, ., .]; ValueError for any other rank."""
-  if array.ndim not in (batch_ndim + 2, batch_ndim + 3):
+  axis = -1 if on_image else -2
+  expected = batch + (fy.shape[axis], fx.shape[axis])
+  rank = len(expected)
+  if array.ndim not in (rank, rank + 1) or array.shape[:rank] != expected:
     raise ValueError(
-        f"{name} must have rank {batch_ndim + 2} ({expected}) or {batch_ndim + 3} (with a "
-        f"trailing channel axis), got shape {array.shape}.")
-  return array.ndim == batch_ndim + 3
+        f"{name} must have shape {layout} = {expected}, or that with a trailing channel axis, "
+        f"to match fy {fy.shape} and fx {fx.shape}, got {array.shape}.")
+  return array.ndim == rank + 1
 
 
 def read(images: jax.Array, fy: jax.Array, fx: jax.Array, gamma: jax.Array) -> jax.Array:
@@ -179,16 +182,10 @@ def read(images: jax.Array, fy: jax.Array, fx: jax.Array, gamma: jax.Array) -> j
   Raises:
     ValueError: on a wrong rank or when the image size differs from the filters' image axes.
   """
-  batch = _check_filters(fy, fx, gamma)
-  colour = _has_channels("images", images, len(batch), "[B, H, W]")
-  if images.shape[:len(batch) + 2] != batch + (fy.shape[-1], fx.shape[-1]):
-    raise ValueError(
-        f"images must have shape [B, H, W(, C)] = {batch + (fy.shape[-1], fx.shape[-1])} "
-        f"matching fy [B, N, H] and fx [B, N, W], got {images.shape}.")
-  if colour:
-    glimpse = jnp.einsum("...ih,...hwc,...jw->...ijc", fy, images, fx)
-    return gamma[..., None, None, None] * glimpse
-  return gamma[..., None, None] * jnp.einsum("...ih,...hw,...jw->...ij", fy, images, fx)
+  colour = _has_channels("images", images, "[B, H, W]", fy, fx, gamma, on_image=True)
+  x = images if colour else images[..., None]
+  glimpse = gamma[..., None, None, None] * jnp.einsum("...ih,...hwc,...jw->...ijc", fy, x, fx)
+  return glimpse if colour else glimpse[..., 0]
 
 
 def write(patch: jax.Array, fy: jax.Array, fx: jax.Array, gamma: jax.Array) -> jax.Array:
@@ -209,13 +206,7 @@ def write(patch: jax.Array, fy: jax.Array, fx: jax.Array, gamma: jax.Array) -> j
   Raises:
     ValueError: on a wrong rank or when the patch size differs from the number of filters.
   """
-  batch = _check_filters(fy, fx, gamma)
-  colour = _has_channels("patch", patch, len(batch), "[B, N, N]")
-  if patch.shape[:len(batch) + 2] != batch + (fy.shape[-2], fx.shape[-2]):
-    raise ValueError(
-        f"patch must have shape [B, N, N(, C)] = {batch + (fy.shape[-2], fx.shape[-2])} "
-        f"matching fy [B, N, H] and fx [B, N, W], got {patch.shape}.")
-  if colour:
-    image = jnp.einsum("...ih,...ijc,...jw->...hwc", fy, patch, fx)
-    return image / gamma[..., None, None, None]
-  return jnp.einsum("...ih,...ij,...jw->...hw", fy, patch, fx) / gamma[..., None, None]
+  colour = _has_channels("patch", patch, "[B, N, N]", fy, fx, gamma, on_image=False)
+  w = patch if colour else patch[..., None]
+  image = jnp.einsum("...ih,...ijc,...jw->...hwc", fy, w, fx) / gamma[..., None, None, None]
+  return image if colour else image[..., 0]

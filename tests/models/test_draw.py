@@ -44,7 +44,7 @@ _apply = _jit(_apply_model, static_argnums=0)
 
 
 def _mean_loss(model, params, x, key):
-  logits, aux = model.apply({"params": params}, x, rngs={"sample": key})
+  logits, aux = _apply_model(model, params, x, key)
   loss, _ = objectives.draw_loss(logits, x, aux["mu"], aux["logsigma"])
   return jnp.mean(loss)
 

@@ -132,8 +132,9 @@ def params_to_grid(params: jax.Array, transform: str, out_hw: tuple[int, int],
 
   Returns:
     theta: the structured transform, [B, 2, 3] (affine), [B, 3, 3] with
-      theta[:, 2, 2] == 1 (projective), or [B, g*g, 2] (x, y) control-point
-      offsets (tps).
+      theta[:, 2, 2] == 1 (projective), or [B, g*g, 2] (dx, dy) offsets of
+      the source control points, ordered as `sampling.tps_control_points(g)`
+      (row-major, y outer) (tps).
     grid: [B, Ho, Wo, 2] normalised (x, y) source coordinates (Sec. 3.2).
   """
   num_params = num_transform_params(transform, tps_grid_size=tps_grid_size)

@@ -141,7 +141,7 @@ def gaussian_filterbank(gx: jax.Array, gy: jax.Array, sigma2: jax.Array, delta: 
   return fy, fx
 
 
-def _has_channels(name: str, array: jax.Array, layout: str, fy: jax.Array, fx: jax.Array,
+def _check_operand(name: str, array: jax.Array, layout: str, fy: jax.Array, fx: jax.Array,
                   gamma: jax.Array, *, on_image: bool) -> bool:
   """Checks ``array`` against fy [B, Ny, H], fx [B, Nx, W] and gamma [B].
 
@@ -182,7 +182,7 @@ def read(images: jax.Array, fy: jax.Array, fx: jax.Array, gamma: jax.Array) -> j
   Raises:
     ValueError: on a wrong rank or when the image size differs from the filters' image axes.
   """
-  colour = _has_channels("images", images, "[B, H, W]", fy, fx, gamma, on_image=True)
+  colour = _check_operand("images", images, "[B, H, W]", fy, fx, gamma, on_image=True)
   x = images if colour else images[..., None]
   glimpse = gamma[..., None, None, None] * jnp.einsum("...ih,...hwc,...jw->...ijc", fy, x, fx)
   return glimpse if colour else glimpse[..., 0]
@@ -206,7 +206,7 @@ def write(patch: jax.Array, fy: jax.Array, fx: jax.Array, gamma: jax.Array) -> j
   Raises:
     ValueError: on a wrong rank or when the patch size differs from the number of filters.
   """
-  colour = _has_channels("patch", patch, "[B, N, N]", fy, fx, gamma, on_image=False)
+  colour = _check_operand("patch", patch, "[B, N, N]", fy, fx, gamma, on_image=False)
   w = patch if colour else patch[..., None]
   image = jnp.einsum("...ih,...ijc,...jw->...hwc", fy, w, fx) / gamma[..., None, None, None]
   return image if colour else image[..., 0]

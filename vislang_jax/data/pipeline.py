@@ -44,7 +44,9 @@ def make_loader(
       shuffle: reshuffle the records every epoch.
       num_epochs: passes over the data; None repeats forever.
       drop_remainder: drop the last incomplete batch, and the records that would make
-        process shards unequal.
+        process shards unequal. (Either way grain 0.2.18 gives every process
+        `len(data_source) // process_count` records per epoch, so up to
+        `process_count - 1` records are skipped when the count does not divide.)
       shard_by_process: give each JAX process a disjoint shard (`ShardByJaxProcess`);
         False reads every record on every process.
       worker_count: grain worker processes; 0 reads in this process.

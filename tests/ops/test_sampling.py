@@ -109,7 +109,7 @@ def test_bilinear_sample_finite_difference_grads(x64, mode):
       0.1, 0.9, size=(2, 4, 3, 2))
   grid = jnp.asarray((2 * pixel + 1) / np.array([width, height]) - 1)
   sample = functools.partial(sampling.bilinear_sample, padding_mode=mode)
-  check_grads(sample, (images, grid), order=1, modes=("fwd", "rev"))
+  check_grads(sample, (images, grid), order=1, modes=("rev",))  # custom VJP: no jvp
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -208,29 +208,108 @@ def _tps_apply(transfer: jax.Array, offsets: jax.Array, out_hw: tuple[int, int])
   return identity + flow.reshape(offsets.shape[0], *out_hw, 2)
 
 
-def _unnormalize(g: jax.Array, n: int, padding_mode: str) -> jax.Array:
-  """Pixel coordinate ``((g + 1) n - 1) / 2``; ``"border"`` clamps it to ``[0, n - 1]``.
+def _unnormalize(g: jax.Array, n: int, padding_mode: str) -> tuple[jax.Array, jax.Array]:
+  """Pixel coordinate ``((g + 1) n - 1) / 2`` and its derivative w.r.t. ``g``.
 
-  The clamp has gradient 1 on the closed interval and 0 strictly outside, as PyTorch's
-  (``jnp.clip`` alone would halve the gradient at the bounds, e.g. on border pixel centres).
+  ``"border"`` clamps the coordinate to ``[0, n - 1]``; as in PyTorch, the derivative is
+  ``n / 2`` on the closed interval and 0 strictly outside it.
   """
   pixel = ((g + 1) * n - 1) / 2
+  slope = jnp.full_like(g, n / 2)
   if padding_mode == "border":
-    pixel = jnp.where((pixel >= 0) & (pixel <= n - 1), pixel, jnp.clip(pixel, 0, n - 1))
-  return pixel
+    slope = jnp.where((pixel >= 0) & (pixel <= n - 1), slope, 0)
+    pixel = jnp.clip(pixel, 0, n - 1)
+  return pixel, slope
+
+
+def _corners(image_hw: tuple[int, int], grid: jax.Array, padding_mode: str):
+  """The 4 neighbours of every grid point, in the order (y0, x0), (y0, x1), (y1, x0), (y1, x1).
+
+  Returns:
+    index: ``[4, B, Ho, Wo]`` int32 rows of ``images.reshape(B * H * W, C)``, always in range.
+    inside: ``[4, B, Ho, Wo]`` bool, the neighbour lies in the image (else it reads 0).
+    fx, fy: ``[B, Ho, Wo]`` fractional pixel coordinates ``x - floor(x)``, ``y - floor(y)``.
+    dx, dy: ``[B, Ho, Wo]`` derivatives of the pixel coordinates w.r.t. ``grid``.
+  """
+  height, width = image_hw
+  x, dx = _unnormalize(grid[..., 0], width, padding_mode)
+  y, dy = _unnormalize(grid[..., 1], height, padding_mode)
+  x0, y0 = jnp.floor(x), jnp.floor(y)
+  xs = jnp.stack([x0, x0 + 1, x0, x0 + 1])
+  ys = jnp.stack([y0, y0, y0 + 1, y0 + 1])
+  inside = (xs >= 0) & (xs <= width - 1) & (ys >= 0) & (ys <= height - 1)
+  # Clip before the int cast so that far-away (or huge) coordinates cannot overflow.
+  xi = jnp.clip(xs, 0, width - 1).astype(jnp.int32)
+  yi = jnp.clip(ys, 0, height - 1).astype(jnp.int32)
+  b = jnp.arange(grid.shape[0], dtype=jnp.int32)[:, None, None]
+  return (b * height + yi) * width + xi, inside, x - x0, y - y0, dx, dy
+
+
+def _gather(rows: jax.Array, index: jax.Array, inside: jax.Array) -> jax.Array:
+  """``rows[index]`` with zeros where not ``inside``: ``[..., C]``."""
+  return jnp.where(inside[..., None], rows.at[index].get(mode="promise_in_bounds"), 0)
+
+
+def _corner_weights(fx: jax.Array, fy: jax.Array) -> tuple[jax.Array, ...]:
+  """Eq. 5 kernel ``max(0, 1 - |x - m|) max(0, 1 - |y - n|)`` of the 4 neighbours."""
+  return (1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _bilinear(images: jax.Array, grid: jax.Array, padding_mode: str) -> jax.Array:
+  index, inside, fx, fy, _, _ = _corners(images.shape[1:3], grid, padding_mode)
+  rows = images.reshape(-1, images.shape[-1])
+  v00, v01, v10, v11 = _gather(rows, index, inside)  # one gather for all 4 neighbours
+  fx, fy = fx[..., None], fy[..., None]
+  # The blend written out (not a [4, ...] weight tensor reduced over its leading axis):
+  # about 5x faster on CPU.
+  return (1 - fy) * ((1 - fx) * v00 + fx * v01) + fy * ((1 - fx) * v10 + fx * v11)
+
+
+def _bilinear_fwd(images, grid, padding_mode):
+  return _bilinear(images, grid, padding_mode), (images, grid)
+
+
+def _bilinear_bwd(padding_mode, residuals, cotangent):
+  """Eq. 6 (d/dimages: scatter-add of weight * cotangent) and eq. 7 (d/dgrid).
+
+  Per neighbour k, one fused gather-and-reduce ``s_k = sum_c cotangent * v_k`` and one
+  in-place scatter-add: no ``[4, B, Ho, Wo, C]`` intermediate is materialised.
+  """
+  images, grid = residuals
+  index, inside, fx, fy, dx, dy = _corners(images.shape[1:3], grid, padding_mode)
+  rows = images.reshape(-1, images.shape[-1])
+  d_rows = jnp.zeros_like(rows)
+  s = []
+  for k, weight in enumerate(_corner_weights(fx, fy)):
+    s.append(jnp.sum(_gather(rows, index[k], inside[k]) * cotangent, axis=-1))
+    update = jnp.where(inside[k][..., None], weight[..., None] * cotangent, 0)
+    d_rows = d_rows.at[index[k].reshape(-1)].add(
+        update.reshape(-1, rows.shape[1]).astype(rows.dtype), mode="promise_in_bounds")
+  s00, s01, s10, s11 = s
+  d_x = ((1 - fy) * (s01 - s00) + fy * (s11 - s10)) * dx
+  d_y = ((1 - fx) * (s10 - s00) + fx * (s11 - s01)) * dy
+  d_grid = jnp.stack([d_x, d_y], axis=-1).astype(grid.dtype)
+  return d_rows.reshape(images.shape), d_grid
+
+
+_bilinear.defvjp(_bilinear_fwd, _bilinear_bwd)
+_bilinear_sample = jax.jit(_bilinear, static_argnums=2)  # one compile per shape when eager
 
 
 def bilinear_sample(images: jax.Array, grid: jax.Array, *,
                     padding_mode: str = "zeros") -> jax.Array:
-  """Bilinear sampler, STN eq. 3-5 (gradients eq. 6-7 by autodiff).
+  """Bilinear sampler, STN eq. 3-5, with the hand-written gradients of eq. 6-7.
 
   ``out[b, i, j] = sum_{n, m} images[b, n, m] max(0, 1 - |x - m|) max(0, 1 - |y - n|)``
-  where ``(x, y)`` are the pixel coordinates ``((g + 1) n - 1) / 2`` of ``grid[b, i, j]``.
-  Only the 4 neighbours of ``(x, y)`` have non-zero weight; they are read with ONE gather,
-  so reverse-mode autodiff gives d/dimages as ONE scatter-add and d/dgrid (eq. 7) from the
-  same 4 corner values. Equal in value and gradient to PyTorch ``grid_sample(mode="bilinear",
-  align_corners=False)`` on ``NCHW`` images, including the one-sided derivative at integer
-  pixel coordinates (from ``floor``). Works under jit, vmap, jvp and grad.
+  where ``(x, y)`` are the pixel coordinates ``((g + 1) W - 1) / 2``, ``((g + 1) H - 1) / 2``
+  of ``grid[b, i, j]``; only the 4 neighbours of ``(x, y)`` have non-zero weight. Equal in
+  value and gradient to PyTorch ``grid_sample(mode="bilinear", align_corners=False)`` on
+  ``NCHW`` images, including the one-sided derivative at integer pixel coordinates.
+
+  Works under jit, vmap and grad. The gradient is a custom VJP (one fused gather-reduce and
+  one scatter-add per neighbour; about 1.7x faster and a third less memory than autodiff on
+  CPU for C = 256), so it is first-order and reverse-mode only: no ``jax.jvp``.
 
   Args:
     images: ``[B, H, W, C]`` float source images.
@@ -254,26 +333,3 @@ def bilinear_sample(images: jax.Array, grid: jax.Array, *,
   if padding_mode not in _PADDING_MODES:
     raise ValueError(f"padding_mode must be one of {_PADDING_MODES}; got {padding_mode!r}.")
   return _bilinear_sample(images, grid, padding_mode)
-
-
-@functools.partial(jax.jit, static_argnums=2)
-def _bilinear_sample(images: jax.Array, grid: jax.Array, padding_mode: str) -> jax.Array:
-  batch, height, width, channels = images.shape
-  ix = _unnormalize(grid[..., 0], width, padding_mode)
-  iy = _unnormalize(grid[..., 1], height, padding_mode)
-  x0, y0 = jnp.floor(ix), jnp.floor(iy)  # floor is piecewise constant: no gradient.
-  # The 4 neighbours, [4, B, Ho, Wo], in the order (y0, x0), (y0, x1), (y1, x0), (y1, x1).
-  xs = jnp.stack([x0, x0 + 1, x0, x0 + 1])
-  ys = jnp.stack([y0, y0, y0 + 1, y0 + 1])
-  inside = (xs >= 0) & (xs <= width - 1) & (ys >= 0) & (ys <= height - 1)
-  # Clip before the int cast so that far-away (or huge) coordinates cannot overflow.
-  xi = jnp.clip(xs, 0, width - 1).astype(jnp.int32)
-  yi = jnp.clip(ys, 0, height - 1).astype(jnp.int32)
-  b = jnp.arange(batch, dtype=jnp.int32)[:, None, None]
-  rows = images.reshape(batch * height * width, channels)
-  values = rows.at[(b * height + yi) * width + xi].get(mode="promise_in_bounds")
-  v00, v01, v10, v11 = jnp.where(inside[..., None], values, 0)  # "zeros" padding.
-  # Eq. 5 kernel max(0, 1 - |x - m|) on the two neighbours per axis, written out: ~5x faster
-  # on CPU than a stacked [4, ...] weight tensor reduced over its leading axis.
-  fx, fy = (ix - x0)[..., None], (iy - y0)[..., None]
-  return (1 - fy) * ((1 - fx) * v00 + fx * v01) + fy * ((1 - fx) * v10 + fx * v11)

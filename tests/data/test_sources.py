@@ -105,6 +105,15 @@ def test_bad_arguments(args, kwargs, match):
         load_digits(*args, **kwargs)
 
 
+def test_tfds_path_with_mocked_mnist():
+    # tfds.testing.mock_data serves random records that follow MNIST's real feature spec.
+    with tfds.testing.mock_data(num_examples=7):
+        images, labels = load_digits("mnist", "test")
+    assert images.shape == (7, 28, 28) and images.dtype == np.uint8
+    assert labels.shape == (7,) and labels.dtype == np.int64
+    assert labels.min() >= 0 and labels.max() <= 9
+
+
 class _Socket:
     def close(self):
         pass

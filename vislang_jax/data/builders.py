@@ -68,8 +68,8 @@ class DigitsConfig(tfds.core.BuilderConfig):
       canvas_size, num_clutter, clutter_size: the cluttered canvas (None otherwise).
     """
 
-    distortion: str = "none"
-    source: str = "sklearn_digits"
+    distortion: str
+    source: str
     mnist_dir: str | None = None
     seed: int = 0
     copies: int = 1

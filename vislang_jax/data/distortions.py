@@ -190,8 +190,9 @@ def cluttered(
       * RAM (Mnih et al., 2014, Sec. 4.1) 60x60 with 4 pieces of 8x8 clutter: the defaults;
       * RAM 100x100 with 8 pieces of 8x8, the setting DRAW (Gregor et al., 2015, Sec. 4.1)
         classifies: `canvas_size=100, num_clutter=8`.
-      * The STN paper's translated-cluttered (TC) 60x60 MNIST uses small crops of other
-        digits (6x6 as we read it: `clutter_size=6`); check the paper for the count.
+      * The STN paper's translated-cluttered (TC) MNIST is also 60x60 with crops of other
+        digits; its piece count and size could not be checked here (6x6 pieces is our
+        reading), so experiments set `num_clutter` and `clutter_size` explicitly.
 
     Args:
       digit: `[28, 28]` in [0, 255].

@@ -130,7 +130,7 @@ def _mnist_from_idx(mnist_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]
 def _mnist_from_tfds(split: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         source = _tfds_mnist_source(split)
-        records = source.__getitems__(range(len(source)))
+        records = [source[i] for i in range(len(source))]
     except Exception as e:  # Any failure here has the same two remedies.
         raise ValueError(
             f"load_digits: could not load MNIST split {split!r} from TFDS "

@@ -31,6 +31,13 @@ def _identity(batch: int) -> np.ndarray:
   return np.tile(np.eye(2, 3, dtype=np.float32)[None], (batch, 1, 1))
 
 
+def _numpy_pixel_centres(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+  """[H, W] normalised x and y of the pixel centres, (2i + 1) / n - 1 (align_corners=False)."""
+  y, x = np.meshgrid((2 * np.arange(height) + 1) / height - 1,
+                     (2 * np.arange(width) + 1) / width - 1, indexing="ij")
+  return x, y
+
+
 def _torch_reference(torch, images, theta, out_hw, cotangent, mode):
   """PyTorch affine_grid + grid_sample: grid, output and grads of sum(output * cotangent)."""
   f = torch.nn.functional
@@ -112,6 +119,16 @@ def test_bilinear_sample_finite_difference_grads(x64, mode):
   check_grads(sample, (images, grid), order=1, modes=("rev",))  # custom VJP: no jvp
 
 
+@pytest.mark.parametrize("make_grid, params", [
+    (lambda h: sampling.projective_grid(h, (3, 4)), np.eye(3) + 0.1 * np.ones((2, 3, 3))),
+    (lambda o: sampling.tps_grid(o, (3, 4)), 0.1 * np.ones((2, 9, 2))),
+])
+def test_grids_are_differentiable_under_jit(x64, make_grid, params):
+  params = jnp.asarray(params)
+  np.testing.assert_allclose(jax.jit(make_grid)(params), make_grid(params), rtol=1e-12)
+  check_grads(jax.jit(make_grid), (params,), order=2, modes=("fwd", "rev"))
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("hw", [(5, 7), (1, 1)])
 def test_identity_transform_returns_input(mode, hw):
@@ -139,8 +156,7 @@ def test_projective_grid_with_affine_homography_equals_affine_grid():
 def test_projective_grid_matches_numpy_homogeneous_division(x64):
   h = np.eye(3) + 0.3 * np.random.default_rng(3).normal(size=(2, 3, 3))
   height, width = 3, 4
-  y, x = np.meshgrid((2 * np.arange(height) + 1) / height - 1,
-                     (2 * np.arange(width) + 1) / width - 1, indexing="ij")
+  x, y = _numpy_pixel_centres(height, width)
   uvw = np.einsum("bij,hwj->bhwi", h, np.stack([x, y, np.ones_like(x)], axis=-1))
   np.testing.assert_allclose(sampling.projective_grid(jnp.asarray(h), (height, width)),
                              uvw[..., :2] / uvw[..., 2:], rtol=1e-12)
@@ -180,8 +196,7 @@ def test_tps_grid_matches_scipy_thin_plate_spline(x64):
   points = rng.uniform(-1, 1, size=(7, 2))
   offsets = 0.2 * rng.normal(size=(1, 7, 2))
   height, width = 4, 5
-  y, x = np.meshgrid((2 * np.arange(height) + 1) / height - 1,
-                     (2 * np.arange(width) + 1) / width - 1, indexing="ij")
+  x, y = _numpy_pixel_centres(height, width)
   # SciPy's kernel r^2 log r is U(r) / 2: the interpolant is the same.
   spline = interpolate.RBFInterpolator(points, points + offsets[0],
                                        kernel="thin_plate_spline", degree=1)

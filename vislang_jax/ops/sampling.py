@@ -67,9 +67,16 @@ def affine_grid(theta: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
   return _map_target_centres(theta, out_hw)
 
 
+@jax.jit
+def _homogeneous_divide(uvw: jax.Array, eps: float) -> jax.Array:
+  w = uvw[..., 2:]
+  w = jnp.where(w >= 0, jnp.maximum(w, eps), jnp.minimum(w, -eps))
+  return uvw[..., :2] / w
+
+
 def projective_grid(h: jax.Array, out_hw: tuple[int, int], *,
                     eps: float = 1e-6) -> jax.Array:
-  """Projective (homography) sampling grid, STN Sec. 3.1 "projective" transformation.
+  """Projective (homography) sampling grid, the "projective" transformation of STN Sec. 3.2.
 
   Target pixel centres ``(x_t, y_t, 1)`` are mapped to ``(u, v, w) = h @ (x_t, y_t, 1)`` and
   the source point is ``(u / w, v / w)``. With ``h = [[A], [0, 0, 1]]`` this is
@@ -92,13 +99,6 @@ def projective_grid(h: jax.Array, out_hw: tuple[int, int], *,
   if h.ndim != 3 or h.shape[1:] != (3, 3):
     raise ValueError(f"h must have shape [B, 3, 3]; got {h.shape}.")
   return _homogeneous_divide(_map_target_centres(h, out_hw), eps)
-
-
-@jax.jit
-def _homogeneous_divide(uvw: jax.Array, eps: float) -> jax.Array:
-  w = uvw[..., 2:]
-  w = jnp.where(w >= 0, jnp.maximum(w, eps), jnp.minimum(w, -eps))
-  return uvw[..., :2] / w
 
 
 def tps_control_points(grid_size: int) -> jax.Array:
@@ -142,12 +142,11 @@ def _tps_transfer(points: tuple[tuple[float, float], ...],
   system[:k, :k] = _tps_radial(((p[:, None] - p[None]) ** 2).sum(-1))
   system[:k, k:] = affine_p
   system[k:, :k] = affine_p.T
-  try:
-    inverse = np.linalg.inv(system)
-  except np.linalg.LinAlgError as e:
+  if np.linalg.matrix_rank(system) < k + 3:
     raise ValueError(
         "control_points give a singular TPS system: they must be distinct and not all on "
-        f"one line; got {p.tolist()}.") from e
+        f"one line; got {p.tolist()}.")
+  inverse = np.linalg.inv(system)
   y, x = np.meshgrid(_pixel_centres(out_hw[0]), _pixel_centres(out_hw[1]), indexing="ij")
   g = np.stack([x.ravel(), y.ravel()], axis=-1)  # [Ho * Wo, 2]
   phi = np.concatenate(
@@ -158,7 +157,7 @@ def _tps_transfer(points: tuple[tuple[float, float], ...],
 
 def tps_grid(offsets: jax.Array, out_hw: tuple[int, int], *,
              control_points: jax.Array | None = None) -> jax.Array:
-  """Thin-plate-spline sampling grid (Bookstein 1989; STN Sec. 3.1 and appendix).
+  """Thin-plate-spline sampling grid (Bookstein 1989; STN Sec. 3.2, Sec. 4.1 and appendix).
 
   The spline maps each target control point ``P_k`` to the source point
   ``P_k + offsets[:, k]``, with ``U(r) = r^2 log r^2`` radial terms plus an affine part.

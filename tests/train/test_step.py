@@ -17,14 +17,14 @@ def quadratic_loss(params, batch, key):
   return loss, {"u": jax.random.uniform(key)}
 
 
-def make_state():
-  return TrainState.create(params={"w": jnp.ones(3)}, optimizer=optax.sgd(0.1),
+def make_state(optimizer):
+  return TrainState.create(params={"w": jnp.ones(3)}, optimizer=optimizer,
                            rng=jax.random.PRNGKey(7))
 
 
 def test_step_matches_sgd_by_hand_and_uses_fold_in_keys():
   step = jax.jit(make_train_step(quadratic_loss, optax.sgd(0.1)))
-  state = make_state()
+  state = make_state(optax.sgd(0.1))
   batch = {"x": jnp.arange(3.0), "scale": jnp.float32(1.0)}
   new, metrics = step(state, batch)
   # d/dw sum (w - x)^2 = 2 (w - x)
@@ -39,7 +39,7 @@ def test_step_matches_sgd_by_hand_and_uses_fold_in_keys():
 
 def test_non_finite_loss_leaves_state_and_records_first_bad_step():
   step = jax.jit(make_train_step(quadratic_loss, optax.adam(0.1)))
-  state = make_state()
+  state = make_state(optax.adam(0.1))
   good = {"x": jnp.arange(3.0), "scale": jnp.float32(1.0)}
   bad = {"x": jnp.arange(3.0), "scale": jnp.float32(jnp.nan)}
   state, _ = step(state, good)

@@ -44,6 +44,11 @@ class ArraySource:
       r, c = divmod(int(k), 2)
       images[i, 4 * r:4 * r + 4, 4 * c:4 * c + 4] += 150
     self.images = images
+    self._repr = f"ArraySource(n={n}, seed={seed})"
+
+  def __repr__(self):
+    # grain validates a restored iterator against repr(source).
+    return self._repr
 
   def __len__(self):
     return len(self.labels)

@@ -35,7 +35,7 @@ from vislang_jax.ops import filterbank
 _ATTENTION_KERNEL_INIT = nn.initializers.variance_scaling(1e-2, "fan_in", "truncated_normal")
 
 
-class _AttentionLayer(nn.Module):
+class AttentionLayer(nn.Module):
   """A linear layer of ``h^dec`` to the five attention parameters (eq. 21-22) and filterbank.
 
   It is initialised so that an initial glimpse covers the whole image: the bias gives
@@ -115,9 +115,9 @@ class DRAW(nn.Module):
     self.q_mu = nn.Dense(self.z_size)
     self.q_logsigma = nn.Dense(self.z_size)
     if self.read_attention:
-      self.read_params = _AttentionLayer(self.height, self.width, self.read_n)
+      self.read_params = AttentionLayer(self.height, self.width, self.read_n)
     if self.write_attention:
-      self.write_params = _AttentionLayer(self.height, self.width, self.write_n)
+      self.write_params = AttentionLayer(self.height, self.width, self.write_n)
       self.write_patch = nn.Dense(self.write_n * self.write_n * self.channels)
     else:
       self.write_canvas = nn.Dense(self.height * self.width * self.channels)

@@ -42,13 +42,13 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   config.data.clutter_size = 6   # cluttered only
 
   config.train = ml_collections.ConfigDict()
-  config.train.num_steps = 1500
+  config.train.num_steps = 1000
   config.train.batch_size = 64
   config.train.optimizer = "adam"  # adam | sgd (momentum 0.9)
   config.train.learning_rate = 1e-3
   config.train.log_every = 50
-  config.train.eval_every = 500
-  config.train.checkpoint_every = 500
+  config.train.eval_every = 250
+  config.train.checkpoint_every = 250
   config.train.keep_checkpoints = 2
 
   config.eval = ml_collections.ConfigDict()

@@ -1,6 +1,7 @@
 """The thin absl entry point shared by every `python -m experiments.<name>`."""
 
 import json
+import logging as std_logging
 import os
 from typing import Callable
 
@@ -16,6 +17,13 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
       json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+
+
+def _quiet_libraries(record: std_logging.LogRecord) -> bool:
+  """Keeps the console to this package's progress: drops orbax/TFDS INFO lines."""
+  noisy = any(f"{os.sep}{name}{os.sep}" in record.pathname
+              for name in ("orbax", "tensorflow_datasets", "etils"))
+  return record.levelno >= std_logging.WARNING or not noisy
 
 
 def run(train_and_evaluate: Callable[[ml_collections.ConfigDict, str], object],
@@ -36,6 +44,7 @@ def run(train_and_evaluate: Callable[[ml_collections.ConfigDict, str], object],
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    logging.get_absl_handler().addFilter(_quiet_libraries)
     if flags.FLAGS.distributed:
       jax.distributed.initialize()
     logging.info("JAX devices: %s (process %d of %d)", jax.devices(),

@@ -1,0 +1,330 @@
+"""Greedy decoding, temperature sampling and beam search over a generic step function.
+
+Every autoregressive model of the package (the Show-Attend-and-Tell captioner, the seq2seq
+models) decodes through these three functions. A model supplies one decoder step::
+
+  step_fn(tokens: [N] int32, state: PyTree) -> (logits: [N, V] float, state: PyTree, extras: PyTree)
+
+``tokens`` are the previous tokens (``bos_id`` at the first step), ``state`` is any pytree whose
+leaves all have the leading axis ``N`` (an LSTM carry, the per-example annotation vectors, a
+step counter ...) and must come back with the same structure, shapes and dtypes; ``extras``
+is a pytree of per-step outputs to record, each leaf ``[N, ...]`` (for example the attention
+weights ``alpha: [N, L]``). ``N`` is the flattened batch: ``B`` for ``greedy`` and ``sample``,
+``B * K`` for ``beam_search``, whose row ``b * K + k`` is beam ``k`` of example ``b``.
+
+Semantics shared by the three decoders, all with a fixed number ``T = max_len`` of steps
+(``lax.scan``), so that shapes are static and everything jits:
+
+* Step ``t`` (0-based) feeds token ``y_{t-1}`` (``y_{-1} = BOS``) and emits ``y_t``; the
+  extras recorded at time ``t`` are those of that step, so an attention map at time ``t`` is
+  the one used to predict ``y_t``.
+* A sequence ends at the first EOS, which it keeps: its length counts the tokens up to and
+  including EOS (``T`` if it never emits EOS). Afterwards its tokens are ``pad_id``, its
+  recorded extras are zeros and its score no longer changes; the step function is still
+  called on it (with ``eos_id`` as input), and what it returns for it is ignored.
+* Scores are sums of the model's log-probabilities ``log_softmax(logits)`` (temperature 1,
+  whatever the sampling temperature) of the emitted tokens, EOS included.
+
+Jitting: the decoders take Python ints for ids and sizes (static), so wrap them with the step
+function bound, and build the step function inside the jitted function when it closes over
+parameters, so that the parameters are traced arguments instead of constants baked into the
+compiled program::
+
+  @jax.jit
+  def caption(params, init_state):
+    step_fn = functools.partial(model_step, params)
+    return beam_search(step_fn, init_state, bos_id=1, eos_id=2, max_len=20, beam_size=3)
+
+or, for a step function without parameters,
+``jax.jit(functools.partial(greedy, step_fn, bos_id=1, eos_id=2, max_len=20))(init_state)``.
+"""
+
+import math
+import numbers
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+StepFn = Callable[[jax.Array, PyTree], tuple[jax.Array, PyTree, PyTree]]
+
+
+class Decoded(NamedTuple):
+  """Decoded sequences; ``[B]`` for ``greedy``/``sample``, ``[B, K]`` (best first) for beams.
+
+  Attributes:
+    tokens: [B, (K,) T] int32, the generated tokens without BOS, ``pad_id`` after EOS.
+    lengths: [B, (K)] int32, the number of tokens up to and including EOS (``T`` without EOS).
+    scores: [B, (K)] float32, the sum of the model's log-probabilities of those tokens.
+    normalized_scores: [B, (K)] float32, ``scores / gnmt_length_penalty(lengths, alpha)``, the
+      key that ranks beams; equal to ``scores`` for ``greedy`` and ``sample`` (``alpha = 0``).
+    extras: the step function's extras with a time axis, each leaf ``[B, (K,) T, ...]``;
+      position ``t`` holds the extras of the step that emitted ``tokens[..., t]`` (zeros at
+      ``t >= lengths``). For beam search each beam's extras are its own history.
+  """
+
+  tokens: jax.Array
+  lengths: jax.Array
+  scores: jax.Array
+  normalized_scores: jax.Array
+  extras: PyTree
+
+
+def gnmt_length_penalty(lengths: jax.Array, *, alpha: float) -> jax.Array:
+  """GNMT's length penalty ``lp(Y) = ((5 + |Y|) / 6) ** alpha``.
+
+  Wu et al., "Google's Neural Machine Translation System: Bridging the Gap between Human and
+  Machine Translation", arXiv:1609.08144, 2016, section 7: beams are ranked by
+  ``log P(Y | X) / lp(Y)``; ``alpha = 0`` ranks by the log-probability itself.
+
+  Args:
+    lengths: [...] int, hypothesis lengths ``|Y|``.
+    alpha: the exponent, >= 0.
+
+  Returns:
+    [...] float32 penalties, 1 for ``alpha = 0``.
+  """
+  return ((5.0 + jnp.asarray(lengths, jnp.float32)) / 6.0) ** alpha
+
+
+def greedy(step_fn: StepFn, init_state: PyTree, *, bos_id: int, eos_id: int, max_len: int,
+           pad_id: int = 0) -> Decoded:
+  """Greedy decoding: ``y_t = argmax_v logits_t[v]`` until EOS or ``max_len`` tokens.
+
+  Args:
+    step_fn: the decoder step (module docstring), with ``N = B``.
+    init_state: the decoder state before the first step; leaves [B, ...].
+    bos_id: the token fed at the first step, in ``[0, V)``.
+    eos_id: the token that ends a sequence, in ``[0, V)``.
+    max_len: ``T >= 1``, the number of decoding steps.
+    pad_id: the token written after EOS.
+
+  Returns:
+    ``Decoded`` with tokens [B, T], lengths/scores/normalized_scores [B], extras [B, T, ...].
+
+  Raises:
+    ValueError: for a bad id or size, or a step function or state that breaks the contract.
+  """
+  return _decode_one_per_row(step_fn, init_state, lambda key, logits: jnp.argmax(logits, -1),
+                             None, bos_id=bos_id, eos_id=eos_id, max_len=max_len,
+                             pad_id=pad_id)
+
+
+def sample(key: jax.Array, step_fn: StepFn, init_state: PyTree, *, bos_id: int, eos_id: int,
+           max_len: int, temperature: float = 1.0, pad_id: int = 0) -> Decoded:
+  """Ancestral sampling: ``y_t ~ softmax(logits_t / temperature)`` until EOS or ``max_len``.
+
+  Every row draws independently; step ``t`` uses the ``t``-th of ``split(key, max_len)``.
+  ``temperature -> 0`` tends to ``greedy``; ``scores`` are under the untempered model.
+  ``jax.vmap`` over ``key`` draws several samples per example.
+
+  Args:
+    key: a PRNG key.
+    step_fn: the decoder step (module docstring), with ``N = B``.
+    init_state: the decoder state before the first step; leaves [B, ...].
+    bos_id: the token fed at the first step, in ``[0, V)``.
+    eos_id: the token that ends a sequence, in ``[0, V)``.
+    max_len: ``T >= 1``, the number of decoding steps.
+    temperature: a finite float > 0 dividing the logits.
+    pad_id: the token written after EOS.
+
+  Returns:
+    ``Decoded`` with tokens [B, T], lengths/scores/normalized_scores [B], extras [B, T, ...].
+
+  Raises:
+    ValueError: for a bad id, size or temperature, or a step function or state that breaks
+      the contract.
+  """
+  if (isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)
+      or not math.isfinite(temperature) or temperature <= 0):
+    raise ValueError(f"temperature must be a finite float > 0, got {temperature!r}.")
+  _check_int("max_len", max_len, minimum=1)
+
+  def choose(step_key, logits):
+    return jax.random.categorical(step_key, logits.astype(jnp.float32) / temperature, axis=-1)
+
+  return _decode_one_per_row(step_fn, init_state, choose, jax.random.split(key, max_len),
+                             bos_id=bos_id, eos_id=eos_id, max_len=max_len, pad_id=pad_id)
+
+
+def beam_search(step_fn: StepFn, init_state: PyTree, *, bos_id: int, eos_id: int,
+                max_len: int, beam_size: int, length_penalty: float = 0.0,
+                pad_id: int = 0) -> Decoded:
+  """Beam search keeping the ``K`` best hypotheses, finished and live together.
+
+  Each step, every live beam proposes its ``V`` one-token extensions and every finished beam
+  proposes itself, unchanged, once (so it is never copied into several beams); the ``K``
+  candidates with the highest ranking score ``log P / gnmt_length_penalty(length, alpha)``
+  become the new beams (a live candidate is ranked as if it ended now). A candidate that emits
+  EOS is finished; after ``T`` steps all beams are finished, ranked by their final
+  normalised scores. With ``K`` at least the number of hypotheses (finished or not) after
+  ``T - 1`` steps nothing is pruned and the result is the exact ``K`` best sequences; below
+  that it is the usual approximation. ``K = 1`` is ``greedy``. If fewer than ``K`` sequences
+  of non-zero probability exist, the remaining beams have score ``-inf``, length 0 and only
+  pad tokens.
+
+  The step function runs on ``N = B * K`` rows: ``init_state`` is repeated ``K`` times per
+  example (row ``b * K + k``), and after each step the state rows are gathered by the
+  surviving beams' parents. Tokens and extras are recorded per step together with these
+  backpointers and traced back at the end, so each returned beam carries its own history.
+
+  Args:
+    step_fn: the decoder step (module docstring), with ``N = B * K``.
+    init_state: the decoder state before the first step, one row per example; leaves [B, ...].
+    bos_id: the token fed at the first step, in ``[0, V)``.
+    eos_id: the token that ends a sequence, in ``[0, V)``.
+    max_len: ``T >= 1``, the number of decoding steps.
+    beam_size: ``K >= 1``, the number of beams kept and returned.
+    length_penalty: GNMT's ``alpha >= 0`` (0: rank by log-probability, no normalisation).
+    pad_id: the token written after EOS.
+
+  Returns:
+    ``Decoded`` with tokens [B, K, T], lengths/scores/normalized_scores [B, K] sorted by
+    ``normalized_scores``, best first, and extras [B, K, T, ...].
+
+  Raises:
+    ValueError: for a bad id, size or length penalty, or a step function or state that breaks
+      the contract.
+  """
+  _check_int("max_len", max_len, minimum=1)
+  _check_int("beam_size", beam_size, minimum=1)
+  if (isinstance(length_penalty, bool) or not isinstance(length_penalty, numbers.Real)
+      or not math.isfinite(length_penalty) or length_penalty < 0):
+    raise ValueError(f"length_penalty must be a finite float >= 0, got {length_penalty!r}.")
+  batch, k = _batch_size(init_state), beam_size
+  n = batch * k
+  state = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), init_state)
+  vocab = _check_step_fn(step_fn, state, n, bos_id=bos_id, eos_id=eos_id)
+  rows = jnp.arange(batch)[:, None]  # [B, 1], pairs with [B, K] beam indices
+  only_first = jnp.arange(vocab) == 0  # [V]: the one continuation of a finished beam
+
+  def step(carry, t):
+    state, inputs, scores, lengths, finished = carry
+    logits, state, extras = step_fn(inputs, state)
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(batch, k, vocab)
+    cand_scores = jnp.where(finished[..., None],
+                            jnp.where(only_first, scores[..., None], -jnp.inf),
+                            scores[..., None] + log_probs)  # [B, K, V]
+    cand_lengths = jnp.where(finished, lengths, t + 1)  # [B, K], same for all V candidates
+    ranks = cand_scores / gnmt_length_penalty(cand_lengths, alpha=length_penalty)[..., None]
+    _, best = jax.lax.top_k(ranks.reshape(batch, k * vocab), k)  # [B, K], sorted
+    parents, chosen = best // vocab, (best % vocab).astype(jnp.int32)
+    parent_finished = finished[rows, parents]
+    scores = jnp.take_along_axis(cand_scores.reshape(batch, k * vocab), best, axis=1)
+    lengths = cand_lengths[rows, parents]
+    tokens = jnp.where(parent_finished, pad_id, chosen)
+    # A candidate of probability zero is dead: finished, so that it is never extended.
+    finished = parent_finished | (chosen == eos_id) | (scores == -jnp.inf)
+    inputs = jnp.where(finished, eos_id, chosen).reshape(n)
+    state = jax.tree.map(lambda x: x[(rows * k + parents).reshape(n)], state)
+    extras = jax.tree.map(lambda x: x.reshape(batch, k, *x.shape[1:]), extras)
+    return (state, inputs, scores, lengths, finished), (parents, tokens, extras)
+
+  carry = (state,
+           jnp.full((n,), bos_id, jnp.int32),
+           jnp.full((batch, k), -jnp.inf, jnp.float32).at[:, 0].set(0.0),
+           jnp.zeros((batch, k), jnp.int32),
+           jnp.broadcast_to(jnp.arange(k) > 0, (batch, k)))  # all beams but one start dead
+  (_, _, scores, lengths, _), history = jax.lax.scan(step, carry, jnp.arange(max_len))
+
+  def trace_back(beams, history_t):
+    """Beam indices after step t -> after step t - 1, with those beams' step-t records."""
+    parents, tokens, extras = history_t
+    parents_of_beams = parents[rows, beams]
+    return parents_of_beams, (tokens[rows, beams],
+                              jax.tree.map(lambda x: x[rows, parents_of_beams], extras))
+
+  final_beams = jnp.broadcast_to(jnp.arange(k), (batch, k))
+  _, (tokens, extras) = jax.lax.scan(trace_back, final_beams, history, reverse=True)
+  lengths = jnp.where(scores == -jnp.inf, 0, lengths)
+  return _finish(jnp.moveaxis(tokens, 0, -1), jax.tree.map(lambda x: jnp.moveaxis(x, 0, 2), extras),
+                 lengths, scores, alpha=length_penalty, pad_id=pad_id)
+
+
+def _decode_one_per_row(step_fn: StepFn, init_state: PyTree,
+                        choose: Callable[[jax.Array | None, jax.Array], jax.Array],
+                        keys: jax.Array | None, *, bos_id: int, eos_id: int, max_len: int,
+                        pad_id: int) -> Decoded:
+  """Greedy or sampled decoding; ``choose(key, logits [B, V]) -> [B]`` picks each token."""
+  _check_int("max_len", max_len, minimum=1)
+  n = _batch_size(init_state)
+  _check_step_fn(step_fn, init_state, n, bos_id=bos_id, eos_id=eos_id)
+
+  def step(carry, key):
+    state, inputs, scores, lengths, finished = carry
+    logits, state, extras = step_fn(inputs, state)
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
+    chosen = choose(key, logits).astype(jnp.int32)
+    live = ~finished
+    scores = scores + jnp.where(live, jnp.take_along_axis(log_probs, chosen[:, None], 1)[:, 0],
+                                0.0)
+    lengths = lengths + live
+    tokens = jnp.where(live, chosen, pad_id)
+    finished = finished | (chosen == eos_id)
+    inputs = jnp.where(finished, eos_id, chosen)
+    return (state, inputs, scores, lengths, finished), (tokens, extras)
+
+  carry = (init_state, jnp.full((n,), bos_id, jnp.int32), jnp.zeros((n,), jnp.float32),
+           jnp.zeros((n,), jnp.int32), jnp.zeros((n,), bool))
+  (_, _, scores, lengths, _), (tokens, extras) = jax.lax.scan(step, carry, keys, length=max_len)
+  return _finish(tokens.T, jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), extras), lengths,
+                 scores, alpha=0.0, pad_id=pad_id)
+
+
+def _finish(tokens: jax.Array, extras: PyTree, lengths: jax.Array, scores: jax.Array, *,
+            alpha: float, pad_id: int) -> Decoded:
+  """Pads tokens [..., T] and zeroes extras [..., T, ...] at positions >= lengths [...]."""
+  valid = jnp.arange(tokens.shape[-1]) < lengths[..., None]  # [..., T]
+
+  def zero_invalid(x):
+    mask = valid.reshape(valid.shape + (1,) * (x.ndim - valid.ndim))
+    return jnp.where(mask, x, jnp.zeros((), x.dtype))
+
+  return Decoded(tokens=jnp.where(valid, tokens, pad_id).astype(jnp.int32),
+                 lengths=lengths.astype(jnp.int32), scores=scores,
+                 normalized_scores=scores / gnmt_length_penalty(lengths, alpha=alpha),
+                 extras=jax.tree.map(zero_invalid, extras))
+
+
+def _check_int(name: str, value: Any, *, minimum: int) -> None:
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
+
+
+def _batch_size(init_state: PyTree) -> int:
+  """The common leading axis of the state's leaves."""
+  shapes = [jnp.shape(x) for x in jax.tree.leaves(init_state)]
+  if not shapes or any(len(s) == 0 for s in shapes) or len({s[0] for s in shapes}) != 1:
+    raise ValueError("init_state must be a non-empty pytree of arrays sharing a leading batch "
+                     f"axis, got leaves of shapes {shapes}.")
+  return shapes[0][0]
+
+
+def _check_step_fn(step_fn: StepFn, state: PyTree, n: int, *, bos_id: int,
+                   eos_id: int) -> int:
+  """Traces ``step_fn`` on ``n`` rows (no computation), checks its outputs, returns ``V``."""
+  out = jax.eval_shape(step_fn, jax.ShapeDtypeStruct((n,), jnp.int32), state)
+  if not isinstance(out, tuple) or len(out) != 3:
+    raise ValueError(f"step_fn must return a triple (logits, state, extras), got {out!r}.")
+  logits, new_state, extras = out
+  if not hasattr(logits, "shape") or len(logits.shape) != 2 or logits.shape[0] != n:
+    raise ValueError(f"step_fn must return logits of shape [N, V] with N = {n}, got "
+                     f"{getattr(logits, 'shape', logits)!r}.")
+  expected = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)),
+                          state)
+  given = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), new_state)
+  if jax.tree.structure(given) != jax.tree.structure(expected) or jax.tree.leaves(
+      given) != jax.tree.leaves(expected):
+    raise ValueError(f"step_fn must return a state like the one it was given, {expected}, "
+                     f"got {given}.")
+  extra_shapes = [x.shape for x in jax.tree.leaves(extras)]
+  if any(len(s) == 0 or s[0] != n for s in extra_shapes):
+    raise ValueError(f"step_fn must return extras whose leaves have leading axis N = {n}, got "
+                     f"shapes {extra_shapes}.")
+  vocab = logits.shape[1]
+  for name, value in (("bos_id", bos_id), ("eos_id", eos_id)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not (
+        0 <= value < vocab):
+      raise ValueError(f"{name} must be an int in [0, V) = [0, {vocab}), got {value!r}.")
+  return vocab

@@ -20,12 +20,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vislang_jax.data import distortions
-from vislang_jax.data.sources import SOURCES, load_digits
+from vislang_jax.data.checks import check_choice, check_digit_source, check_int
+from vislang_jax.data.sources import load_digit_splits
 
 DISTORTIONS = ("none", "R", "RTS", "P", "E", "cluttered")
 SPLITS = ("train", "validation", "test")
 _SPLIT_IDS = {name: i for i, name in enumerate(SPLITS)}
-VALIDATION_FRACTION = 0.1
 # Defaults of the cluttered canvas: RAM's 60x60 with 4 pieces of 8x8 clutter.
 CLUTTER_DEFAULTS = {"canvas_size": 60, "num_clutter": 4, "clutter_size": 8}
 _DISTORT = {
@@ -44,7 +44,7 @@ def image_shape(distortion: str, canvas_size: int | None = None) -> tuple[int, i
       distortion: one of DISTORTIONS.
       canvas_size: the side for "cluttered" (default 60); must be None otherwise.
     """
-    _check_choice("distortion", distortion, DISTORTIONS)
+    check_choice("distortion", distortion, DISTORTIONS)
     if distortion == "cluttered":
         side = CLUTTER_DEFAULTS["canvas_size"] if canvas_size is None else canvas_size
     elif canvas_size is not None:
@@ -95,14 +95,10 @@ class DigitsConfig(tfds.core.BuilderConfig):
         Raises:
           ValueError: naming the argument, for any value out of range.
         """
-        _check_choice("distortion", distortion, DISTORTIONS)
-        _check_choice("source", source, SOURCES)
-        if mnist_dir is not None and source != "mnist":
-            raise ValueError(f"mnist_dir is only for source='mnist', got mnist_dir={mnist_dir!r} with source={source!r}.")
-        if not _is_int(seed) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
-        if not _is_int(copies) or copies < 1:
-            raise ValueError(f"copies must be a positive integer, got {copies!r}.")
+        check_choice("distortion", distortion, DISTORTIONS)
+        check_digit_source(source, mnist_dir)
+        check_int("seed", seed, low=0)
+        check_int("copies", copies, low=1)
         if distortion == "none" and copies != 1:
             raise ValueError(f"copies must be 1 with distortion='none' (copies would be identical), got {copies!r}.")
         clutter = {"canvas_size": canvas_size, "num_clutter": num_clutter, "clutter_size": clutter_size}
@@ -168,15 +164,11 @@ class DistortedDigits(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         del dl_manager  # The sources load themselves.
         config = self.builder_config
-        train_images, train_labels = load_digits(config.source, "train", mnist_dir=config.mnist_dir)
-        test_images, test_labels = load_digits(config.source, "test", mnist_dir=config.mnist_dir)
-        cut = len(train_images) - int(round(VALIDATION_FRACTION * len(train_images)))
-        parts = {
-            "train": (train_images[:cut], train_labels[:cut], config.copies),
-            "validation": (train_images[cut:], train_labels[cut:], 1),
-            "test": (test_images, test_labels, 1),
+        parts = load_digit_splits(config.source, mnist_dir=config.mnist_dir)
+        return {
+            split: self._generate_examples(split, images, labels, config.copies if split == "train" else 1)
+            for split, (images, labels) in parts.items()
         }
-        return {split: self._generate_examples(split, *part) for split, part in parts.items()}
 
     def _generate_examples(self, split: str, images: np.ndarray, labels: np.ndarray, copies: int):
         config = self.builder_config
@@ -249,11 +241,3 @@ def build_digits_dataset(
     data_sources = builder.as_data_source()
     return {split: data_sources[split] for split in SPLITS}
 
-
-def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

@@ -48,10 +48,10 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vislang_jax.data.builders import VALIDATION_FRACTION, _check_choice, _is_int
+from vislang_jax.data.checks import check_choice, check_digit_source, check_int, is_int
 from vislang_jax.data.builders import SPLITS as _SEEN_SPLITS
 from vislang_jax.data.distortions import to_uint8
-from vislang_jax.data.sources import SOURCES, load_digits
+from vislang_jax.data.sources import load_digit_splits
 
 SPLITS = _SEEN_SPLITS + ("novel",)
 _SPLIT_IDS = {name: i for i, name in enumerate(SPLITS)}
@@ -98,9 +98,9 @@ def caption(layout: str, digits: tuple[int, ...]) -> str:
     Raises:
       ValueError: for an unknown layout, or a digit count or label that does not fit it.
     """
-    _check_choice("layout", layout, LAYOUTS)
+    check_choice("layout", layout, LAYOUTS)
     expected = 1 if layout in POSITIONS else 2
-    if len(digits) != expected or not all(_is_int(d) and 0 <= d <= 9 for d in digits):
+    if len(digits) != expected or not all(is_int(d) and 0 <= d <= 9 for d in digits):
         raise ValueError(f"digits must be {expected} labels in 0..9 for layout={layout!r}, got {digits!r}.")
     names = [f"the digit {DIGIT_NAMES[d]}" for d in digits]
     if layout in POSITIONS:
@@ -124,7 +124,7 @@ def place(layout: str, patches: np.ndarray, rng: np.random.Generator) -> tuple[n
       int32 `[K, 4]`, each patch's `(y0, x0, y1, x1)`, pixel rows/columns, y1 and x1
       exclusive (`y1 = y0 + 28`).
     """
-    _check_choice("layout", layout, LAYOUTS)
+    check_choice("layout", layout, LAYOUTS)
     patches = np.asarray(patches, np.float32)
     expected = 1 if layout in POSITIONS else 2
     if patches.shape != (expected, DIGIT_SIZE, DIGIT_SIZE):
@@ -201,12 +201,9 @@ class CaptionedDigitsConfig(tfds.core.BuilderConfig):
         Raises:
           ValueError: naming the argument, for any value out of range.
         """
-        _check_choice("source", source, SOURCES)
-        if mnist_dir is not None and source != "mnist":
-            raise ValueError(f"mnist_dir is only for source='mnist', got mnist_dir={mnist_dir!r} with source={source!r}.")
+        check_digit_source(source, mnist_dir)
         for name, value, low in (("seed", seed, 0), ("copies", copies, 1), ("novel_size", novel_size, 1)):
-            if not _is_int(value) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+            check_int(name, value, low=low)
         return cls(
             name=f"{source}-seed{seed}-copies{copies}-novel{novel_size}",
             description=f"Captioned {source} digits, seed {seed}, {copies} train copies, {novel_size} novel examples.",
@@ -260,18 +257,17 @@ class CaptionedDigits(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         del dl_manager  # The sources load themselves.
         config = self.builder_config
-        train_images, train_labels = load_digits(config.source, "train", mnist_dir=config.mnist_dir)
-        test_images, test_labels = load_digits(config.source, "test", mnist_dir=config.mnist_dir)
+        splits = load_digit_splits(config.source, mnist_dir=config.mnist_dir)
+        test_images, test_labels = splits["test"]
         missing = sorted(set(d for _, digits in HELD_OUT for d in digits) - set(test_labels.tolist()))
         if missing:
             raise ValueError(
                 f"source={config.source!r}: its test split has no digit of classes {missing}, which the "
                 "'novel' split needs."
             )
-        cut = len(train_images) - int(round(VALIDATION_FRACTION * len(train_images)))
         return {
-            "train": self._generate_examples("train", train_images[:cut], train_labels[:cut], config.copies),
-            "validation": self._generate_examples("validation", train_images[cut:], train_labels[cut:], 1),
+            "train": self._generate_examples("train", *splits["train"], config.copies),
+            "validation": self._generate_examples("validation", *splits["validation"], 1),
             "test": self._generate_examples("test", test_images, test_labels, 1),
             "novel": self._generate_novel(test_images, test_labels),
         }

@@ -24,9 +24,10 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vislang_jax.data.builders import SPLITS, VALIDATION_FRACTION, _check_choice, _is_int
+from vislang_jax.data.builders import SPLITS
+from vislang_jax.data.checks import check_digit_source, check_int
 from vislang_jax.data.distortions import to_uint8
-from vislang_jax.data.sources import SOURCES, load_digits
+from vislang_jax.data.sources import load_digit_splits
 
 _SPLIT_IDS = {name: i for i, name in enumerate(SPLITS)}
 _DIGIT_SIZE = 28
@@ -50,8 +51,7 @@ def place_digits(digits: np.ndarray, rng: np.random.Generator, *, canvas_size: i
     digits = np.asarray(digits, np.float32)
     if digits.ndim != 3 or digits.shape[1:] != (_DIGIT_SIZE, _DIGIT_SIZE):
         raise ValueError(f"place_digits: digits must have shape [K, 28, 28], got {digits.shape}.")
-    if not _is_int(canvas_size) or canvas_size < _DIGIT_SIZE:
-        raise ValueError(f"place_digits: canvas_size must be an integer >= 28, got {canvas_size!r}.")
+    check_int("place_digits: canvas_size", canvas_size, low=_DIGIT_SIZE)
     canvas = np.zeros((canvas_size, canvas_size), np.float32)
     for digit in digits:
         y, x = rng.integers(0, canvas_size - _DIGIT_SIZE + 1, size=2)
@@ -92,12 +92,9 @@ class MultiDigitConfig(tfds.core.BuilderConfig):
         Raises:
           ValueError: naming the argument, for any value out of range.
         """
-        _check_choice("source", source, SOURCES)
-        if mnist_dir is not None and source != "mnist":
-            raise ValueError(f"mnist_dir is only for source='mnist', got mnist_dir={mnist_dir!r} with source={source!r}.")
+        check_digit_source(source, mnist_dir)
         for name, value, low in (("seed", seed, 0), ("num_digits", num_digits, 1), ("canvas_size", canvas_size, _DIGIT_SIZE)):
-            if not _is_int(value) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+            check_int(name, value, low=low)
         name = f"{source}-seed{seed}-digits{num_digits}-canvas{canvas_size}"
         return cls(
             name=name,
@@ -146,14 +143,7 @@ class MultiDigit(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         del dl_manager  # The sources load themselves.
         config = self.builder_config
-        train_images, train_labels = load_digits(config.source, "train", mnist_dir=config.mnist_dir)
-        test_images, test_labels = load_digits(config.source, "test", mnist_dir=config.mnist_dir)
-        cut = len(train_images) - int(round(VALIDATION_FRACTION * len(train_images)))
-        parts = {
-            "train": (train_images[:cut], train_labels[:cut]),
-            "validation": (train_images[cut:], train_labels[cut:]),
-            "test": (test_images, test_labels),
-        }
+        parts = load_digit_splits(config.source, mnist_dir=config.mnist_dir)
         return {split: self._generate_examples(split, *part) for split, part in parts.items()}
 
     def _generate_examples(self, split: str, images: np.ndarray, labels: np.ndarray):

@@ -156,3 +156,24 @@ def _tfds_mnist_source(split: str):
     except OSError as e:
         raise ConnectionError(f"MNIST is not prepared locally and {_TFDS_MNIST_HOST}:443 is unreachable ({e})") from e
     return tfds.data_source("mnist", split=split)
+
+
+# The derived datasets' validation split: the last 10% of the source's train split.
+VALIDATION_FRACTION = 0.1
+
+
+def load_digit_splits(
+    source: str, *, mnist_dir: str | os.PathLike | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """`{"train", "validation", "test"}` -> `(images uint8 [N, 28, 28], labels int64 [N])`.
+
+    "validation" is the last `VALIDATION_FRACTION` of the source's train split and "train"
+    the rest, so every derived dataset holds out the same digits.
+    """
+    train_images, train_labels = load_digits(source, "train", mnist_dir=mnist_dir)
+    cut = len(train_images) - int(round(VALIDATION_FRACTION * len(train_images)))
+    return {
+        "train": (train_images[:cut], train_labels[:cut]),
+        "validation": (train_images[cut:], train_labels[cut:]),
+        "test": load_digits(source, "test", mnist_dir=mnist_dir),
+    }

@@ -8,7 +8,6 @@ grain itself (a checkpointed iterator restores on a freshly built source).
 
 import importlib.util
 
-import grain.python as pygrain
 import numpy as np
 import pytest
 
@@ -20,6 +19,7 @@ from vislang_jax.data.captions import (
     references,
     resize_square,
 )
+from vislang_jax.data.pipeline import make_loader
 from vislang_jax.data.vocabulary import EOS_ID, PAD_ID, Vocabulary, tokenize
 
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
@@ -39,12 +39,7 @@ def vocab(digits):
 
 
 def _loader(source, *, batch_size, shuffle=False):
-    sampler = pygrain.IndexSampler(
-        num_records=len(source), shard_options=pygrain.NoSharding(), shuffle=shuffle, num_epochs=1, seed=0
-    )
-    return pygrain.DataLoader(
-        data_source=source, sampler=sampler, operations=[pygrain.Batch(batch_size=batch_size, drop_remainder=False)]
-    )
+    return make_loader(source, batch_size=batch_size, seed=0, shuffle=shuffle, num_epochs=1, drop_remainder=False)
 
 
 def test_record_format(digits, vocab):

@@ -14,7 +14,8 @@ record into NumPy arrays a grain loader can batch and the training harness can s
   "boxes", "num_digits"; COCO: "image_id"; Python scalars become int32 / float32 / bool
   NumPy scalars); text and nested fields are dropped.
 
-The image is already float, so these records are batched without `pipeline.ImageToFloat`.
+`pipeline.make_loader` batches these records as they are (its `ImageToFloat` keeps float
+images and numeric fields), so the training harness trains on them unchanged.
 
 `references(source)` gives every record's reference captions as text, keyed like `index`,
 for `vislang_jax.metrics.captions.caption_metrics`.

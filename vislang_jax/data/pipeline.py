@@ -15,11 +15,27 @@ import numpy as np
 
 
 class ImageToFloat(pygrain.MapTransform):
-    """`{"image": uint8 [H, W, C], "label": int}` -> float32 image in [0, 1], int32 label."""
+    """Makes a record batchable: a uint8 `image` [H, W, C] -> float32 in [0, 1].
+
+    Float images are kept as they are; every other numeric field passes through (Python
+    ints become int32), and text or nested fields are dropped, so that digit records
+    (`image`, `label`) and caption records (`image`, `tokens`, `length`, `boxes`, ...) all
+    come out as dicts of arrays with a batch axis once batched.
+    """
 
     def map(self, record: dict[str, Any]) -> dict[str, np.ndarray]:
-        image = np.asarray(record["image"])
-        return {"image": image.astype(np.float32) / 255.0, "label": np.int32(record["label"])}
+        out = {}
+        for key, value in record.items():
+            if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+                out[key] = np.int32(value)
+                continue
+            array = np.asarray(value)
+            if array.dtype.kind not in "biuf":
+                continue
+            if key == "image" and array.dtype == np.uint8:
+                array = array.astype(np.float32) / 255.0
+            out[key] = array
+        return out
 
 
 def make_loader(

@@ -87,3 +87,25 @@ def test_batch_size_errors_name_the_field():
   with pytest.raises(ValueError, match="eval.batch_size must be a positive"):
     sharding.per_process_batch_size(0, mesh, name="eval.batch_size")
   assert sharding.per_process_batch_size(8, mesh) == 8 // jax.process_count()
+
+
+def test_extra_state_follows_the_loss_without_gradients_and_survives_bad_steps():
+  def loss_with_baseline(params, batch, key, baseline):
+    del key
+    loss, _ = quadratic_loss(params, batch, jax.random.PRNGKey(0))
+    return loss, ({}, 0.9 * baseline + 0.1 * jax.lax.stop_gradient(loss))
+
+  step = jax.jit(make_train_step(loss_with_baseline, optax.sgd(0.1), with_extra=True))
+  state = TrainState.create(params={"w": jnp.ones(3)}, optimizer=optax.sgd(0.1),
+                            rng=jax.random.PRNGKey(7), extra=jnp.float32(0.0))
+  good = {"x": jnp.arange(3.0), "scale": jnp.float32(1.0)}
+  w, expected = np.ones(3), 0.0
+  for _ in range(3):
+    state, metrics = step(state, good)
+    expected = 0.9 * expected + 0.1 * np.sum((w - np.arange(3)) ** 2)
+    w = w - 0.1 * 2 * (w - np.arange(3))
+    np.testing.assert_allclose(state.extra, expected, rtol=1e-5)
+  np.testing.assert_allclose(state.params["w"], w, rtol=1e-5)
+  before = state.extra
+  state, _ = step(state, {"x": jnp.arange(3.0), "scale": jnp.float32(jnp.nan)})
+  np.testing.assert_array_equal(state.extra, before)

@@ -38,18 +38,24 @@ class Task:
 
   Attributes:
     init_params: key -> params.
-    loss_fn: (params, batch, key) -> (scalar loss, {name: scalar}).
+    loss_fn: (params, batch, key) -> (scalar loss, {name: scalar}); with
+      `init_extra`, (params, batch, key, extra) -> (loss, ({name: scalar},
+      new extra)).
     metric_fn: (params, batch) -> {name: [b] per-example values}; evaluation
       reports their means over the whole split.
     optimizer: the optax transformation.
-    on_eval: optional (state, split) -> None called on process 0 after each
-      evaluation, e.g. to write sample images.
+    on_eval: optional (state, split) -> None or {name: value}, called on
+      process 0 after each evaluation, e.g. to write sample images or to
+      compute corpus-level metrics (BLEU) that are logged with the split's.
+    init_extra: optional () -> the initial `TrainState.extra`, state the loss
+      updates without gradients (checkpointed with the rest).
   """
   init_params: Callable[[jax.Array], Any]
   loss_fn: LossFn
   metric_fn: MetricFn
   optimizer: optax.GradientTransformation
-  on_eval: Callable[[TrainState, str], None] | None = None
+  on_eval: Callable[[TrainState, str], Mapping[str, float] | None] | None = None
+  init_extra: Callable[[], Any] | None = None
 
 
 class Evaluator:
@@ -122,11 +128,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       workdir with checkpoints is resumed from the newest one.
     task: the experiment's model functions.
     datasets: random-access sources for "train", "validation" (logged as
-      split `eval`) and "test".
+      split `eval`) and "test"; any other source (e.g. "novel") is evaluated
+      after "test" and logged under its own name.
     on_step: optional host callback after each step (tests use it).
 
   Returns:
-    The test split's metric means, also logged with `split: test`.
+    The test split's metrics, also logged with `split: test`.
   """
   train_cfg = config.train
   for name in ("num_steps", "log_every", "eval_every"):
@@ -144,10 +151,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   key = jax.random.PRNGKey(config.seed)
   init_key, train_key = jax.random.split(key)
   state = jax.jit(
-      lambda k: TrainState.create(params=task.init_params(k),
-                                  optimizer=task.optimizer, rng=train_key),
+      lambda k: TrainState.create(
+          params=task.init_params(k), optimizer=task.optimizer, rng=train_key,
+          extra=None if task.init_extra is None else task.init_extra()),
       out_shardings=state_sharding)(init_key)
-  train_step = jax.jit(make_train_step(task.loss_fn, task.optimizer),
+  train_step = jax.jit(make_train_step(task.loss_fn, task.optimizer,
+                                       with_extra=task.init_extra is not None),
                        in_shardings=(state_sharding, batch_sharding),
                        out_shardings=(state_sharding, state_sharding),
                        donate_argnums=0)
@@ -166,9 +175,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   def evaluate(split: str, source: Any) -> dict[str, float]:
     metrics = evaluator(state.params, source)
-    writer.write(int(state.step), split, metrics)
     if is_main and task.on_eval is not None:
-      task.on_eval(state, split)
+      metrics.update(task.on_eval(state, split) or {})
+    writer.write(int(state.step), split, metrics)
     return metrics
 
   start = int(state.step)
@@ -193,6 +202,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if step % train_cfg.eval_every == 0 or step == train_cfg.num_steps:
         evaluate("eval", datasets["validation"])
     test_metrics = evaluate("test", datasets["test"])
+    for split in sorted(set(datasets) - {"train", "validation", "test"}):
+      evaluate(split, datasets[split])
   finally:
     bar.close()
     checkpointer.wait()

@@ -7,8 +7,6 @@ from typing import Mapping
 import jax
 from absl import logging
 
-SPLITS = ("train", "eval", "test")
-
 
 class MetricWriter:
   """Writes one JSON object per call to `workdir/metrics.jsonl` and TensorBoard.
@@ -28,8 +26,9 @@ class MetricWriter:
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
-    if split not in SPLITS:
-      raise ValueError(f"split must be one of {SPLITS}; got {split!r}.")
+    if not split.isidentifier():
+      raise ValueError(f"split must be a name such as 'train', 'eval' or 'test'; "
+                       f"got {split!r}.")
     if not self._active:
       return
     values = {k: float(v) for k, v in metrics.items()}

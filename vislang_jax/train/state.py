@@ -20,6 +20,8 @@ class TrainState:
     bad_step: [] int32, the first step (counted from 1) whose loss or update was
       non-finite, or -1. Such a step leaves params and opt_state unchanged, so
       the host can stop training at its next sync point with the state good.
+    extra: a pytree of state the loss updates without gradients (e.g. the
+      moving-average REINFORCE baseline of hard attention), or None.
   """
 
   step: jax.Array
@@ -27,14 +29,16 @@ class TrainState:
   opt_state: Any
   rng: jax.Array
   bad_step: jax.Array
+  extra: Any = None
 
   @classmethod
   def create(cls, *, params: Any, optimizer: optax.GradientTransformation,
-             rng: jax.Array) -> "TrainState":
+             rng: jax.Array, extra: Any = None) -> "TrainState":
     return cls(
         step=jnp.zeros((), jnp.int32),
         params=params,
         opt_state=optimizer.init(params),
         rng=rng,
         bad_step=jnp.full((), -1, jnp.int32),
+        extra=extra,
     )

@@ -8,15 +8,21 @@ import optax
 
 from vislang_jax.train.state import TrainState
 
-# loss_fn(params, batch, key) -> (scalar loss, {name: scalar metric})
-LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, dict]]
+# loss_fn(params, batch, key) -> (scalar loss, {name: scalar metric}), or, for a
+# task with extra state, loss_fn(params, batch, key, extra) ->
+# (scalar loss, ({name: scalar metric}, new extra)).
+LossFn = Callable[..., tuple[jax.Array, Any]]
 # metric_fn(params, batch) -> {name: [b] per-example values}
 MetricFn = Callable[[Any, dict], dict]
 
 
-def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation
+def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
+                    *, with_extra: bool = False
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """Returns `train_step(state, batch) -> (state, metrics)`, pure and unjitted.
+
+  With `with_extra`, `loss_fn` also reads `state.extra` and returns its new
+  value beside the metrics; it is not differentiated.
 
   The step's key is `fold_in(state.rng, state.step)`, so a resumed run draws the
   same randomness as an uninterrupted one. A non-finite loss or update leaves
@@ -26,8 +32,13 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     key = jax.random.fold_in(state.rng, state.step)
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, batch, key)
+    if with_extra:
+      (loss, (metrics, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          state.params, batch, key, state.extra)
+    else:
+      (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          state.params, batch, key)
+      extra = state.extra
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(updates))
@@ -39,7 +50,8 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation
         step=state.step + 1,
         params=keep(params, state.params),
         opt_state=keep(opt_state, state.opt_state),
-        bad_step=bad_step)
+        bad_step=bad_step,
+        extra=keep(extra, state.extra))
     metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
     return new_state, metrics
 

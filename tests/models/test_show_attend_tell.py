@@ -1,0 +1,419 @@
+"""Tests for vislang_jax.models.show_attend_tell against a float64 NumPy decoder and PyTorch.
+
+The NumPy reference re-implements eq. (4)-(7) of Xu et al. (2015) step by step from the Flax
+parameters (f_init, attention, gate, LSTM, deep output), so the model's attention weights,
+contexts and logits are checked against an independent computation; the VGG-16 stack is
+checked against the same layers in plain torch (torchvision is not needed).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from vislang_jax import decoding
+from vislang_jax.models import show_attend_tell as sat
+from vislang_jax.objectives import captioning
+
+B, T, SIZE, V = 3, 5, 12, 9
+BOS, EOS = 1, 2
+
+# Everything that runs is jitted with XLA's backend optimisations off: for these tiny models
+# compilation is nearly all the time.
+_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+
+
+def _model(*, gating=True, expectation_prob=0.5):
+  return sat.ShowAttendTell(
+      encoder=sat.Encoder(widths=(4, 8)),  # 12x12 -> 3x3 grid: L = 9, D = 8
+      decoder=sat.Decoder(vocab_size=V, embed_dim=8, hidden_size=16, attention_dim=8,
+                          gating=gating, expectation_prob=expectation_prob))
+
+
+def _images(seed=0, batch=B):
+  return jnp.asarray(np.random.default_rng(seed).uniform(size=(batch, SIZE, SIZE, 1)),
+                     jnp.float32)
+
+
+def _tokens(seed=1, batch=B, steps=T):
+  tokens = np.random.default_rng(seed).integers(3, V, size=(batch, steps))
+  tokens[:, 0] = BOS
+  return jnp.asarray(tokens, jnp.int32)
+
+
+def _init_params(model, images, tokens):
+  return model.init(jax.random.key(0), images, tokens, deterministic=True)["params"]
+
+
+def _apply_model(model, params, images, tokens, key, *, attention="soft", deterministic=True):
+  dropout_key, sample_key = jax.random.split(key)
+  return model.apply({"params": params}, images, tokens, deterministic=deterministic,
+                     attention=attention, rngs={"dropout": dropout_key, "sample": sample_key})
+
+
+_init = _jit(_init_params, static_argnums=0)
+_apply = _jit(_apply_model, static_argnums=0, static_argnames=("attention", "deterministic"))
+
+
+@functools.partial(_jit, static_argnums=0)
+def _encode(model, params, images):
+  return model.apply({"params": params}, images, method=sat.ShowAttendTell.encode)
+
+
+def _sharpen(params, factor=30.0):
+  """Scales ``w`` of eq. (4), so that the attention weights are far from uniform."""
+  params = jax.tree.map(lambda x: x, params)
+  params["decoder"]["att_score"]["kernel"] = params["decoder"]["att_score"]["kernel"] * factor
+  return params
+
+
+@pytest.fixture(scope="module")
+def setup():
+  model = _model()
+  images, tokens = _images(), _tokens()
+  params = _sharpen(_init(model, images, tokens))
+  return model, params, images, tokens
+
+
+# --- The float64 NumPy reference of the decoder. ---
+
+def _sigmoid(x):
+  return 1.0 / (1.0 + np.exp(-x))
+
+
+def _softmax(x):
+  x = x - x.max(-1, keepdims=True)
+  return np.exp(x) / np.exp(x).sum(-1, keepdims=True)
+
+
+def reference_decoder(params, annotations, tokens_in, *, gating=True, locations=None,
+                      contexts_from=None):
+  """Eq. (4)-(7) in float64; returns (logits [B, T, V], alpha [B, T, L], beta [B, T]).
+
+  ``locations`` [B, T] makes it hard attention (``z_t = beta_t a_{s_t}``). ``contexts_from``
+  = (alpha, beta) [B, T, L], [B, T] builds the soft contexts from those weights instead of
+  the reference's own.
+  """
+  p = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
+
+  def dense(layer, x):
+    return x @ layer["kernel"] + layer.get("bias", 0.0)
+
+  a = np.asarray(annotations, np.float64)
+  batch = a.shape[0]
+  mean = a.mean(1)
+  h = np.tanh(dense(p["init_h"]["Dense_0"], mean))
+  c = np.tanh(dense(p["init_c"]["Dense_0"], mean))
+  projected = dense(p["att_annotations"], a)  # W_a a_i, once
+  lstm = p["lstm"]
+  all_logits, all_alpha, all_beta = [], [], []
+  for t in range(tokens_in.shape[1]):
+    emb = p["embed"]["embedding"][np.asarray(tokens_in[:, t])]
+    e = (np.tanh(projected + (h @ p["att_hidden"]["kernel"])[:, None]) @
+         p["att_score"]["kernel"])[..., 0]
+    alpha = _softmax(e)
+    beta = _sigmoid(dense(p["gate"], h))[:, 0] if gating else np.ones(batch)
+    if locations is not None:
+      context = a[np.arange(batch), np.asarray(locations[:, t])]
+    elif contexts_from is not None:
+      given_alpha, given_beta = (np.asarray(x, np.float64) for x in contexts_from)
+      context = np.einsum("bl,bld->bd", given_alpha[:, t], a)
+      beta = given_beta[:, t]
+    else:
+      context = np.einsum("bl,bld->bd", alpha, a)
+    z = beta[:, None] * context
+    x = np.concatenate([emb, z], -1)
+    gate = {g: x @ lstm["i" + g]["kernel"] + dense(lstm["h" + g], h) for g in "ifgo"}
+    c = _sigmoid(gate["f"]) * c + _sigmoid(gate["i"]) * np.tanh(gate["g"])
+    h = _sigmoid(gate["o"]) * np.tanh(c)
+    logits = dense(p["out_logits"], emb + dense(p["out_hidden"], h) +
+                   z @ p["out_context"]["kernel"])
+    all_logits.append(logits)
+    all_alpha.append(alpha)
+    all_beta.append(beta)
+  return tuple(np.stack(x, 1) for x in (all_logits, all_alpha, all_beta))
+
+
+# --- Shapes, invariants and the reference. ---
+
+def test_shapes_and_grid_sizes():
+  model = _model()
+  images, tokens = _images(), _tokens()
+  params = jax.eval_shape(functools.partial(_init_params, model), images, tokens)
+  for attention in ("soft", "hard"):
+    logits, aux = jax.eval_shape(
+        functools.partial(_apply_model, model, attention=attention), params, images, tokens,
+        jax.random.key(1))
+    assert logits.shape == (B, T, V)
+    expected = {"alpha": (B, T, 9), "beta": (B, T)}
+    if attention == "hard":
+      expected.update(locations=(B, T), log_prob_locations=(B, T), entropy=(B, T),
+                      sampled=(B,))
+    assert {k: v.shape for k, v in aux.items()} == expected
+  # The default convnet maps 60x60 captioned digits to a 7x7 grid; VGG-16 224 -> 14x14x512.
+  for encoder, shape, annotations in ((sat.Encoder(), (1, 60, 60, 1), (1, 49, 128)),
+                                      (sat.Encoder(backbone="vgg16"), (1, 224, 224, 3),
+                                       (1, 196, 512)),
+                                      (sat.Encoder(backbone="vgg16", include_final_pool=True),
+                                       (1, 224, 224, 3), (1, 49, 512))):
+    x = jax.ShapeDtypeStruct(shape, jnp.float32)
+    variables = jax.eval_shape(encoder.init, jax.random.key(0), x)
+    assert jax.eval_shape(encoder.apply, variables, x).shape == annotations
+
+
+def test_soft_attention_matches_numpy_reference(setup):
+  model, params, images, tokens = setup
+  logits, aux = _apply(model, params, images, tokens, jax.random.key(2))
+  alpha, beta = np.asarray(aux["alpha"]), np.asarray(aux["beta"])
+  np.testing.assert_allclose(alpha.sum(-1), 1.0, rtol=1e-5)
+  assert alpha.max() > 0.5  # sharpened: far from the uniform 1/9
+  assert np.all((beta > 0) & (beta < 1))
+  annotations = _encode(model, params, images)
+  ref_logits, ref_alpha, ref_beta = reference_decoder(params["decoder"], annotations, tokens)
+  np.testing.assert_allclose(alpha, ref_alpha, atol=2e-5)
+  np.testing.assert_allclose(beta, ref_beta, rtol=1e-5)
+  np.testing.assert_allclose(logits, ref_logits, rtol=1e-4, atol=1e-4)
+  # The contexts z_t = beta_t sum_i alpha_ti a_i built from the model's own aux alpha and
+  # beta reproduce its logits: the LSTM and the deep output saw exactly these contexts.
+  from_aux, _, _ = reference_decoder(params["decoder"], annotations, tokens,
+                                     contexts_from=(alpha, beta))
+  np.testing.assert_allclose(logits, from_aux, rtol=1e-4, atol=1e-4)
+
+
+def test_without_gating_beta_is_one_and_reference_holds():
+  model = _model(gating=False)
+  images, tokens = _images(), _tokens()
+  params = _init(model, images, tokens)
+  assert "gate" not in params["decoder"]
+  logits, aux = _apply(model, params, images, tokens, jax.random.key(2))
+  np.testing.assert_array_equal(aux["beta"], 1.0)
+  ref_logits, _, _ = reference_decoder(params["decoder"], _encode(model, params, images),
+                                       tokens, gating=False)
+  np.testing.assert_allclose(logits, ref_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_hard_attention_uses_the_sampled_annotation_or_the_expectation(setup):
+  model, params, images, tokens = setup
+  annotations = _encode(model, params, images)
+  always = _model(expectation_prob=0.0)
+  logits, aux = _apply(always, params, images, tokens, jax.random.key(3), attention="hard")
+  assert bool(np.all(aux["sampled"]))
+  locations = np.asarray(aux["locations"])
+  ref_logits, ref_alpha, _ = reference_decoder(params["decoder"], annotations, tokens,
+                                               locations=locations)
+  np.testing.assert_allclose(logits, ref_logits, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(aux["alpha"], ref_alpha, atol=2e-5)
+  np.testing.assert_allclose(
+      aux["log_prob_locations"],
+      np.log(np.take_along_axis(ref_alpha, locations[..., None], -1)[..., 0]), atol=1e-4)
+  np.testing.assert_allclose(aux["entropy"], -(ref_alpha * np.log(ref_alpha)).sum(-1),
+                             rtol=1e-4, atol=1e-5)
+  # expectation_prob = 1: every example uses sum_i alpha_ti a_i, i.e. soft attention.
+  never = _model(expectation_prob=1.0)
+  hard_logits, hard_aux = _apply(never, params, images, tokens, jax.random.key(3),
+                                 attention="hard")
+  soft_logits, _ = _apply(never, params, images, tokens, jax.random.key(3))
+  assert not np.any(hard_aux["sampled"])
+  np.testing.assert_allclose(hard_logits, soft_logits, rtol=1e-6, atol=1e-6)
+
+
+def test_hard_locations_follow_alpha_and_expectation_coin_has_its_probability(setup):
+  """Over N draws, freq(s_t = i) ~ E[alpha_ti] for every (b, t, i); P(sampled) = 0.5."""
+  model, params, images, tokens = setup
+  n = 4000
+  sample = _jit(jax.vmap(
+      lambda key: model.apply({"params": params}, images, tokens, deterministic=True,
+                              attention="hard", rngs={"sample": key})[1]))
+  aux = sample(jax.random.split(jax.random.key(4), n))
+  one_hot = np.asarray(jax.nn.one_hot(aux["locations"], 9))  # [N, B, T, L]
+  alpha = np.asarray(aux["alpha"])
+  freq, expected = one_hot.mean(0), alpha.mean(0)
+  assert expected.max() > 0.5
+  # 1{s = i} - alpha_i has mean 0 and variance at most E[alpha_i](1 - E[alpha_i]).
+  standard_error = np.sqrt(expected * (1 - expected) / n) + 1e-4
+  assert np.all(np.abs(freq - expected) < 5 * standard_error)
+  sampled = np.asarray(aux["sampled"], np.float64)
+  assert abs(sampled.mean() - 0.5) < 5 * np.sqrt(0.25 / sampled.size)
+  # One coin per example and sequence: within a draw, examples differ as independent coins,
+  # all B alike with probability 2 * 0.5^B.
+  all_alike = np.mean((sampled.min(1) == sampled.max(1)))
+  assert abs(all_alike - 2 * 0.5**B) < 5 * np.sqrt(0.25 / n)
+
+
+# --- Decoding. ---
+
+def test_decode_steps_match_teacher_forcing_and_greedy_matches_argmax(setup):
+  model, params, images, tokens = setup
+  logits, aux = _apply(model, params, images, tokens, jax.random.key(5))
+
+  @_jit
+  def unroll(params, images, tokens):
+    state = model.init_decode_state(params, images)
+    step_logits, step_alpha = [], []
+    for t in range(tokens.shape[1]):
+      out, state, extras = model.decode_step(params, tokens[:, t], state)
+      step_logits.append(out)
+      step_alpha.append(extras["alpha"])
+    return jnp.stack(step_logits, 1), jnp.stack(step_alpha, 1)
+
+  step_logits, step_alpha = unroll(params, images, tokens)
+  np.testing.assert_allclose(step_logits, logits, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(step_alpha, aux["alpha"], rtol=1e-5, atol=1e-6)
+
+  # Make EOS likely enough that some captions end before max_len.
+  params = jax.tree.map(lambda x: x, params)
+  params["decoder"]["out_logits"]["bias"] = params["decoder"]["out_logits"]["bias"].at[EOS].add(
+      1.5)
+
+  @_jit
+  def greedy(params, images):
+    return decoding.greedy(functools.partial(model.decode_step, params),
+                           model.init_decode_state(params, images), bos_id=BOS, eos_id=EOS,
+                           max_len=T)
+
+  out = greedy(params, images)
+  tokens_in = jnp.concatenate([jnp.full((B, 1), BOS), out.tokens[:, :-1]], 1)
+  forced, forced_aux = _apply(model, params, images, tokens_in, jax.random.key(5))
+  valid = np.arange(T) < np.asarray(out.lengths)[:, None]
+  np.testing.assert_array_equal(np.where(valid, np.argmax(forced, -1), 0), out.tokens)
+  log_probs = np.asarray(jax.nn.log_softmax(forced))
+  chosen = np.take_along_axis(log_probs, np.asarray(out.tokens)[..., None], -1)[..., 0]
+  np.testing.assert_allclose(out.scores, np.where(valid, chosen, 0).sum(1), rtol=1e-5)
+  np.testing.assert_allclose(out.extras["alpha"],
+                             np.where(valid[..., None], forced_aux["alpha"], 0), atol=1e-6)
+  assert valid.sum() > 0 and not valid.all()  # some captions ended with EOS
+
+  # Beam search reorders the state rows (annotations included) without complaint.
+  beams = _jit(lambda p, x: decoding.beam_search(
+      functools.partial(model.decode_step, p), model.init_decode_state(p, x), bos_id=BOS,
+      eos_id=EOS, max_len=T, beam_size=2))(params, images)
+  assert beams.tokens.shape == (B, 2, T) and beams.extras["alpha"].shape == (B, 2, T, 9)
+  beam_valid = np.arange(T) < np.asarray(beams.lengths)[..., None]
+  np.testing.assert_allclose(np.asarray(beams.extras["alpha"]).sum(-1), beam_valid, atol=1e-5)
+
+
+# --- Gradients. ---
+
+def test_losses_jit_and_give_finite_gradients_to_every_parameter(setup):
+  model, params, images, tokens = setup
+  targets = jnp.concatenate([tokens[:, 1:], jnp.full((B, 1), EOS)], 1)
+  mask = jnp.arange(T)[None] < jnp.array([[T], [3], [2]])
+
+  def soft(params, key):
+    logits, aux = _apply_model(model, params, images, tokens, key, deterministic=False)
+    return jnp.mean(captioning.soft_attention_loss(logits, targets, mask, aux["alpha"])[0])
+
+  def hard(params, key):
+    logits, aux = _apply_model(model, params, images, tokens, key, attention="hard",
+                         deterministic=False)
+    loss, _, _ = captioning.hard_attention_loss(
+        logits, targets, mask, aux["log_prob_locations"], aux["entropy"], jnp.float32(-10.0),
+        entropy_weight=0.01, sampled=aux["sampled"])
+    return jnp.mean(loss)
+
+  for loss_fn in (soft, hard):
+    value, grads = _jit(jax.value_and_grad(loss_fn))(params, jax.random.key(6))
+    assert np.isfinite(value)
+    for path, grad in jax.tree_util.tree_leaves_with_path(grads):
+      assert np.all(np.isfinite(grad)), path
+      assert np.any(grad != 0), path  # hard: the attention learns through REINFORCE/entropy
+
+  frozen = sat.ShowAttendTell(encoder=model.encoder, decoder=model.decoder,
+                              freeze_encoder=True)
+  grads = _jit(jax.grad(lambda p: jnp.sum(_apply_model(frozen, p, images, tokens,
+                                                 jax.random.key(0))[0])))(params)
+  assert all(np.all(g == 0) for g in jax.tree.leaves(grads["encoder"]))
+  assert any(np.any(g != 0) for g in jax.tree.leaves(grads["decoder"]))
+
+
+# --- VGG-16 against torch. ---
+
+def _torch_vgg16_features(*, include_final_pool):
+  """torchvision's vgg16().features indices, built from plain torch layers."""
+  layers, in_channels = [], 3
+  for item in sat.VGG16_CONFIG:
+    if item == "M":
+      layers.append(torch.nn.MaxPool2d(kernel_size=2, stride=2))
+    else:
+      layers += [torch.nn.Conv2d(in_channels, item, kernel_size=3, padding=1),
+                 torch.nn.ReLU(inplace=True)]
+      in_channels = item
+  features = torch.nn.Sequential(*layers)
+  return features if include_final_pool else features[:-1]
+
+
+def test_vgg16_conversion_matches_torch():
+  torch.manual_seed(0)
+  features = _torch_vgg16_features(include_final_pool=True).eval()
+  assert [i for i, m in enumerate(features) if isinstance(m, torch.nn.Conv2d)] == list(
+      sat.VGG16_CONV_INDICES)
+  x = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
+  # A torchvision-style full state dict: "features." prefix plus classifier weights to skip.
+  state_dict = {f"features.{k}": v for k, v in features.state_dict().items()}
+  state_dict["classifier.0.weight"] = torch.zeros(4, 4)
+  params = sat.vgg16_params_from_torch(state_dict)
+  assert sorted(params) == sorted(f"features_{i}" for i in sat.VGG16_CONV_INDICES)
+  x_nhwc = jnp.asarray(x.transpose(0, 2, 3, 1))
+  expected = {}
+  for include_final_pool, side in ((False, 2), (True, 1)):
+    with torch.no_grad():
+      torch_out = features[:len(features) - (not include_final_pool)](torch.from_numpy(x))
+    expected[include_final_pool] = torch_out.numpy().transpose(0, 2, 3, 1)  # NCHW -> NHWC
+    got = _jit(sat.VGG16Features(include_final_pool).apply)({"params": params}, x_nhwc)
+    assert got.shape == (2, side, side, 512)
+    scale = np.abs(expected[include_final_pool]).max()
+    np.testing.assert_allclose(got, expected[include_final_pool], rtol=1e-4, atol=1e-4 * scale)
+  # The state dict of .features alone converts to the same parameters; the encoder takes them
+  # under "vgg16" and flattens the 2x2 pre-pool map row-major.
+  bare = sat.vgg16_params_from_torch(features.state_dict())
+  jax.tree.map(np.testing.assert_array_equal, bare, params)
+  annotations = _jit(sat.Encoder(backbone="vgg16").apply)({"params": {"vgg16": params}}, x_nhwc)
+  np.testing.assert_allclose(annotations, expected[False].reshape(2, 4, 512), rtol=1e-4,
+                             atol=1e-4 * np.abs(expected[False]).max())
+
+
+# --- Argument errors. ---
+
+def test_bad_arguments_raise_value_errors_naming_them(setup):
+  model, params, images, tokens = setup
+  key = jax.random.key(0)
+  with pytest.raises(ValueError, match="attention must be one of"):
+    model.apply({"params": params}, images, tokens, deterministic=True, attention="medium")
+  with pytest.raises(ValueError, match=r"tokens_in must have shape \[B, T\]"):
+    model.apply({"params": params}, images, tokens[0], deterministic=True)
+  with pytest.raises(ValueError, match=r"tokens_in must hold ids in \[0, vocab_size\)"):
+    model.apply({"params": params}, images, tokens.at[0, 1].set(V), deterministic=True)
+  with pytest.raises(ValueError, match="tokens_in must hold integer"):
+    model.apply({"params": params}, images, tokens.astype(jnp.float32), deterministic=True)
+  with pytest.raises(ValueError, match=r"images must have shape \[B, H, W, C\]"):
+    model.apply({"params": params}, images[..., 0], tokens, deterministic=True)
+  with pytest.raises(ValueError, match="annotations must have shape"):
+    model.apply({"params": params}, images[:2], tokens, deterministic=True)
+  state = model.init_decode_state(params, images)
+  with pytest.raises(ValueError, match=r"tokens must have shape \[N\] with N = 3"):
+    model.decode_step(params, tokens[:2, 0], state)
+  with pytest.raises(ValueError, match="too small"):
+    sat.Encoder(widths=(4, 4, 4, 4, 4)).init(key, images)
+  for kwargs, match in (({"vocab_size": 0}, "vocab_size must be a positive int"),
+                        ({"vocab_size": V, "expectation_prob": 1.5}, "expectation_prob"),
+                        ({"vocab_size": V, "dropout_rate": 1.0}, "dropout_rate"),
+                        ({"vocab_size": V, "init_hidden": (0,)}, "init_hidden")):
+    with pytest.raises(ValueError, match=match):
+      sat.Decoder(**kwargs)
+  with pytest.raises(ValueError, match="backbone must be one of"):
+    sat.Encoder(backbone="resnet")
+  with pytest.raises(ValueError, match="widths"):
+    sat.Encoder(widths=())
+  with pytest.raises(ValueError, match="decoder must be a Decoder"):
+    sat.ShowAttendTell(encoder=sat.Encoder(), decoder=sat.Encoder())
+  torch.manual_seed(0)
+  state_dict = _torch_vgg16_features(include_final_pool=True).state_dict()
+  with pytest.raises(ValueError, match=r"missing \['28.bias'\]"):
+    sat.vgg16_params_from_torch({k: v for k, v in state_dict.items() if k != "28.bias"})
+  with pytest.raises(ValueError, match=r"state_dict\['features.2.weight'\] must have shape"):
+    sat.vgg16_params_from_torch({**state_dict, "2.weight": torch.zeros(64, 32, 3, 3)})
+  with pytest.raises(ValueError, match=r"unexpected \['1.running_mean'\]"):
+    sat.vgg16_params_from_torch({**state_dict, "1.running_mean": torch.zeros(64)})

@@ -1,0 +1,538 @@
+"""Show, Attend and Tell: image captioning with soft and hard visual attention.
+
+Xu, Ba, Kiros, Cho, Courville, Salakhutdinov, Zemel, Bengio, "Show, Attend and Tell: Neural
+Image Caption Generation with Visual Attention", ICML 2015.
+
+Encoder (Sec. 3.1.1): a convolutional network whose last feature map, ``h x w`` positions of
+``D`` channels, is read as ``L = h w`` annotation vectors ``a = {a_1, ..., a_L}``, ``a_i`` in
+``R^D``, flattened row-major (``i = y w + x``; reshape ``alpha [.., L]`` to ``[.., h, w]`` to
+plot it). ``Encoder`` trains a small network from scratch (for 60x60 captioned digits) or
+runs ``VGG16Features``, the 13 convolutions of torchvision's ``vgg16().features``, whose
+ImageNet weights ``vgg16_params_from_torch`` converts (the paper uses the 14 x 14 x 512 map of
+VGG before its last max-pool, Sec. 4.3).
+
+Decoder (Sec. 3.1.2), one step ``t = 1..T`` given ``y_{t-1}`` (``<bos>`` at ``t = 1``):
+
+    e_ti    = f_att(a_i, h_{t-1}) = w^T tanh(W_a a_i + W_h h_{t-1})          (4)
+    alpha_t = softmax_i(e_t)                                                 (5)
+    z_t     = beta_t phi({a_i}, {alpha_i}),  beta_t = sigmoid(f_beta(h_{t-1}))  (6), Sec. 4.2.1
+    (i, f, o, g, c_t, h_t) = LSTM(c_{t-1}, h_{t-1}, [E y_{t-1}, z_t])       (1)-(3)
+    p(y_t | a, y_{<t}) ∝ exp(L_o(E y_{t-1} + L_h h_t + L_z z_t))             (7)
+
+with ``c_0 = f_init,c(mean_i a_i)``, ``h_0 = f_init,h(mean_i a_i)`` (two MLPs, Sec. 3.1.2)
+and dropout on ``h_t`` before ``L_h`` (Sec. 4.3). ``W_a a_i`` does not depend on ``t`` and is
+computed once per image. The deep output is linear inside the softmax, as eq. (7) writes it
+(the authors' Theano code puts a tanh there). ``phi`` is
+
+* soft (Sec. 4.2): the expectation ``sum_i alpha_ti a_i``, trained by backpropagation with
+  ``objectives.captioning.soft_attention_loss``;
+* hard (Sec. 4.1): ``a_{s_t}`` for one location ``s_t ~ Multinoulli_L(alpha_t)`` (eq. 8-9),
+  trained with the REINFORCE-style learning rule that closes Sec. 4.1 in
+  ``objectives.captioning.hard_attention_loss``. With probability ``expectation_prob``
+  (the paper's 0.5) an example's whole caption uses the expectation instead (Sec. 4.1: "we
+  set the sampled attention location s~ to its expected value alpha"); ``aux["sampled"]``
+  says which examples drew locations, so the objective gives the others no REINFORCE term
+  (no drawn location influenced their captions; see ``hard_attention_loss``).
+
+Decoding (``vislang_jax.decoding``) always uses the soft expectation, also for a model
+trained with hard attention: it is the deterministic mean of the hard model's context, the
+approximation the paper trains half of its hard-attention examples with, and it makes greedy
+and beam search deterministic functions of the image.
+
+Randomness: dropout takes the ``"dropout"`` rng stream (only with ``deterministic=False``),
+hard attention the ``"sample"`` stream (locations and the per-example expectation coin).
+"""
+
+from typing import Any, NamedTuple, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ATTENTIONS = ("soft", "hard")
+BACKBONES = ("convnet", "vgg16")
+# torchvision's vgg16 "D" configuration; an int is a 3x3 convolution (+ ReLU) of that many
+# output channels, "M" a 2x2 max-pool of stride 2.
+VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+                512, 512, 512, "M")
+
+
+def _vgg16_conv_indices() -> tuple[int, ...]:
+  """Indices of the 13 ``Conv2d`` layers in torchvision's ``vgg16().features`` Sequential."""
+  indices, index = [], 0
+  for item in VGG16_CONFIG:
+    if item == "M":
+      index += 1  # MaxPool2d
+    else:
+      indices.append(index)
+      index += 2  # Conv2d, ReLU
+  return tuple(indices)
+
+
+VGG16_CONV_INDICES = _vgg16_conv_indices()  # (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ValueError(f"{name} must be a positive int, got {value!r}.")
+
+
+def _check_images(images: jax.Array) -> None:
+  if jnp.ndim(images) != 4:
+    raise ValueError(f"images must have shape [B, H, W, C], got {jnp.shape(images)}.")
+
+
+def _check_token_ids(name: str, tokens: jax.Array, vocab_size: int) -> None:
+  """Checks that concrete ids lie in [0, vocab_size); traced ids (under jit) pass unchecked."""
+  if not jnp.issubdtype(jnp.result_type(tokens), jnp.integer):
+    raise ValueError(f"{name} must hold integer token ids, got dtype {jnp.result_type(tokens)}.")
+  try:
+    ids = np.asarray(tokens)
+  except jax.errors.TracerArrayConversionError:
+    return
+  if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+    raise ValueError(f"{name} must hold ids in [0, vocab_size) = [0, {vocab_size}), got ids in "
+                     f"[{ids.min()}, {ids.max()}].")
+
+
+class VGG16Features(nn.Module):
+  """The 13 convolutions of torchvision's ``vgg16().features`` (Simonyan & Zisserman, 2015).
+
+  3x3 convolutions (padding 1) with ReLUs, and 2x2 max-pools of stride 2 after conv1_2,
+  conv2_2, conv3_3, conv4_3 and, with ``include_final_pool``, conv5_3. The layer of
+  torchvision index ``i`` (``features.{i}``) is the Flax submodule ``features_{i}``, so
+  ``vgg16_params_from_torch`` maps weights one to one. Inputs are what torchvision's weights
+  expect: RGB in [0, 1], normalised by the ImageNet mean (0.485, 0.456, 0.406) and standard
+  deviation (0.229, 0.224, 0.225).
+
+  Attributes:
+    include_final_pool: apply the last max-pool (torchvision's ``features[30]``). The paper
+      (Sec. 4.3) takes the 14 x 14 x 512 map before it, the default.
+  """
+
+  include_final_pool: bool = False
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    """[B, H, W, 3] -> [B, H / 16, W / 16, 512] (or H / 32, W / 32 with the final pool).
+
+    Sizes are floored at each pool, as in torch: 224 -> 14 (7 with the final pool).
+    """
+    _check_images(images)
+    x = jnp.asarray(images, jnp.float32)
+    conv_indices = iter(VGG16_CONV_INDICES)
+    for position, item in enumerate(VGG16_CONFIG):
+      if item == "M":
+        if position < len(VGG16_CONFIG) - 1 or self.include_final_pool:
+          x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+      else:
+        x = nn.Conv(item, (3, 3), padding=((1, 1), (1, 1)),
+                    name=f"features_{next(conv_indices)}")(x)
+        x = nn.relu(x)
+    return x
+
+
+def vgg16_params_from_torch(state_dict: Any) -> dict[str, dict[str, jax.Array]]:
+  """Converts torchvision VGG-16 convolution weights to ``VGG16Features`` parameters.
+
+  Accepts ``torchvision.models.vgg16(weights=...).state_dict()`` (keys ``features.{i}.weight``
+  and ``features.{i}.bias``; the ``classifier.*`` keys are ignored) or the state dict of
+  ``.features`` alone (keys ``{i}.weight``). Kernels go from torch's OIHW to Flax's HWIO;
+  torch convolution is cross-correlation, like ``lax.conv``, so no kernel flip is needed.
+
+  Args:
+    state_dict: a mapping from those keys to torch tensors or arrays; weights [O, I, 3, 3],
+      biases [O].
+
+  Returns:
+    ``{"features_{i}": {"kernel": [3, 3, I, O], "bias": [O]}}`` for the 13 convolutions, the
+    ``params`` of ``VGG16Features`` (inside ``Encoder(backbone="vgg16")`` they go under
+    ``params["vgg16"]``, inside ``ShowAttendTell`` under ``params["encoder"]["vgg16"]``).
+
+  Raises:
+    ValueError: for a missing key, a key of another architecture (e.g. vgg16_bn's batch-norm
+      layers) or a weight of the wrong shape.
+  """
+  def to_numpy(value):
+    if hasattr(value, "detach"):  # a torch tensor; torch is not imported here
+      value = value.detach().cpu().numpy()
+    return np.asarray(value, np.float32)
+
+  features = {}
+  for key, value in state_dict.items():
+    if key.startswith("classifier."):
+      continue
+    features[key.removeprefix("features.")] = value
+  expected = {f"{i}.{part}" for i in VGG16_CONV_INDICES for part in ("weight", "bias")}
+  missing, unexpected = sorted(expected - set(features)), sorted(set(features) - expected)
+  if missing or unexpected:
+    raise ValueError(f"state_dict must hold the weight and bias of vgg16's features at indices "
+                     f"{VGG16_CONV_INDICES}; missing {missing}, unexpected {unexpected}.")
+  params, in_channels = {}, 3
+  channels = [item for item in VGG16_CONFIG if item != "M"]
+  for index, out_channels in zip(VGG16_CONV_INDICES, channels):
+    weight = to_numpy(features[f"{index}.weight"])
+    bias = to_numpy(features[f"{index}.bias"])
+    for key, array, shape in ((f"features.{index}.weight", weight,
+                               (out_channels, in_channels, 3, 3)),
+                              (f"features.{index}.bias", bias, (out_channels,))):
+      if array.shape != shape:
+        raise ValueError(f"state_dict[{key!r}] must have shape {shape}, got {array.shape}.")
+    params[f"features_{index}"] = {"kernel": jnp.asarray(weight.transpose(2, 3, 1, 0)),
+                                   "bias": jnp.asarray(bias)}
+    in_channels = out_channels
+  return params
+
+
+class Encoder(nn.Module):
+  """Images to annotation vectors (Sec. 3.1.1): [B, H, W, C] -> [B, L, D].
+
+  Attributes:
+    backbone: ``"convnet"``, a network trained from scratch: ``len(widths)`` blocks, each of
+      ``convs_per_block`` 3x3 "SAME" convolutions with ReLUs and a 2x2 max-pool of stride 2
+      (the defaults take a 60x60 image to a 7x7 grid, ``L = 49``, ``D = 128``); or
+      ``"vgg16"``, ``VGG16Features`` (``D = 512``; 224x224 gives ``L = 196``).
+    widths: output channels of the convnet's blocks (convnet only).
+    convs_per_block: convolutions per block (convnet only).
+    include_final_pool: ``VGG16Features.include_final_pool`` (vgg16 only).
+  """
+
+  backbone: str = "convnet"
+  widths: Sequence[int] = (32, 64, 128)
+  convs_per_block: int = 1
+  include_final_pool: bool = False
+
+  def __post_init__(self):
+    if self.backbone not in BACKBONES:
+      raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}.")
+    if self.backbone == "convnet":
+      if len(self.widths) == 0:
+        raise ValueError(f"widths must name at least one block, got {self.widths!r}.")
+      for width in self.widths:
+        _check_positive_int("widths entries", width)
+      _check_positive_int("convs_per_block", self.convs_per_block)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    """[B, H, W, C] float images -> [B, L, D] annotations, ``L = h w`` row-major."""
+    _check_images(images)
+    if self.backbone == "vgg16":
+      x = VGG16Features(self.include_final_pool, name="vgg16")(images)
+    else:
+      x = jnp.asarray(images, jnp.float32)
+      for width in self.widths:
+        for _ in range(self.convs_per_block):
+          x = nn.relu(nn.Conv(width, (3, 3), padding="SAME")(x))
+        x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+    if x.shape[1] == 0 or x.shape[2] == 0:
+      raise ValueError(f"images of shape {images.shape} are too small for backbone "
+                       f"{self.backbone!r}: its feature map is {x.shape}.")
+    return x.reshape(x.shape[0], -1, x.shape[-1])
+
+
+class DecodeState(NamedTuple):
+  """The decoder's state between steps; every leaf has the leading axis ``N``.
+
+  Attributes:
+    annotations: [N, L, D], the ``a_i``.
+    projected: [N, L, A], ``W_a a_i`` (with its bias), computed once per image.
+    cell: [N, H], the LSTM memory ``c_{t-1}``.
+    hidden: [N, H], ``h_{t-1}``.
+  """
+
+  annotations: jax.Array
+  projected: jax.Array
+  cell: jax.Array
+  hidden: jax.Array
+
+
+class _InitMLP(nn.Module):
+  """``f_init``: ``hidden`` tanh layers, then a tanh layer of ``features`` units."""
+
+  hidden: Sequence[int]
+  features: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for width in self.hidden:
+      x = jnp.tanh(nn.Dense(width)(x))
+    return jnp.tanh(nn.Dense(self.features)(x))
+
+
+class Decoder(nn.Module):
+  """The attention LSTM of Sec. 3.1.2 over annotation vectors (eq. 1-7, module docstring).
+
+  Parameter names: ``embed`` is ``E``; ``init_c``, ``init_h`` the MLPs ``f_init,c``,
+  ``f_init,h``; ``att_annotations``, ``att_hidden``, ``att_score`` are ``W_a`` (with a bias),
+  ``W_h`` and ``w`` of eq. (4); ``gate`` is ``f_beta``; ``lstm`` the LSTM; ``out_hidden``,
+  ``out_context``, ``out_logits`` are ``L_h``, ``L_z``, ``L_o`` of eq. (7).
+
+  Attributes:
+    vocab_size: ``K``, the vocabulary size (the logits' last axis).
+    embed_dim: ``m``, the word embedding size (also the deep output's width).
+    hidden_size: ``n``, the LSTM size.
+    attention_dim: the width of ``W_a a_i`` and ``W_h h``.
+    init_hidden: widths of the tanh hidden layers of ``f_init,c`` and ``f_init,h`` before
+      their tanh output layer; ``()`` is one tanh layer each, as in the authors' code.
+    gating: multiply the context by ``beta_t = sigmoid(f_beta(h_{t-1}))`` (Sec. 4.2.1); without
+      it ``beta_t = 1``.
+    dropout_rate: dropout on ``h_t`` before ``L_h`` in training.
+    expectation_prob: the probability that a hard-attention example uses the expected
+      context ``sum_i alpha_ti a_i`` for its whole caption (Sec. 4.1; 0 always samples).
+  """
+
+  vocab_size: int
+  embed_dim: int = 512
+  hidden_size: int = 512
+  attention_dim: int = 512
+  init_hidden: Sequence[int] = ()
+  gating: bool = True
+  dropout_rate: float = 0.5
+  expectation_prob: float = 0.5
+
+  def __post_init__(self):
+    for name in ("vocab_size", "embed_dim", "hidden_size", "attention_dim"):
+      _check_positive_int(name, getattr(self, name))
+    for width in self.init_hidden:
+      _check_positive_int("init_hidden entries", width)
+    for name, upper_ok in (("dropout_rate", False), ("expectation_prob", True)):
+      value = getattr(self, name)
+      if (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0
+          or (value == 1.0 and not upper_ok)):
+        raise ValueError(f"{name} must be a float in [0, 1{']' if upper_ok else ')'}, got "
+                         f"{value!r}.")
+    super().__post_init__()
+
+  def setup(self):
+    self.embed = nn.Embed(self.vocab_size, self.embed_dim)
+    self.init_c = _InitMLP(self.init_hidden, self.hidden_size)
+    self.init_h = _InitMLP(self.init_hidden, self.hidden_size)
+    self.att_annotations = nn.Dense(self.attention_dim)
+    self.att_hidden = nn.Dense(self.attention_dim, use_bias=False)
+    self.att_score = nn.Dense(1, use_bias=False)  # a bias would cancel in the softmax
+    if self.gating:
+      self.gate = nn.Dense(1)
+    self.lstm = nn.OptimizedLSTMCell(self.hidden_size)
+    self.dropout = nn.Dropout(self.dropout_rate)
+    self.out_hidden = nn.Dense(self.embed_dim)
+    self.out_context = nn.Dense(self.embed_dim, use_bias=False)
+    self.out_logits = nn.Dense(self.vocab_size)
+
+  def init_state(self, annotations: jax.Array) -> DecodeState:
+    """The state before step 1: ``W_a a_i`` and ``(c_0, h_0)`` from ``mean_i a_i`` (Sec. 3.1.2).
+
+    Args:
+      annotations: [N, L, D] float.
+
+    Returns:
+      ``DecodeState`` with leaves [N, ...].
+    """
+    if jnp.ndim(annotations) != 3:
+      raise ValueError(f"annotations must have shape [B, L, D], got {jnp.shape(annotations)}.")
+    annotations = jnp.asarray(annotations, jnp.float32)
+    mean = jnp.mean(annotations, axis=1)
+    return DecodeState(annotations=annotations, projected=self.att_annotations(annotations),
+                       cell=self.init_c(mean), hidden=self.init_h(mean))
+
+  def _step(self, state: DecodeState, embedded: jax.Array, expected: jax.Array | None, *,
+            hard: bool, deterministic: bool) -> tuple[DecodeState, dict[str, jax.Array]]:
+    """One step, eq. (4)-(7): ``embedded`` = ``E y_{t-1}`` [N, m] -> (state, outputs).
+
+    ``expected`` [N] bool (hard attention only) marks the examples whose context is the
+    expectation instead of the sampled ``a_{s_t}``.
+    """
+    annotations = state.annotations
+    h_prev = state.hidden
+    scores = self.att_score(jnp.tanh(state.projected + self.att_hidden(h_prev)[:, None, :]))
+    log_alpha = jax.nn.log_softmax(scores[..., 0], axis=-1)  # [N, L], eq. (4)-(5)
+    alpha = jnp.exp(log_alpha)
+    context = jnp.einsum("nl,nld->nd", alpha, annotations)  # soft phi, Sec. 4.2
+    outputs = {"alpha": alpha}
+    if hard:  # eq. (8)-(9): s_t ~ Multinoulli_L(alpha_t), z_t = a_{s_t}
+      locations = jax.random.categorical(self.make_rng("sample"), log_alpha, axis=-1)
+      picked = jnp.take_along_axis(annotations, locations[:, None, None], axis=1)[:, 0]
+      context = jnp.where(expected[:, None], context, picked)
+      outputs.update(
+          locations=locations.astype(jnp.int32),
+          log_prob_locations=jnp.take_along_axis(log_alpha, locations[:, None], axis=1)[:, 0],
+          entropy=-jnp.sum(alpha * log_alpha, axis=-1))
+    if self.gating:  # Sec. 4.2.1
+      beta = jax.nn.sigmoid(self.gate(h_prev)[:, 0])
+    else:
+      beta = jnp.ones(h_prev.shape[:1], h_prev.dtype)
+    z = beta[:, None] * context
+    (cell, hidden), _ = self.lstm((state.cell, h_prev), jnp.concatenate([embedded, z], -1))
+    h_out = self.dropout(hidden, deterministic=deterministic)
+    logits = self.out_logits(embedded + self.out_hidden(h_out) + self.out_context(z))  # (7)
+    outputs.update(logits=logits, beta=beta)
+    return state._replace(cell=cell, hidden=hidden), outputs
+
+  def __call__(self, annotations: jax.Array, tokens_in: jax.Array, *, deterministic: bool,
+               attention: str = "soft") -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Teacher-forced unroll over ``T`` steps (nn.scan).
+
+    Args:
+      annotations: [B, L, D] float, the ``a_i``.
+      tokens_in: [B, T] int, the inputs ``y_0..y_{T-1}``: ``<bos>`` then the caption shifted
+        right (the targets are ``y_1..y_T``).
+      deterministic: no dropout when True; otherwise the ``"dropout"`` rng is used.
+      attention: ``"soft"`` or ``"hard"`` (needs the ``"sample"`` rng).
+
+    Returns:
+      ``(logits [B, T, K], aux)``; ``aux["alpha"]`` [B, T, L] are the attention weights of
+      each step, ``aux["beta"]`` [B, T] the gates (ones without gating). With hard attention
+      also ``"locations"`` [B, T] int32, the drawn ``s_t``; ``"log_prob_locations"`` [B, T],
+      ``log alpha_{t, s_t}``; ``"entropy"`` [B, T], ``H[alpha_t] = -sum_i alpha_ti log
+      alpha_ti``; and ``"sampled"`` [B] bool, True where the context was ``a_{s_t}``, False
+      where it was the expectation (probability ``expectation_prob``); for the latter the
+      locations are still drawn (and reported) but unused.
+
+    Raises:
+      ValueError: for a bad ``attention``, ``tokens_in`` not of shape [B, T] with integer
+        ids in [0, vocab_size) (checked when concrete), or mismatched batch sizes.
+    """
+    if attention not in ATTENTIONS:
+      raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}.")
+    if jnp.ndim(tokens_in) != 2:
+      raise ValueError(f"tokens_in must have shape [B, T], got {jnp.shape(tokens_in)}.")
+    _check_token_ids("tokens_in", tokens_in, self.vocab_size)
+    if jnp.ndim(annotations) != 3 or annotations.shape[0] != tokens_in.shape[0]:
+      raise ValueError(f"annotations must have shape [B, L, D] with B = tokens_in.shape[0] = "
+                       f"{tokens_in.shape[0]}, got {jnp.shape(annotations)}.")
+    hard = attention == "hard"
+    state = self.init_state(annotations)
+    batch = tokens_in.shape[0]
+    expected = None
+    if hard:
+      expected = jax.random.bernoulli(self.make_rng("sample"), self.expectation_prob, (batch,))
+    embedded = jnp.swapaxes(self.embed(tokens_in), 0, 1)  # [T, B, m]
+
+    def body(module, carry, x):
+      return module._step(carry, x, expected, hard=hard, deterministic=deterministic)
+
+    scan = nn.scan(body, variable_broadcast="params",
+                   split_rngs={"params": False, "dropout": True, "sample": True})
+    _, outputs = scan(self, state, embedded)
+    outputs = {key: jnp.swapaxes(value, 0, 1) for key, value in outputs.items()}
+    logits = outputs.pop("logits")
+    if hard:
+      outputs["sampled"] = ~expected
+    return logits, outputs
+
+  def step(self, tokens: jax.Array,
+           state: DecodeState) -> tuple[jax.Array, DecodeState, dict[str, jax.Array]]:
+    """One decoding step with soft attention and no dropout (``vislang_jax.decoding``).
+
+    Args:
+      tokens: [N] int, ``y_{t-1}``.
+      state: ``DecodeState`` with leaves [N, ...].
+
+    Returns:
+      ``(logits [N, K], state, {"alpha": [N, L], "beta": [N]})``.
+    """
+    if jnp.ndim(tokens) != 1 or tokens.shape[0] != state.hidden.shape[0]:
+      raise ValueError(f"tokens must have shape [N] with N = {state.hidden.shape[0]} (the "
+                       f"state's batch), got {jnp.shape(tokens)}.")
+    _check_token_ids("tokens", tokens, self.vocab_size)
+    state, outputs = self._step(state, self.embed(tokens), None, hard=False, deterministic=True)
+    return outputs.pop("logits"), state, outputs
+
+
+class ShowAttendTell(nn.Module):
+  """The captioner: ``encoder`` images to annotations, ``decoder`` annotations to words.
+
+  Build it as ``ShowAttendTell(encoder=Encoder(...), decoder=Decoder(vocab_size=K, ...))``;
+  parameters live under ``params["encoder"]`` and ``params["decoder"]``.
+
+  Decoding with ``vislang_jax.decoding``::
+
+    state = model.init_decode_state(params, images)
+    step_fn = functools.partial(model.decode_step, params)
+    out = decoding.beam_search(step_fn, state, bos_id=1, eos_id=2, max_len=16, beam_size=3)
+    # out.extras["alpha"]: [B, K, T, L]
+
+  Attributes:
+    encoder: a module mapping [B, H, W, C] images to [B, L, D] annotations (``Encoder``).
+    decoder: the ``Decoder``.
+    freeze_encoder: stop gradients at the annotations, so the encoder keeps its (e.g.
+      ImageNet) weights, as the paper does with VGG (Sec. 4.3).
+  """
+
+  encoder: nn.Module
+  decoder: Decoder
+  freeze_encoder: bool = False
+
+  def __post_init__(self):
+    if not isinstance(self.decoder, Decoder):
+      raise ValueError(f"decoder must be a Decoder, got {type(self.decoder).__name__}.")
+    if not isinstance(self.encoder, nn.Module):
+      raise ValueError(f"encoder must be a flax Module, got {type(self.encoder).__name__}.")
+    super().__post_init__()
+
+  def encode(self, images: jax.Array) -> jax.Array:
+    """[B, H, W, C] images -> [B, L, D] annotations."""
+    _check_images(images)
+    annotations = self.encoder(images)
+    if jnp.ndim(annotations) != 3:
+      raise ValueError(f"encoder must return annotations of shape [B, L, D], got "
+                       f"{jnp.shape(annotations)}.")
+    return jax.lax.stop_gradient(annotations) if self.freeze_encoder else annotations
+
+  def __call__(self, images: jax.Array, tokens_in: jax.Array, *, deterministic: bool,
+               attention: str = "soft") -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Teacher-forced captioning of ``images``: ``Decoder.__call__`` on their annotations.
+
+    Args:
+      images: [B, H, W, C] float.
+      tokens_in: [B, T] int, ``<bos>`` then the caption shifted right.
+      deterministic: no dropout when True (else the ``"dropout"`` rng).
+      attention: ``"soft"`` or ``"hard"`` (the ``"sample"`` rng).
+
+    Returns:
+      ``(logits [B, T, K], aux)`` as ``Decoder.__call__``: ``alpha`` [B, T, L], ``beta``
+      [B, T]; for hard attention also ``locations``, ``log_prob_locations``, ``entropy``
+      [B, T] and ``sampled`` [B].
+    """
+    return self.decoder(self.encode(images), tokens_in, deterministic=deterministic,
+                        attention=attention)
+
+  def start(self, images: jax.Array) -> DecodeState:
+    """The decoding state of ``images`` [B, H, W, C] (bound-module form)."""
+    return self.decoder.init_state(self.encode(images))
+
+  def step(self, tokens: jax.Array,
+           state: DecodeState) -> tuple[jax.Array, DecodeState, dict[str, jax.Array]]:
+    """``Decoder.step`` (bound-module form)."""
+    return self.decoder.step(tokens, state)
+
+  @nn.nowrap
+  def init_decode_state(self, params: Any, images: jax.Array) -> DecodeState:
+    """The state before the first decoding step.
+
+    Args:
+      params: the model's ``"params"`` collection.
+      images: [B, H, W, C] float.
+
+    Returns:
+      ``DecodeState``: annotations [B, L, D], ``W_a a`` [B, L, A], ``c_0``, ``h_0`` [B, H].
+    """
+    return self.apply({"params": params}, images, method=ShowAttendTell.start)
+
+  @nn.nowrap
+  def decode_step(self, params: Any, tokens: jax.Array,
+                  state: DecodeState) -> tuple[jax.Array, DecodeState, dict[str, jax.Array]]:
+    """A ``vislang_jax.decoding`` step function once ``params`` is bound (functools.partial).
+
+    Soft attention (the expectation, also for hard-attention models) and no dropout.
+
+    Args:
+      params: the model's ``"params"`` collection.
+      tokens: [N] int, the previous tokens.
+      state: ``DecodeState`` with leaves [N, ...]; beam search reorders its rows.
+
+    Returns:
+      ``(logits [N, K], state, {"alpha": [N, L], "beta": [N]})``.
+    """
+    return self.apply({"params": params}, tokens, state, method=ShowAttendTell.step)

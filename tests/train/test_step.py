@@ -74,12 +74,15 @@ def test_evaluator_gives_exact_means_over_a_ragged_split():
   source = Source(61)  # 24 + 24 + 13: the last batch is padded
   metric_fn = lambda params, batch: {
       "mean_pixel": jnp.mean(batch["image"], axis=(1, 2, 3)) * params,
-      "label": batch["label"].astype(jnp.float32)}
+      "label": batch["label"].astype(jnp.float32),
+      # 0 / 0 = NaN on the all-zero padding examples; it must not leak into the mean.
+      "ratio": jnp.mean(batch["image"], axis=(1, 2, 3)) / jnp.mean(batch["image"], axis=(1, 2, 3))}
   evaluator = Evaluator(metric_fn, sharding.make_mesh(), batch_size=24)
   result = evaluator(jnp.float32(2.0), source)
   np.testing.assert_allclose(
       result["mean_pixel"], 2.0 * np.mean(source.images / 255.0), rtol=1e-5)
   np.testing.assert_allclose(result["label"], np.mean(source.labels), rtol=1e-6)
+  np.testing.assert_allclose(result["ratio"], 1.0, rtol=1e-6)
 
 
 def test_batch_size_errors_name_the_field():

@@ -67,7 +67,8 @@ def make_eval_step(metric_fn: MetricFn) -> Callable[[Any, dict, jax.Array], dict
 
   def eval_step(params: Any, batch: dict, mask: jax.Array) -> dict:
     per_example = metric_fn(params, batch)
-    sums = {k: jnp.sum(v * mask) for k, v in per_example.items()}
+    # where, not a product: a padding example's metric may be NaN (e.g. 0 / 0).
+    sums = {k: jnp.sum(jnp.where(mask > 0, v, 0.0)) for k, v in per_example.items()}
     sums["count"] = jnp.sum(mask)
     return sums
 

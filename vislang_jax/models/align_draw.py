@@ -1,0 +1,509 @@
+"""alignDRAW: generating images from captions with attention (Mansimov et al., 2016).
+
+Mansimov, Parisotto, Ba, Salakhutdinov, "Generating Images from Captions with Attention",
+ICLR 2016. A caption ``y`` of ``Ty`` words is read by a bidirectional LSTM (section 3.1),
+``h^lang_j = [h->_j; h<-_j]``; an image is drawn by a conditional DRAW network (section 3.2)
+whose generative LSTM attends to the words at every step. Step ``t = 1..T`` of the
+generative model:
+
+    z_t ~ P(Z_t | Z_1:t-1, y) = N(mu_t, sigma_t),                              (prior)
+          mu_t = tanh(W_mu h^gen_{t-1}),  sigma_t = exp(tanh(W_sigma h^gen_{t-1}))
+    s_t  = align(h^gen_{t-1}, h^lang) = sum_j alpha_tj h^lang_j,                (align)
+          alpha_tj proportional to exp(v^T tanh(U h^lang_j + W h^gen_{t-1} + b))
+    h^gen_t = LSTM^gen(h^gen_{t-1}, [z_t, s_t])
+    c_t  = c_{t-1} + write(h^gen_t)
+
+and ``x ~ P(x | y, Z_1:T)``, a Bernoulli (binary images) or a Gaussian (colour) with mean
+``sigmoid(c_T)``. The approximate posterior, used for training (section 3.2, inference):
+
+    x^_t = x - sigmoid(c_{t-1})
+    r_t  = read(x, x^_t, h^gen_{t-1})
+    h^infer_t = LSTM^infer(h^infer_{t-1}, [r_t, h^gen_{t-1}])
+    Q(Z_t | x, y, Z_1:t-1) = N(mu(h^infer_t), sigma(h^infer_t))
+
+The loss, the negative variational bound of section 3.3, is in ``objectives/align_draw.py``.
+``read`` and ``write`` are DRAW's Gaussian filterbanks (``ops/filterbank.py``,
+``models.draw.AttentionLayer``). ``c_0``, ``h^gen_0``, ``h^infer_0`` and the LSTM cells start
+at zero.
+
+Choices this implementation makes where the paper leaves room (each documented where it
+applies):
+
+* ``P(Z_1)``: the bound has ``KL(Q(Z_1 | x, y) || P(Z_1))`` with a prior for ``Z_1`` that does
+  not depend on ``y``. Here it is the same learned prior evaluated at ``h^gen_0 = 0``:
+  ``mu_1 = tanh(b_mu)``, ``sigma_1 = exp(tanh(b_sigma))``, a learned constant (``N(0, I)`` at
+  initialisation, where the biases are zero). Captions change the prior from ``t = 2`` on.
+* Variants (section 5, the paper's ablations): ``"align"`` is alignDRAW; ``"noalign"``
+  replaces ``s_t`` by the mean of ``h^lang`` over the caption's words (every ``alpha_tj =
+  1 / length``); ``"unconditional"`` ignores the caption (no language model, no ``s_t``) and
+  keeps the learned recurrent prior, so the three variants share one loss and one sampler.
+  Its prior family contains DRAW's ``N(0, I)`` (``W_mu = W_sigma = 0``); the exact DRAW
+  baseline is ``models.draw.DRAW``.
+* Padding: token ``j`` of example ``b`` is a word iff ``j < lengths[b]``. The backward LSTM
+  reads each caption from its own last word (each sequence is reversed within its length),
+  ``h^lang`` is zero on padding and the alignment gives padding exactly zero weight, so
+  padding ids never change the output.
+
+Randomness: the reparameterised samples take ``eps`` from the ``"sample"`` rng stream
+(``rngs={"params": k1, "sample": k2}`` at init, ``rngs={"sample": k}`` at apply), or from an
+explicit ``noise`` argument.
+"""
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vislang_jax.data.vocabulary import UNK_ID, Vocabulary, tokenize
+from vislang_jax.models.draw import AttentionLayer
+from vislang_jax.ops import filterbank
+
+VARIANTS = ("align", "noalign", "unconditional")
+OUTPUTS = ("bernoulli", "gaussian")
+
+
+def _is_positive_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _is_concrete(array: Any) -> bool:
+  return not isinstance(array, jax.core.Tracer)
+
+
+def check_captions(tokens: jax.Array, lengths: jax.Array, *, vocab_size: int | None = None,
+                   batch: int | None = None) -> None:
+  """Checks a batch of encoded captions; values are checked only when not traced.
+
+  Args:
+    tokens: [B, Ty] int word ids, ``<pad>`` after each caption.
+    lengths: [B] int, the number of words of each caption, in ``[1, Ty]``.
+    vocab_size: when given, every id must lie in ``[0, vocab_size)``.
+    batch: when given, the expected ``B``.
+
+  Raises:
+    ValueError: for a wrong rank, dtype or batch size; and, when the arrays are concrete
+      (outside ``jax.jit``), for lengths outside ``[1, Ty]`` or ids outside the vocabulary.
+  """
+  tokens_dtype = getattr(tokens, "dtype", None)
+  if (getattr(tokens, "ndim", None) != 2 or tokens_dtype is None
+      or not jnp.issubdtype(tokens_dtype, jnp.integer)):
+    raise ValueError(f"tokens must be an integer array [B, Ty], got "
+                     f"{tokens_dtype} {getattr(tokens, 'shape', type(tokens).__name__)}.")
+  num, max_len = tokens.shape
+  if batch is not None and num != batch:
+    raise ValueError(f"tokens must have B = {batch} rows (one caption per image), got "
+                     f"{tokens.shape}.")
+  lengths_dtype = getattr(lengths, "dtype", None)
+  if (getattr(lengths, "shape", None) != (num,) or lengths_dtype is None
+      or not jnp.issubdtype(lengths_dtype, jnp.integer)):
+    raise ValueError(f"lengths must be an integer array [B] = ({num},) to match tokens "
+                     f"{tokens.shape}, got {lengths_dtype} "
+                     f"{getattr(lengths, 'shape', type(lengths).__name__)}.")
+  if _is_concrete(lengths) and num:
+    values = np.asarray(lengths)
+    if values.min() < 1 or values.max() > max_len:
+      raise ValueError(f"lengths must lie in [1, Ty] = [1, {max_len}] (every caption needs a "
+                       f"word), got values in [{values.min()}, {values.max()}].")
+  if vocab_size is not None and _is_concrete(tokens) and tokens.size:
+    values = np.asarray(tokens)
+    if values.min() < 0 or values.max() >= vocab_size:
+      raise ValueError(f"tokens must be ids in [0, vocab_size) = [0, {vocab_size}), got "
+                       f"values in [{values.min()}, {values.max()}].")
+
+
+def word_mask(lengths: jax.Array, max_len: int) -> jax.Array:
+  """[B] lengths -> [B, Ty] bool, True at the caption's words (``j < lengths[b]``)."""
+  return jnp.arange(max_len) < lengths[:, None]
+
+
+def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
+  """The alignment probabilities: softmax of ``scores`` [B, Ty] over ``mask``'s words only.
+
+  Masked-out positions get a score of ``-inf``, hence a weight of exactly 0 (and no gradient);
+  every row needs at least one word.
+  """
+  return jax.nn.softmax(jnp.where(mask, scores, -jnp.inf), axis=-1)
+
+
+def _vocab_size_to_check(model: "AlignDRAW") -> int | None:
+  """The id range a model's captions must lie in; None when it ignores them."""
+  return None if model.variant == "unconditional" else model.vocab_size
+
+
+class CaptionEncoder(nn.Module):
+  """The bidirectional language model of section 3.1: word embeddings and two LSTMs.
+
+  The forward LSTM reads ``y_1..y_L`` and the backward LSTM ``y_L..y_1``, where ``L`` is each
+  caption's own length (the sequence is reversed within its length, read, and reversed back,
+  ``nn.RNN(reverse=True, keep_order=True, seq_lengths=...)``), so neither direction ever
+  reads padding before a word.
+
+  Attributes:
+    vocab_size: the number of word ids (``len(vocabulary)``, specials included).
+    embed_size: word embedding size.
+    lang_size: LSTM size per direction.
+  """
+
+  vocab_size: int
+  embed_size: int
+  lang_size: int
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
+    """[B, Ty] int ids, [B] int lengths -> h^lang [B, Ty, 2 lang_size], zero on padding.
+
+    ``h^lang[b, j] = [h->_j; h<-_j]``: the forward state after word ``j`` and the backward
+    state after reading words ``L-1, ..., j`` (0-based, ``L = lengths[b]``).
+    """
+    embedded = nn.Embed(self.vocab_size, self.embed_size, name="embed")(tokens)
+    forward = nn.RNN(nn.OptimizedLSTMCell(self.lang_size, name="forward"))(
+        embedded, seq_lengths=lengths)
+    backward = nn.RNN(nn.OptimizedLSTMCell(self.lang_size, name="backward"), reverse=True,
+                      keep_order=True)(embedded, seq_lengths=lengths)
+    h_lang = jnp.concatenate([forward, backward], axis=-1)
+    return jnp.where(word_mask(lengths, tokens.shape[1])[..., None], h_lang, 0.0)
+
+
+class AlignDRAW(nn.Module):
+  """alignDRAW of Mansimov et al. (2016), unrolled over ``glimpses`` steps with nn.scan.
+
+  Read and write always go through DRAW's filterbanks (the paper's model); the attention
+  layers are ``models.draw.AttentionLayer`` of ``h^gen``, initialised to cover the image.
+
+  Attributes:
+    height: image height in pixels.
+    width: image width in pixels.
+    vocab_size: the number of word ids (``len(vocabulary)``).
+    channels: image channels ``C``; ``1`` also accepts [B, H, W] images.
+    glimpses: ``T``, the number of generative steps.
+    read_n: ``N`` of the read grid (the read is ``2 read_n^2 C`` numbers: x and x^).
+    write_n: ``N`` of the write grid.
+    z_size: latent units per step.
+    enc_size: size of the inference LSTM ``LSTM^infer``.
+    gen_size: size of the generative LSTM ``LSTM^gen``.
+    lang_size: size of each direction of the language LSTM (``h^lang`` has ``2 lang_size``).
+    embed_size: word embedding size.
+    align_size: size of the alignment layer (the rows of ``U`` and ``W``, the length of ``v``).
+    variant: ``"align"`` (alignDRAW), ``"noalign"`` (``s_t`` = mean of ``h^lang`` over the
+      words) or ``"unconditional"`` (the caption is ignored; see the module docstring).
+    output: ``"bernoulli"`` (binary images) or ``"gaussian"`` (colour): ``P(x | y, Z)`` has
+      mean ``sigmoid(c_T)``; a Gaussian's log standard deviation is a learned parameter per
+      channel, ``x_logsigma`` [C] (initialised to 0), returned in ``aux``.
+  """
+
+  height: int
+  width: int
+  vocab_size: int
+  channels: int = 1
+  glimpses: int = 10
+  read_n: int = 2
+  write_n: int = 5
+  z_size: int = 10
+  enc_size: int = 256
+  gen_size: int = 256
+  lang_size: int = 128
+  embed_size: int = 128
+  align_size: int = 128
+  variant: str = "align"
+  output: str = "bernoulli"
+
+  def __post_init__(self):
+    for name in ("height", "width", "vocab_size", "channels", "glimpses", "z_size", "enc_size",
+                 "gen_size", "lang_size", "embed_size", "align_size"):
+      value = getattr(self, name)
+      if not _is_positive_int(value):
+        raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    side = min(self.height, self.width)
+    for name in ("read_n", "write_n"):
+      value = getattr(self, name)
+      if not _is_positive_int(value) or value > side:
+        raise ValueError(f"{name} must be an int in [1, min(height, width)] = [1, {side}], "
+                         f"got {value!r}.")
+    if self.variant not in VARIANTS:
+      raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}.")
+    if self.output not in OUTPUTS:
+      raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}.")
+    super().__post_init__()
+
+  def setup(self):
+    self.infer_lstm = nn.OptimizedLSTMCell(self.enc_size)
+    self.gen_lstm = nn.OptimizedLSTMCell(self.gen_size)
+    self.q_mu = nn.Dense(self.z_size)
+    self.q_logsigma = nn.Dense(self.z_size)
+    self.prior_mu = nn.Dense(self.z_size)  # W_mu (and b_mu: P(Z_1), see the module doc)
+    self.prior_logsigma = nn.Dense(self.z_size)  # W_sigma, b_sigma
+    self.read_params = AttentionLayer(self.height, self.width, self.read_n)
+    self.write_params = AttentionLayer(self.height, self.width, self.write_n)
+    self.write_patch = nn.Dense(self.write_n * self.write_n * self.channels)
+    if self.variant != "unconditional":
+      self.caption_encoder = CaptionEncoder(self.vocab_size, self.embed_size, self.lang_size)
+    if self.variant == "align":
+      self.align_u = nn.Dense(self.align_size, use_bias=False)  # U
+      self.align_w = nn.Dense(self.align_size)  # W and b
+      self.align_v = nn.Dense(1, use_bias=False)  # v
+    if self.output == "gaussian":
+      self.x_logsigma = self.param("x_logsigma", nn.initializers.zeros, (self.channels,))
+
+  # -- language -------------------------------------------------------------------------
+
+  def _encode_caption(self, tokens: jax.Array,
+                      lengths: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array] | None:
+    """The per-call language context ``(h^lang [B,Ty,2L], keys [B,Ty,A] or weights, mask)``.
+
+    ``keys = U h^lang_j`` are computed once, outside the time loop; for ``noalign`` the
+    second entry is the uniform weights [B, Ty] instead. None for ``unconditional``.
+    """
+    if self.variant == "unconditional":
+      return None
+    h_lang = self.caption_encoder(tokens, lengths)
+    mask = word_mask(lengths, tokens.shape[1])
+    if self.variant == "align":
+      return h_lang, self.align_u(h_lang), mask
+    uniform = mask / lengths[:, None].astype(h_lang.dtype)
+    return h_lang, uniform, mask
+
+  def _condition(self, h_gen: jax.Array, lang: Any) -> dict[str, jax.Array | None]:
+    """The prior of ``Z_t`` and the sentence representation ``s_t`` from ``h^gen_{t-1}``.
+
+    Returns ``p_mu``, ``p_logsigma`` [B, Z] (``log sigma_t = tanh(W_sigma h^gen_{t-1})``),
+    ``context`` = ``s_t`` [B, 2L] and ``alignment`` = ``alpha_t`` [B, Ty] (None without a
+    caption).
+    """
+    out = {"p_mu": jnp.tanh(self.prior_mu(h_gen)),
+           "p_logsigma": jnp.tanh(self.prior_logsigma(h_gen)),
+           "context": None, "alignment": None}
+    if lang is None:
+      return out
+    h_lang, keys_or_weights, mask = lang
+    if self.variant == "align":
+      hidden = jnp.tanh(keys_or_weights + self.align_w(h_gen)[:, None, :])  # [B, Ty, A]
+      alpha = masked_softmax(self.align_v(hidden)[..., 0], mask)
+    else:
+      alpha = keys_or_weights
+    out["alignment"] = alpha
+    out["context"] = jnp.einsum("bj,bjd->bd", alpha, h_lang)
+    return out
+
+  # -- image ----------------------------------------------------------------------------
+
+  def _read(self, x: jax.Array, x_hat: jax.Array,
+            h_gen: jax.Array) -> tuple[jax.Array, filterbank.AttentionParams]:
+    """``read(x, x^_t, h^gen_{t-1})``: [B, H, W, C] twice, [B, gen] -> [B, 2 N N C]."""
+    both = jnp.concatenate([x, x_hat], axis=-1)
+    att, fy, fx = self.read_params(h_gen)
+    glimpse = filterbank.read(both, fy, fx, att.gamma)
+    return glimpse.reshape(glimpse.shape[0], -1), att
+
+  def _write(self, h_gen: jax.Array) -> tuple[jax.Array, filterbank.AttentionParams]:
+    """``write(h^gen_t)``: [B, gen] -> [B, H, W, C] canvas update."""
+    patch = self.write_patch(h_gen).reshape(
+        h_gen.shape[0], self.write_n, self.write_n, self.channels)
+    att, fy, fx = self.write_params(h_gen)
+    return filterbank.write(patch, fy, fx, att.gamma), att
+
+  def _draw_step(self, canvas: jax.Array, gen_state: Any, z: jax.Array,
+                 context: jax.Array | None) -> tuple[jax.Array, Any, dict[str, Any]]:
+    """``h^gen_t = LSTM^gen(h^gen_{t-1}, [z_t, s_t])``, ``c_t = c_{t-1} + write(h^gen_t)``."""
+    inputs = z if context is None else jnp.concatenate([z, context], axis=-1)
+    gen_state, h_gen = self.gen_lstm(gen_state, inputs)
+    update, write_att = self._write(h_gen)
+    canvas = canvas + update
+    return canvas, gen_state, {"canvas": canvas, "write": write_att, "z": z}
+
+  def _infer_step(self, carry: tuple[jax.Array, Any, Any], x: jax.Array, lang: Any,
+                  eps: jax.Array) -> tuple[tuple[jax.Array, Any, Any], dict[str, Any]]:
+    """One step with ``z_t`` from the posterior; ``carry = (c, infer state, gen state)``."""
+    canvas, infer_state, gen_state = carry
+    h_gen = gen_state[1]
+    out = self._condition(h_gen, lang)
+    x_hat = x - jax.nn.sigmoid(canvas)
+    r, read_att = self._read(x, x_hat, h_gen)
+    infer_state, h_infer = self.infer_lstm(infer_state, jnp.concatenate([r, h_gen], axis=-1))
+    q_mu = self.q_mu(h_infer)
+    q_logsigma = self.q_logsigma(h_infer)
+    z = q_mu + jnp.exp(q_logsigma) * eps  # reparameterisation
+    canvas, gen_state, drawn = self._draw_step(canvas, gen_state, z, out["context"])
+    out.update(drawn, q_mu=q_mu, q_logsigma=q_logsigma, read=read_att)
+    return (canvas, infer_state, gen_state), out
+
+  def _prior_step(self, carry: tuple[jax.Array, Any], lang: Any,
+                  eps: jax.Array) -> tuple[tuple[jax.Array, Any], dict[str, Any]]:
+    """One step with ``z_t = mu_t + sigma_t eps`` from the prior; ``carry = (c, gen state)``."""
+    canvas, gen_state = carry
+    out = self._condition(gen_state[1], lang)
+    z = out["p_mu"] + jnp.exp(out["p_logsigma"]) * eps
+    canvas, gen_state, drawn = self._draw_step(canvas, gen_state, z, out["context"])
+    out.update(drawn)
+    return (canvas, gen_state), out
+
+  def _zero_state(self, batch: int, size: int) -> tuple[jax.Array, jax.Array]:
+    return jnp.zeros((batch, size)), jnp.zeros((batch, size))
+
+  def _aux(self, outs: dict[str, Any], squeeze: bool) -> dict[str, Any]:
+    canvases = outs.pop("canvas")
+    aux = {"canvases": canvases[..., 0] if squeeze else canvases}
+    aux.update((key, value) for key, value in outs.items() if value is not None)
+    return aux
+
+  def __call__(self, x: jax.Array, tokens: jax.Array, lengths: jax.Array, *,
+               noise: jax.Array | None = None) -> tuple[jax.Array, dict[str, Any]]:
+    """Encodes ``x`` given its caption and redraws it over ``glimpses`` steps.
+
+    Args:
+      x: [B, H, W] (only when ``channels == 1``) or [B, H, W, C] float images in [0, 1].
+      tokens: [B, Ty] int caption word ids (``Vocabulary.encode``), ``<pad>`` after each
+        caption; read but ignored by the ``unconditional`` variant.
+      lengths: [B] int, the words of each caption (``<eos>`` included), in ``[1, Ty]``.
+      noise: optional [T, B, Z] standard normal ``eps`` of the posterior samples; drawn from
+        the ``"sample"`` rng stream when None.
+
+    Returns:
+      ``(logits, aux)``: ``logits`` = ``c_T``, the shape of ``x``; ``sigmoid(c_T)`` is the
+      mean of ``P(x | y, Z)``. ``aux`` holds ``canvases`` [T, B, H, W(, C)] (``c_1..c_T``);
+      ``q_mu``, ``q_logsigma`` (posterior), ``p_mu``, ``p_logsigma`` (prior, ``p_*[0]`` is
+      ``P(Z_1)``) and ``z`` (the posterior samples), each [T, B, Z]; ``read`` and ``write``:
+      ``AttentionParams`` with each field [T, B] (step ``t`` reads from ``h^gen_{t-1}`` and
+      writes from ``h^gen_t``); unless ``unconditional``: ``alignment`` [T, B, Ty]
+      (``alpha_t``, zero on padding, rows summing to one) and ``context`` [T, B, 2 lang_size]
+      (``s_t``); for ``output == "gaussian"``: ``x_logsigma`` [C].
+
+    Raises:
+      ValueError: if ``x``, ``tokens``, ``lengths`` or ``noise`` has the wrong shape or
+        dtype, or (outside jit) a length or id is out of range.
+    """
+    image_shape = (self.height, self.width, self.channels)
+    squeeze = x.ndim == 3 and self.channels == 1
+    if (x.shape + (1,) if squeeze else x.shape)[1:] != image_shape:
+      expected = "[B, H, W] or [B, H, W, C]" if self.channels == 1 else "[B, H, W, C]"
+      raise ValueError(
+          f"x must have shape {expected} with (H, W, C) = {image_shape}, got {x.shape}.")
+    if squeeze:
+      x = x[..., None]
+    x = jnp.asarray(x, jnp.float32)
+    batch = x.shape[0]
+    check_captions(tokens, lengths, batch=batch, vocab_size=_vocab_size_to_check(self))
+    latent_shape = (self.glimpses, batch, self.z_size)
+    if noise is None:
+      noise = jax.random.normal(self.make_rng("sample"), latent_shape)
+    elif noise.shape != latent_shape:
+      raise ValueError(f"noise must have shape [T, B, Z] = {latent_shape}, got {noise.shape}.")
+
+    lang = self._encode_caption(tokens, lengths)
+    carry = (jnp.zeros((batch,) + image_shape), self._zero_state(batch, self.enc_size),
+             self._zero_state(batch, self.gen_size))
+    scan = nn.scan(AlignDRAW._infer_step, variable_broadcast="params",
+                   split_rngs={"params": False}, in_axes=(nn.broadcast, nn.broadcast, 0),
+                   length=self.glimpses)
+    (canvas, _, _), outs = scan(self, carry, x, lang, noise)
+    aux = self._aux(outs, squeeze)
+    if self.output == "gaussian":
+      aux["x_logsigma"] = self.x_logsigma
+    return canvas[..., 0] if squeeze else canvas, aux
+
+  def generate(self, tokens: jax.Array, lengths: jax.Array, *,
+               glimpses: int | None = None) -> tuple[jax.Array, dict[str, Any]]:
+    """Draws one image per caption from the generative model, ``z_t`` from the learned prior.
+
+    Args:
+      tokens: [S, Ty] int caption word ids (repeat a caption to draw several images of it);
+        the ``unconditional`` variant only takes ``S`` from them.
+      lengths: [S] int caption lengths in ``[1, Ty]``.
+      glimpses: steps to draw for; ``self.glimpses`` when None.
+
+    Returns:
+      ``(canvases, aux)``: canvases [T, S, H, W] (``channels == 1``) or [T, S, H, W, C], the
+      logits ``c_1..c_T`` (``jax.nn.sigmoid`` of them are the images); ``aux`` holds ``z``,
+      ``p_mu``, ``p_logsigma`` [T, S, Z], ``write`` (``AttentionParams``, fields [T, S]) and,
+      unless ``unconditional``, ``alignment`` [T, S, Ty] and ``context`` [T, S, 2 lang_size].
+    """
+    steps = self.glimpses if glimpses is None else glimpses
+    if not _is_positive_int(steps):
+      raise ValueError(f"glimpses must be a positive int, got {steps!r}.")
+    check_captions(tokens, lengths, vocab_size=_vocab_size_to_check(self))
+    num_samples = tokens.shape[0]
+    eps = jax.random.normal(self.make_rng("sample"), (steps, num_samples, self.z_size))
+    lang = self._encode_caption(tokens, lengths)
+    carry = (jnp.zeros((num_samples, self.height, self.width, self.channels)),
+             self._zero_state(num_samples, self.gen_size))
+    scan = nn.scan(AlignDRAW._prior_step, variable_broadcast="params",
+                   split_rngs={"params": False}, in_axes=(nn.broadcast, 0))
+    _, outs = scan(self, carry, lang, eps)
+    aux = self._aux(outs, self.channels == 1)
+    return aux.pop("canvases"), aux
+
+
+@functools.partial(jax.jit, static_argnames=("model", "T"))
+def _generate(model: AlignDRAW, params: Any, key: jax.Array, tokens: jax.Array,
+              lengths: jax.Array, T: int | None) -> tuple[jax.Array, dict[str, Any]]:  # noqa: N803
+  return model.apply({"params": params}, tokens, lengths, glimpses=T,
+                     method=AlignDRAW.generate, rngs={"sample": key})
+
+
+def generate(model: AlignDRAW, params: Any, key: jax.Array, tokens: jax.Array,
+             lengths: jax.Array, T: int | None = None  # noqa: N803 (the paper's T)
+             ) -> tuple[jax.Array, dict[str, Any]]:
+  """Jitted ``AlignDRAW.generate``: one image per caption, drawn over ``T`` steps.
+
+  Concrete ``tokens`` and ``lengths`` are range-checked before the jitted call.
+
+  Args:
+    model: the AlignDRAW module (static: its fields define the computation).
+    params: its ``"params"`` collection, ``variables["params"]``.
+    key: PRNG key of the prior samples ``z_t``.
+    tokens: [S, Ty] int caption word ids.
+    lengths: [S] int caption lengths.
+    T: steps to draw for (static); ``model.glimpses`` when None.
+
+  Returns:
+    ``(canvases [T, S, H, W(, C)], aux)`` as ``AlignDRAW.generate``; ``aux["alignment"]``
+    [T, S, Ty] shows which words each step attended to.
+  """
+  check_captions(tokens, lengths, vocab_size=_vocab_size_to_check(model))
+  return _generate(model, params, key, tokens, lengths, T=T)
+
+
+def generate_from_captions(model: AlignDRAW, params: Any, key: jax.Array,
+                           captions: Sequence[str], vocabulary: Vocabulary, *, max_len: int,
+                           T: int | None = None  # noqa: N803
+                           ) -> tuple[jax.Array, dict[str, Any]]:
+  """Host helper: encodes ``captions`` with ``vocabulary`` and draws one image for each.
+
+  Unlike ``Vocabulary.encode``, an unknown word is an error, not ``<unk>``: a caption the
+  model cannot read is not silently replaced by another one.
+
+  Args:
+    model: the AlignDRAW module, with ``vocab_size == len(vocabulary)``.
+    params: its ``"params"``.
+    key: PRNG key of the prior samples.
+    captions: S strings, e.g. ``["the digit three is at the top of the digit one"]``.
+    vocabulary: the vocabulary the model was trained with.
+    max_len: ``Ty``, the encoded length, ``<eos>`` included.
+    T: steps to draw for; ``model.glimpses`` when None.
+
+  Returns:
+    ``(canvases [T, S, H, W(, C)], aux)`` as ``generate``.
+
+  Raises:
+    ValueError: for a bare string, a vocabulary of another size than the model's, words
+      outside the vocabulary (all of them are named), or a caption longer than ``max_len``.
+  """
+  if isinstance(captions, str):
+    raise ValueError(f"captions must be a sequence of strings, got one string {captions!r}.")
+  if len(vocabulary) != model.vocab_size:
+    raise ValueError(f"vocabulary must have model.vocab_size = {model.vocab_size} ids, got "
+                     f"{len(vocabulary)}.")
+  unknown = {}
+  for n, caption in enumerate(captions):
+    for word in tokenize(caption):
+      if vocabulary.token_id(word) == UNK_ID:
+        unknown.setdefault(word, []).append(n)
+  if unknown:
+    listed = ", ".join(f"{word!r} (captions {where})" for word, where in sorted(unknown.items()))
+    raise ValueError(f"captions must use only words of the vocabulary, got unknown words: "
+                     f"{listed}.")
+  ids, lengths = vocabulary.encode(captions, max_len=max_len)
+  return generate(model, params, key, jnp.asarray(ids), jnp.asarray(lengths), T)

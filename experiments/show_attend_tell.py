@@ -111,7 +111,10 @@ def attention_in_box(alpha: np.ndarray, tokens: np.ndarray, lengths: np.ndarray,
 
 def save_attention_figure(path: str, images: np.ndarray, words: list[list[str]],
                           alpha: np.ndarray) -> None:
-  """A row per image: the image, then its attention [T, L] upsampled under each word."""
+  """A row per image: the image, then its attention [T, L] upsampled under each word.
+
+  One colour scale per row (0 to the row's largest weight), so rows compare across words.
+  """
   rows, cols = len(images), 1 + max(len(w) for w in words)
   hw = images.shape[1:3]
   grid = int(round(np.sqrt(alpha.shape[-1])))
@@ -127,8 +130,8 @@ def save_attention_figure(path: str, images: np.ndarray, words: list[list[str]],
       if c == 0:
         continue
       heat = np.kron(alpha[r, c - 1].reshape(grid, grid), np.ones((stride, stride)))
-      ax.imshow(heat, cmap="jet", alpha=0.5, extent=(-0.5, grid * stride - 0.5,
-                                                      grid * stride - 0.5, -0.5))
+      ax.imshow(heat, cmap="jet", alpha=0.5, vmin=0.0, vmax=alpha[r].max(),
+                extent=(-0.5, grid * stride - 0.5, grid * stride - 0.5, -0.5))
       ax.set_xlim(-0.5, hw[1] - 0.5)
       ax.set_ylim(hw[0] - 0.5, -0.5)
       ax.set_title(words[r][c - 1], fontsize=8)

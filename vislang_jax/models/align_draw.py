@@ -22,8 +22,8 @@ and ``x ~ P(x | y, Z_1:T)``, a Bernoulli (binary images) or a Gaussian (colour) 
     Q(Z_t | x, y, Z_1:t-1) = N(mu(h^infer_t), sigma(h^infer_t))
 
 The loss, the negative variational bound of section 3.3, is in ``objectives/align_draw.py``.
-``read`` and ``write`` are DRAW's Gaussian filterbanks (``ops/filterbank.py``,
-``models.draw.AttentionLayer``). ``c_0``, ``h^gen_0``, ``h^infer_0`` and the LSTM cells start
+``read`` and ``write`` are DRAW's Gaussian filterbanks (``models.draw.FilterbankRead`` and
+``FilterbankWrite``). ``c_0``, ``h^gen_0``, ``h^infer_0`` and the LSTM cells start
 at zero.
 
 Choices this implementation makes where the paper leaves room (each documented where it
@@ -59,15 +59,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from vislang_jax.data.vocabulary import UNK_ID, Vocabulary, tokenize
-from vislang_jax.models.draw import AttentionLayer
-from vislang_jax.ops import filterbank
+from vislang_jax.models.draw import (FilterbankRead, FilterbankWrite, as_image_batch,
+                                     check_grid_size, check_positive_int, latent_noise,
+                                     scan_aux, zero_lstm_state)
 
 VARIANTS = ("align", "noalign", "unconditional")
 OUTPUTS = ("bernoulli", "gaussian")
-
-
-def _is_positive_int(value: Any) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _is_concrete(array: Any) -> bool:
@@ -171,8 +168,9 @@ class CaptionEncoder(nn.Module):
 class AlignDRAW(nn.Module):
   """alignDRAW of Mansimov et al. (2016), unrolled over ``glimpses`` steps with nn.scan.
 
-  Read and write always go through DRAW's filterbanks (the paper's model); the attention
-  layers are ``models.draw.AttentionLayer`` of ``h^gen``, initialised to cover the image.
+  Read and write always go through DRAW's filterbanks (the paper's model):
+  ``models.draw.FilterbankRead`` and ``FilterbankWrite`` of ``h^gen``, whose attention layers
+  are initialised to cover the image.
 
   Attributes:
     height: image height in pixels.
@@ -214,15 +212,9 @@ class AlignDRAW(nn.Module):
   def __post_init__(self):
     for name in ("height", "width", "vocab_size", "channels", "glimpses", "z_size", "enc_size",
                  "gen_size", "lang_size", "embed_size", "align_size"):
-      value = getattr(self, name)
-      if not _is_positive_int(value):
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    side = min(self.height, self.width)
+      check_positive_int(name, getattr(self, name))
     for name in ("read_n", "write_n"):
-      value = getattr(self, name)
-      if not _is_positive_int(value) or value > side:
-        raise ValueError(f"{name} must be an int in [1, min(height, width)] = [1, {side}], "
-                         f"got {value!r}.")
+      check_grid_size(name, getattr(self, name), height=self.height, width=self.width)
     if self.variant not in VARIANTS:
       raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}.")
     if self.output not in OUTPUTS:
@@ -236,9 +228,8 @@ class AlignDRAW(nn.Module):
     self.q_logsigma = nn.Dense(self.z_size)
     self.prior_mu = nn.Dense(self.z_size)  # W_mu (and b_mu: P(Z_1), see the module doc)
     self.prior_logsigma = nn.Dense(self.z_size)  # W_sigma, b_sigma
-    self.read_params = AttentionLayer(self.height, self.width, self.read_n)
-    self.write_params = AttentionLayer(self.height, self.width, self.write_n)
-    self.write_patch = nn.Dense(self.write_n * self.write_n * self.channels)
+    self.reader = FilterbankRead(self.height, self.width, self.read_n)  # read(x, x^, h^gen)
+    self.writer = FilterbankWrite(self.height, self.width, self.write_n, self.channels)
     if self.variant != "unconditional":
       self.caption_encoder = CaptionEncoder(self.vocab_size, self.embed_size, self.lang_size)
     if self.variant == "align":
@@ -290,27 +281,12 @@ class AlignDRAW(nn.Module):
 
   # -- image ----------------------------------------------------------------------------
 
-  def _read(self, x: jax.Array, x_hat: jax.Array,
-            h_gen: jax.Array) -> tuple[jax.Array, filterbank.AttentionParams]:
-    """``read(x, x^_t, h^gen_{t-1})``: [B, H, W, C] twice, [B, gen] -> [B, 2 N N C]."""
-    both = jnp.concatenate([x, x_hat], axis=-1)
-    att, fy, fx = self.read_params(h_gen)
-    glimpse = filterbank.read(both, fy, fx, att.gamma)
-    return glimpse.reshape(glimpse.shape[0], -1), att
-
-  def _write(self, h_gen: jax.Array) -> tuple[jax.Array, filterbank.AttentionParams]:
-    """``write(h^gen_t)``: [B, gen] -> [B, H, W, C] canvas update."""
-    patch = self.write_patch(h_gen).reshape(
-        h_gen.shape[0], self.write_n, self.write_n, self.channels)
-    att, fy, fx = self.write_params(h_gen)
-    return filterbank.write(patch, fy, fx, att.gamma), att
-
   def _draw_step(self, canvas: jax.Array, gen_state: Any, z: jax.Array,
                  context: jax.Array | None) -> tuple[jax.Array, Any, dict[str, Any]]:
     """``h^gen_t = LSTM^gen(h^gen_{t-1}, [z_t, s_t])``, ``c_t = c_{t-1} + write(h^gen_t)``."""
     inputs = z if context is None else jnp.concatenate([z, context], axis=-1)
     gen_state, h_gen = self.gen_lstm(gen_state, inputs)
-    update, write_att = self._write(h_gen)
+    update, write_att = self.writer(h_gen)
     canvas = canvas + update
     return canvas, gen_state, {"canvas": canvas, "write": write_att, "z": z}
 
@@ -321,7 +297,7 @@ class AlignDRAW(nn.Module):
     h_gen = gen_state[1]
     out = self._condition(h_gen, lang)
     x_hat = x - jax.nn.sigmoid(canvas)
-    r, read_att = self._read(x, x_hat, h_gen)
+    r, read_att = self.reader(x, x_hat, h_gen)
     infer_state, h_infer = self.infer_lstm(infer_state, jnp.concatenate([r, h_gen], axis=-1))
     q_mu = self.q_mu(h_infer)
     q_logsigma = self.q_logsigma(h_infer)
@@ -339,15 +315,6 @@ class AlignDRAW(nn.Module):
     canvas, gen_state, drawn = self._draw_step(canvas, gen_state, z, out["context"])
     out.update(drawn)
     return (canvas, gen_state), out
-
-  def _zero_state(self, batch: int, size: int) -> tuple[jax.Array, jax.Array]:
-    return jnp.zeros((batch, size)), jnp.zeros((batch, size))
-
-  def _aux(self, outs: dict[str, Any], squeeze: bool) -> dict[str, Any]:
-    canvases = outs.pop("canvas")
-    aux = {"canvases": canvases[..., 0] if squeeze else canvases}
-    aux.update((key, value) for key, value in outs.items() if value is not None)
-    return aux
 
   def __call__(self, x: jax.Array, tokens: jax.Array, lengths: jax.Array, *,
                noise: jax.Array | None = None) -> tuple[jax.Array, dict[str, Any]]:
@@ -375,31 +342,19 @@ class AlignDRAW(nn.Module):
       ValueError: if ``x``, ``tokens``, ``lengths`` or ``noise`` has the wrong shape or
         dtype, or (outside jit) a length or id is out of range.
     """
-    image_shape = (self.height, self.width, self.channels)
-    squeeze = x.ndim == 3 and self.channels == 1
-    if (x.shape + (1,) if squeeze else x.shape)[1:] != image_shape:
-      expected = "[B, H, W] or [B, H, W, C]" if self.channels == 1 else "[B, H, W, C]"
-      raise ValueError(
-          f"x must have shape {expected} with (H, W, C) = {image_shape}, got {x.shape}.")
-    if squeeze:
-      x = x[..., None]
-    x = jnp.asarray(x, jnp.float32)
+    x, squeeze = as_image_batch(x, height=self.height, width=self.width, channels=self.channels)
     batch = x.shape[0]
     check_captions(tokens, lengths, batch=batch, vocab_size=_vocab_size_to_check(self))
-    latent_shape = (self.glimpses, batch, self.z_size)
-    if noise is None:
-      noise = jax.random.normal(self.make_rng("sample"), latent_shape)
-    elif noise.shape != latent_shape:
-      raise ValueError(f"noise must have shape [T, B, Z] = {latent_shape}, got {noise.shape}.")
+    noise = latent_noise(self, noise, (self.glimpses, batch, self.z_size))
 
     lang = self._encode_caption(tokens, lengths)
-    carry = (jnp.zeros((batch,) + image_shape), self._zero_state(batch, self.enc_size),
-             self._zero_state(batch, self.gen_size))
+    carry = (jnp.zeros_like(x), zero_lstm_state(batch, self.enc_size),
+             zero_lstm_state(batch, self.gen_size))
     scan = nn.scan(AlignDRAW._infer_step, variable_broadcast="params",
                    split_rngs={"params": False}, in_axes=(nn.broadcast, nn.broadcast, 0),
                    length=self.glimpses)
     (canvas, _, _), outs = scan(self, carry, x, lang, noise)
-    aux = self._aux(outs, squeeze)
+    aux = scan_aux(outs, squeeze)
     if self.output == "gaussian":
       aux["x_logsigma"] = self.x_logsigma
     return canvas[..., 0] if squeeze else canvas, aux
@@ -421,18 +376,17 @@ class AlignDRAW(nn.Module):
       unless ``unconditional``, ``alignment`` [T, S, Ty] and ``context`` [T, S, 2 lang_size].
     """
     steps = self.glimpses if glimpses is None else glimpses
-    if not _is_positive_int(steps):
-      raise ValueError(f"glimpses must be a positive int, got {steps!r}.")
+    check_positive_int("glimpses", steps)
     check_captions(tokens, lengths, vocab_size=_vocab_size_to_check(self))
     num_samples = tokens.shape[0]
     eps = jax.random.normal(self.make_rng("sample"), (steps, num_samples, self.z_size))
     lang = self._encode_caption(tokens, lengths)
     carry = (jnp.zeros((num_samples, self.height, self.width, self.channels)),
-             self._zero_state(num_samples, self.gen_size))
+             zero_lstm_state(num_samples, self.gen_size))
     scan = nn.scan(AlignDRAW._prior_step, variable_broadcast="params",
                    split_rngs={"params": False}, in_axes=(nn.broadcast, 0))
     _, outs = scan(self, carry, lang, eps)
-    aux = self._aux(outs, self.channels == 1)
+    aux = scan_aux(outs, self.channels == 1)
     return aux.pop("canvases"), aux
 
 

@@ -64,6 +64,133 @@ class AttentionLayer(nn.Module):
     return att, fy, fx
 
 
+def check_positive_int(name: str, value: Any) -> None:
+  """Raises a ValueError naming ``name`` unless ``value`` is an int >= 1 (a bool is not)."""
+  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    raise ValueError(f"{name} must be a positive int, got {value!r}.")
+
+
+def check_grid_size(name: str, value: Any, *, height: int, width: int) -> None:
+  """Raises a ValueError naming ``name`` unless ``value``, the ``N`` of an N x N filterbank
+  grid, is an int in ``[1, min(height, width)]``."""
+  side = min(height, width)
+  if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= side:
+    raise ValueError(f"{name} must be an int in [1, min(height, width)] = [1, {side}], "
+                     f"got {value!r}.")
+
+
+def as_image_batch(x: jax.Array, *, height: int, width: int,
+                   channels: int) -> tuple[jax.Array, bool]:
+  """Checks a batch of images and gives it a channel axis.
+
+  Args:
+    x: [B, H, W] (only when ``channels == 1``) or [B, H, W, C] images.
+    height, width, channels: the ``(H, W, C)`` the model was built for.
+
+  Returns:
+    ``(images, squeeze)``: ``images`` [B, H, W, C] float32, and whether ``x`` had no channel
+    axis (outputs shaped like ``x`` then drop it again).
+
+  Raises:
+    ValueError: if ``x`` has another shape.
+  """
+  image_shape = (height, width, channels)
+  squeeze = x.ndim == 3 and channels == 1
+  if (x.shape + (1,) if squeeze else x.shape)[1:] != image_shape:
+    expected = "[B, H, W] or [B, H, W, C]" if channels == 1 else "[B, H, W, C]"
+    raise ValueError(
+        f"x must have shape {expected} with (H, W, C) = {image_shape}, got {x.shape}.")
+  return jnp.asarray(x[..., None] if squeeze else x, jnp.float32), squeeze
+
+
+def latent_noise(module: nn.Module, noise: jax.Array | None,
+                 shape: tuple[int, int, int]) -> jax.Array:
+  """The standard normal ``eps`` [T, B, Z] = ``shape`` of the reparameterised samples.
+
+  ``noise`` when given (its shape checked), else drawn from ``module``'s ``"sample"`` stream.
+
+  Raises:
+    ValueError: if ``noise`` does not have shape ``shape``.
+  """
+  if noise is None:
+    return jax.random.normal(module.make_rng("sample"), shape)
+  if noise.shape != shape:
+    raise ValueError(f"noise must have shape [T, B, Z] = {shape}, got {noise.shape}.")
+  return noise
+
+
+def zero_lstm_state(batch: int, size: int) -> tuple[jax.Array, jax.Array]:
+  """The zero ``(cell, hidden)`` carry, each [batch, size], of an ``nn.OptimizedLSTMCell``."""
+  return jnp.zeros((batch, size)), jnp.zeros((batch, size))
+
+
+def scan_aux(outs: dict[str, Any], squeeze: bool) -> dict[str, Any]:
+  """The ``aux`` of a scanned model from its stacked step outputs.
+
+  ``outs["canvas"]`` [T, B, H, W, C] becomes ``aux["canvases"]`` (without the channel axis
+  when ``squeeze``); every other entry is kept, except those that are None (a step output
+  that a configuration does not have, e.g. ``read`` without read attention).
+  """
+  canvases = outs.pop("canvas")
+  aux = {"canvases": canvases[..., 0] if squeeze else canvases}
+  aux.update((key, value) for key, value in outs.items() if value is not None)
+  return aux
+
+
+class FilterbankRead(nn.Module):
+  """DRAW's read with attention, eq. (4) and (27): an N x N glimpse of ``x`` and ``x^``.
+
+  Attributes:
+    height: image height in pixels.
+    width: image width in pixels.
+    n: ``N``, the side of the filter grid.
+  """
+
+  height: int
+  width: int
+  n: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array, x_hat: jax.Array,
+               h: jax.Array) -> tuple[jax.Array, filterbank.AttentionParams]:
+    """[B, H, W, C] ``x`` and ``x^``, [B, D] ``h`` -> ([B, 2 N N C] glimpse, parameters [B]).
+
+    The glimpse is ``gamma F_Y x F_X^T`` and ``gamma F_Y x^ F_X^T``, concatenated on the
+    channel axis and flattened; the attention parameters are a function of ``h``.
+    """
+    att, fy, fx = AttentionLayer(self.height, self.width, self.n, name="attention")(h)
+    glimpse = filterbank.read(jnp.concatenate([x, x_hat], axis=-1), fy, fx, att.gamma)
+    return glimpse.reshape(glimpse.shape[0], -1), att
+
+
+class FilterbankWrite(nn.Module):
+  """DRAW's write with attention, eq. (28)-(29): an N x N patch from ``h`` onto the canvas.
+
+  Attributes:
+    height: image height in pixels.
+    width: image width in pixels.
+    n: ``N``, the side of the written patch.
+    channels: image channels ``C``.
+  """
+
+  height: int
+  width: int
+  n: int
+  channels: int
+
+  @nn.compact
+  def __call__(self, h: jax.Array) -> tuple[jax.Array, filterbank.AttentionParams]:
+    """[B, D] ``h`` -> ([B, H, W, C] ``(1 / gamma) F_Y^T w F_X``, parameters each [B]).
+
+    ``w`` [B, N, N, C] is a linear function of ``h`` (eq. 28), and so are the attention
+    parameters.
+    """
+    patch = nn.Dense(self.n * self.n * self.channels, name="patch")(h)
+    patch = patch.reshape(h.shape[0], self.n, self.n, self.channels)
+    att, fy, fx = AttentionLayer(self.height, self.width, self.n, name="attention")(h)
+    return filterbank.write(patch, fy, fx, att.gamma), att
+
+
 class DRAW(nn.Module):
   """The DRAW network of Gregor et al. (2015), unrolled over ``glimpses`` steps with nn.scan.
 
@@ -98,15 +225,10 @@ class DRAW(nn.Module):
 
   def __post_init__(self):
     for name in ("height", "width", "channels", "glimpses", "z_size", "enc_size", "dec_size"):
-      value = getattr(self, name)
-      if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
+      check_positive_int(name, getattr(self, name))
     for name, used in (("read_n", self.read_attention), ("write_n", self.write_attention)):
-      value = getattr(self, name)
-      if used and (not isinstance(value, int) or not 1 <= value <= min(self.height, self.width)):
-        raise ValueError(
-            f"{name} must be an int in [1, min(height, width)] = [1, "
-            f"{min(self.height, self.width)}] with attention on, got {value!r}.")
+      if used:
+        check_grid_size(name, getattr(self, name), height=self.height, width=self.width)
     super().__post_init__()
 
   def setup(self):
@@ -115,32 +237,25 @@ class DRAW(nn.Module):
     self.q_mu = nn.Dense(self.z_size)
     self.q_logsigma = nn.Dense(self.z_size)
     if self.read_attention:
-      self.read_params = AttentionLayer(self.height, self.width, self.read_n)
+      self.reader = FilterbankRead(self.height, self.width, self.read_n)
     if self.write_attention:
-      self.write_params = AttentionLayer(self.height, self.width, self.write_n)
-      self.write_patch = nn.Dense(self.write_n * self.write_n * self.channels)
+      self.writer = FilterbankWrite(self.height, self.width, self.write_n, self.channels)
     else:
       self.write_canvas = nn.Dense(self.height * self.width * self.channels)
 
   def _read(self, x: jax.Array, x_hat: jax.Array,
             h_dec: jax.Array) -> tuple[jax.Array, filterbank.AttentionParams | None]:
     """Eq. (4): [B, H, W, C] x and x^, [B, dec] h^dec -> [B, 2 N N C] (or [B, 2 H W C])."""
-    both = jnp.concatenate([x, x_hat], axis=-1)  # [B, H, W, 2C]
-    if not self.read_attention:
-      return both.reshape(both.shape[0], -1), None
-    att, fy, fx = self.read_params(h_dec)
-    glimpse = filterbank.read(both, fy, fx, att.gamma)  # [B, N, N, 2C], eq. (27)
-    return glimpse.reshape(glimpse.shape[0], -1), att
+    if self.read_attention:
+      return self.reader(x, x_hat, h_dec)
+    return jnp.concatenate([x, x_hat], axis=-1).reshape(x.shape[0], -1), None
 
   def _write(self, h_dec: jax.Array) -> tuple[jax.Array, filterbank.AttentionParams | None]:
     """Eq. (8)'s write(h^dec_t): [B, dec] -> [B, H, W, C] canvas update."""
-    batch = h_dec.shape[0]
-    if not self.write_attention:
-      update = self.write_canvas(h_dec)
-      return update.reshape(batch, self.height, self.width, self.channels), None
-    patch = self.write_patch(h_dec).reshape(batch, self.write_n, self.write_n, self.channels)
-    att, fy, fx = self.write_params(h_dec)
-    return filterbank.write(patch, fy, fx, att.gamma), att  # eq. (28)-(29)
+    if self.write_attention:
+      return self.writer(h_dec)
+    update = self.write_canvas(h_dec)
+    return update.reshape(h_dec.shape[0], self.height, self.width, self.channels), None
 
   def _decode_step(self, carry: tuple[jax.Array, Any],
                    z: jax.Array) -> tuple[tuple[jax.Array, Any], dict[str, Any]]:
@@ -166,9 +281,6 @@ class DRAW(nn.Module):
     out.update(mu=mu, logsigma=logsigma, z=z, read=read_att)
     return (canvas, enc_state, dec_state), out
 
-  def _zero_state(self, batch: int, size: int) -> tuple[jax.Array, jax.Array]:
-    return jnp.zeros((batch, size)), jnp.zeros((batch, size))
-
   def __call__(self, x: jax.Array, *,
                noise: jax.Array | None = None) -> tuple[jax.Array, dict[str, Any]]:
     """Encodes and redraws ``x`` over ``glimpses`` steps.
@@ -191,31 +303,15 @@ class DRAW(nn.Module):
     Raises:
       ValueError: if ``x`` or ``noise`` has the wrong shape.
     """
-    image_shape = (self.height, self.width, self.channels)
-    squeeze = x.ndim == 3 and self.channels == 1
-    if (x.shape + (1,) if squeeze else x.shape)[1:] != image_shape:
-      expected = "[B, H, W] or [B, H, W, C]" if self.channels == 1 else "[B, H, W, C]"
-      raise ValueError(
-          f"x must have shape {expected} with (H, W, C) = {image_shape}, got {x.shape}.")
-    if squeeze:
-      x = x[..., None]
-    x = jnp.asarray(x, jnp.float32)
+    x, squeeze = as_image_batch(x, height=self.height, width=self.width, channels=self.channels)
     batch = x.shape[0]
-    latent_shape = (self.glimpses, batch, self.z_size)
-    if noise is None:
-      noise = jax.random.normal(self.make_rng("sample"), latent_shape)
-    elif noise.shape != latent_shape:
-      raise ValueError(f"noise must have shape [T, B, Z] = {latent_shape}, got {noise.shape}.")
-
-    carry = (jnp.zeros((batch,) + image_shape), self._zero_state(batch, self.enc_size),
-             self._zero_state(batch, self.dec_size))
+    noise = latent_noise(self, noise, (self.glimpses, batch, self.z_size))
+    carry = (jnp.zeros_like(x), zero_lstm_state(batch, self.enc_size),
+             zero_lstm_state(batch, self.dec_size))
     scan = nn.scan(DRAW._infer_step, variable_broadcast="params", split_rngs={"params": False},
                    in_axes=(nn.broadcast, 0), length=self.glimpses)
     (canvas, _, _), outs = scan(self, carry, x, noise)
-    canvases = outs.pop("canvas")
-    aux = {"canvases": canvases[..., 0] if squeeze else canvases}
-    aux.update((key, value) for key, value in outs.items() if value is not None)
-    return canvas[..., 0] if squeeze else canvas, aux
+    return canvas[..., 0] if squeeze else canvas, scan_aux(outs, squeeze)
 
   def generate(self, num_samples: int, glimpses: int | None = None) -> jax.Array:
     """Draws new images with the decoder alone: ``z_t ~ N(0, I)``, eq. (7)-(8).
@@ -229,12 +325,11 @@ class DRAW(nn.Module):
       ``aux["canvases"]``; ``jax.nn.sigmoid`` of them are the Bernoulli means to plot.
     """
     steps = self.glimpses if glimpses is None else glimpses
-    for name, value in (("num_samples", num_samples), ("glimpses", steps)):
-      if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    check_positive_int("num_samples", num_samples)
+    check_positive_int("glimpses", steps)
     z = jax.random.normal(self.make_rng("sample"), (steps, num_samples, self.z_size))
     carry = (jnp.zeros((num_samples, self.height, self.width, self.channels)),
-             self._zero_state(num_samples, self.dec_size))
+             zero_lstm_state(num_samples, self.dec_size))
     scan = nn.scan(DRAW._decode_step, variable_broadcast="params", split_rngs={"params": False})
     _, outs = scan(self, carry, z)
     return outs["canvas"][..., 0] if self.channels == 1 else outs["canvas"]

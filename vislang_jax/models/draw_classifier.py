@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vislang_jax.models.draw import AttentionLayer
+from vislang_jax.models.draw import AttentionLayer, check_positive_int
 from vislang_jax.ops import filterbank
 
 
@@ -75,9 +75,7 @@ class RecurrentAttentionClassifier(nn.Module):
 
   def __post_init__(self):
     for name in ("num_classes", "glimpses", "read_n", "hidden_size"):
-      value = getattr(self, name)
-      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
+      check_positive_int(name, getattr(self, name))
     value = self.glimpse_features
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
       raise ValueError(f"glimpse_features must be a non-negative int (0: no glimpse network), "

@@ -21,9 +21,9 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.attention = "soft"       # soft | hard
-  config.encoder_widths = (32, 64, 64)  # 60x60 -> a 7x7 grid of L = 49 annotations
+  config.encoder_widths = (16, 32, 32)  # 60x60 -> a 7x7 grid of L = 49 annotations
   config.embed_dim = 64
-  config.hidden_size = 256
+  config.hidden_size = 128
   config.attention_dim = 64
   config.dropout = 0.2
   config.penalty = 1.0            # lambda of the doubly stochastic penalty (eq. 14)
@@ -40,12 +40,12 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   config.data.novel_size = 300  # examples of held-out digit/position combinations
 
   config.train = ml_collections.ConfigDict()
-  config.train.num_steps = 2000
-  config.train.batch_size = 64
+  config.train.num_steps = 1500
+  config.train.batch_size = 32
   config.train.learning_rate = 2e-3
   config.train.log_every = 100
-  config.train.eval_every = 1000
-  config.train.checkpoint_every = 1000
+  config.train.eval_every = 500
+  config.train.checkpoint_every = 500
   config.train.keep_checkpoints = 2
 
   config.eval = ml_collections.ConfigDict()

@@ -1,0 +1,59 @@
+"""`vislang_jax.metrics.retrieval` against a brute-force loop over candidates."""
+
+import numpy as np
+import pytest
+
+from vislang_jax.metrics import retrieval
+
+
+def brute_force_ranks(scores, targets):
+  """Sorts each row (stable, ties of the target placed after it) and finds the target."""
+  ranks = []
+  for row, target in zip(scores, targets):
+    # Candidates ordered by score, descending; among equal scores the target goes last.
+    order = sorted(range(len(row)), key=lambda n: (-row[n], n == target))
+    ranks.append(order.index(target) + 1)
+  return np.array(ranks)
+
+
+@pytest.mark.parametrize("levels", [None, 3])  # continuous scores, or only 3 values (ties)
+def test_ranks_recall_and_median_match_brute_force(levels):
+  rng = np.random.default_rng(0)
+  scores = rng.normal(size=(37, 23))
+  if levels:
+    scores = rng.integers(0, levels, size=scores.shape).astype(float)
+  targets = rng.integers(0, 23, size=37)
+  ranks = brute_force_ranks(scores, targets)
+  np.testing.assert_array_equal(retrieval.target_ranks(scores, targets), ranks)
+  recalls = retrieval.recall_at_k(scores, targets, ks=(1, 5, 10, 50))
+  for k in (1, 5, 10, 50):
+    assert recalls[f"r_at_{k}"] == pytest.approx(np.mean([r <= k for r in ranks]))
+  assert recalls["r_at_50"] == 1.0
+  assert retrieval.median_rank(scores, targets) == pytest.approx(np.median(ranks))
+
+
+def test_perfect_ranking_and_constant_scores():
+  scores = -np.abs(np.arange(6)[:, None] - np.arange(6)[None, :]).astype(float)
+  targets = np.arange(6)
+  assert retrieval.recall_at_k(scores, targets, ks=(1,)) == {"r_at_1": 1.0}
+  assert retrieval.median_rank(scores, targets) == 1.0
+  # All tied: pessimistic ties rank every target last.
+  flat = np.zeros((4, 9))
+  assert retrieval.median_rank(flat, np.arange(4)) == 9.0
+  assert retrieval.recall_at_k(flat, np.arange(4), ks=(8, 9)) == {"r_at_8": 0.0, "r_at_9": 1.0}
+
+
+def test_nan_scores_count_as_worst():
+  scores = np.array([[np.nan, 1.0, 2.0], [0.0, np.nan, -1.0]])
+  np.testing.assert_array_equal(retrieval.target_ranks(scores, np.array([0, 2])), [3, 2])
+
+
+def test_bad_arguments_are_named():
+  with pytest.raises(ValueError, match="scores must be"):
+    retrieval.target_ranks(np.zeros(3), np.zeros(3, int))
+  with pytest.raises(ValueError, match="targets must be an int array"):
+    retrieval.target_ranks(np.zeros((2, 3)), np.zeros(3, int))
+  with pytest.raises(ValueError, match=r"targets must lie in \[0, N\)"):
+    retrieval.target_ranks(np.zeros((2, 3)), np.array([0, 3]))
+  with pytest.raises(ValueError, match="ks must be positive ints"):
+    retrieval.recall_at_k(np.zeros((2, 3)), np.array([0, 1]), ks=(0,))

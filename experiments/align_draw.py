@@ -43,8 +43,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
 from experiments.show_attend_tell import load_datasets
 from vislang_jax import viz
-from vislang_jax.data.captioned_digits import (HELD_OUT, LAYOUTS, POSITIONS, RELATIONS,
-                                               caption)
+from vislang_jax.data.captioned_digits import HELD_OUT, POSITIONS, caption
 from vislang_jax.data.captions import EncodedCaptions
 from vislang_jax.data.vocabulary import Vocabulary, tokenize
 from vislang_jax.metrics.retrieval import median_rank, recall_at_k
@@ -86,34 +85,49 @@ def fixed_noise(key: jax.Array, index: jax.Array, shape: tuple[int, int]) -> jax
   return jnp.swapaxes(eps, 0, 1)
 
 
-def layout_of(labels: np.ndarray, boxes: np.ndarray, num_digits: int) -> str:
-  """A record's layout (one of LAYOUTS) read from its digit boxes, not from its caption.
+SCENE_LAYOUTS = POSITIONS + ("left", "top")  # the judge's layout classes
 
-  `labels` [2] are in caption order, `boxes` [2, 4] (y0, x0, y1, x1). One digit: its corner.
-  Two: the first digit's relation to the second along the axis they are apart on.
+
+def scene_of(layout: str, digits: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
+  """The canonical caption of an image: "right" / "bottom" captions become "left" / "top".
+
+  "the digit a is on the right of the digit b" and "the digit b is on the left of the digit
+  a" describe the same image (the dataset draws both), so the judge reads scenes, not
+  captions: `scene_of("right", (3, 5)) == ("left", (5, 3))`.
   """
-  del labels
-  (ya, xa), (yb, xb) = boxes[0, :2], boxes[1, :2]
-  if num_digits == 1:
-    return f"{'top' if ya < _HALF else 'bottom'} {'left' if xa < _HALF else 'right'}"
-  if abs(int(xa) - int(xb)) > abs(int(ya) - int(yb)):
-    return "left" if xa < xb else "right"
-  return "top" if ya < yb else "bottom"
+  if layout in ("right", "bottom"):
+    return {"right": "left", "bottom": "top"}[layout], (digits[1], digits[0])
+  return layout, tuple(digits)
 
 
-def classes_of(labels: np.ndarray, boxes: np.ndarray, num_digits: np.ndarray) -> np.ndarray:
-  """[N] records -> [N, 3] int targets (layout id, first digit, second digit or NO_DIGIT)."""
+def scene_classes(labels: np.ndarray, boxes: np.ndarray, num_digits: np.ndarray) -> np.ndarray:
+  """The judge's targets from the digits' boxes (not the caption's words).
+
+  Args:
+    labels: [N, 2] int digits (-1 padded); boxes: [N, 2, 4] (y0, x0, y1, x1) of the
+      28x28 patches; num_digits: [N] int, 1 or 2.
+
+  Returns:
+    [N, 3] int: the SCENE_LAYOUTS id; the digit of the single digit, or of the left / upper
+    one; the right / lower one's digit, or NO_DIGIT.
+  """
   out = np.zeros((len(labels), 3), np.int32)
   for n in range(len(labels)):
-    out[n, 0] = LAYOUTS.index(layout_of(labels[n], boxes[n], int(num_digits[n])))
-    out[n, 1] = labels[n, 0]
-    out[n, 2] = labels[n, 1] if num_digits[n] == 2 else NO_DIGIT
+    (ya, xa), (yb, xb) = boxes[n, 0, :2], boxes[n, 1, :2]
+    a, b = int(labels[n, 0]), int(labels[n, 1])
+    if num_digits[n] == 1:
+      layout = f"{'top' if ya < _HALF else 'bottom'} {'left' if xa < _HALF else 'right'}"
+      out[n] = (SCENE_LAYOUTS.index(layout), a, NO_DIGIT)
+    elif abs(int(xa) - int(xb)) > abs(int(ya) - int(yb)):  # side by side
+      out[n] = (SCENE_LAYOUTS.index("left"),) + ((a, b) if xa < xb else (b, a))
+    else:  # one above the other
+      out[n] = (SCENE_LAYOUTS.index("top"),) + ((a, b) if ya < yb else (b, a))
   return out
 
 
 def caption_of(classes: np.ndarray) -> str:
-  """[3] targets of `classes_of` -> the caption `data.captioned_digits` writes for them."""
-  layout = LAYOUTS[int(classes[0])]
+  """[3] targets of `scene_classes` -> the canonical caption of that scene."""
+  layout = SCENE_LAYOUTS[int(classes[0])]
   digits = (int(classes[1]),) if layout in POSITIONS else (int(classes[1]), int(classes[2]))
   return caption(layout, digits)
 
@@ -125,12 +139,12 @@ class LayoutDigitClassifier(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Returns layout [B, 8], first digit [B, 10] and second digit [B, 11] logits."""
+    """Returns scene layout [B, 6], first digit [B, 10] and second digit [B, 11] logits."""
     h = images
     for width in self.widths:
       h = nn.relu(nn.Conv(width, (3, 3), strides=(2, 2))(h))
     h = nn.relu(nn.Dense(128)(h.reshape(h.shape[0], -1)))
-    return (nn.Dense(len(LAYOUTS))(h), nn.Dense(10)(h), nn.Dense(NO_DIGIT + 1)(h))
+    return (nn.Dense(len(SCENE_LAYOUTS))(h), nn.Dense(10)(h), nn.Dense(NO_DIGIT + 1)(h))
 
 
 def classifier_predict(classifier: LayoutDigitClassifier, params, images: jax.Array
@@ -186,7 +200,7 @@ def load_or_train_classifier(classifier: LayoutDigitClassifier, train: EncodedCa
       return flax.serialization.from_bytes(template, f.read())
   arrays = _stack(train, ("image", "labels", "boxes", "num_digits"))
   params = train_classifier(classifier, arrays["image"],
-                            classes_of(arrays["labels"], arrays["boxes"], arrays["num_digits"]),
+                            scene_classes(arrays["labels"], arrays["boxes"], arrays["num_digits"]),
                             config=config.classifier, seed=config.seed)
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
@@ -200,7 +214,7 @@ def figure_captions(split: str, classes: np.ndarray, count: int) -> list[str]:
 
   `novel`: every held-out combination. Otherwise the first `count` records' captions, then
   the paper's flips of the first: its first digit changed (d -> d + 1 mod 10), and its
-  position changed (the next layout of the same kind).
+  position changed (the next corner, or "left" <-> "top").
   """
   if split == "novel":
     return [caption(layout, digits) for layout, digits in sorted(HELD_OUT)]
@@ -208,10 +222,10 @@ def figure_captions(split: str, classes: np.ndarray, count: int) -> list[str]:
   base = classes[0]
   digit_flip = base.copy()
   digit_flip[1] = (base[1] + 1) % 10
-  layout = LAYOUTS[int(base[0])]
-  group = POSITIONS if layout in POSITIONS else RELATIONS
+  layout = SCENE_LAYOUTS[int(base[0])]
+  group = POSITIONS if layout in POSITIONS else SCENE_LAYOUTS[len(POSITIONS):]
   layout_flip = base.copy()
-  layout_flip[0] = LAYOUTS.index(group[(group.index(layout) + 1) % len(group)])
+  layout_flip[0] = SCENE_LAYOUTS.index(group[(group.index(layout) + 1) % len(group)])
   return shown + [caption_of(digit_flip), caption_of(layout_flip)]
 
 
@@ -291,7 +305,7 @@ def make_evaluator(model: align_draw.AlignDRAW, datasets: dict[str, EncodedCapti
       count = max(eval_cfg.consistency_samples, eval_cfg.retrieval_pool,
                   eval_cfg.figure_captions)
       arrays = _stack(datasets[name], _RECORD_KEYS, count)
-      arrays["classes"] = classes_of(arrays["labels"], arrays["boxes"], arrays["num_digits"])
+      arrays["classes"] = scene_classes(arrays["labels"], arrays["boxes"], arrays["num_digits"])
       cache[name] = arrays
     return cache[name]
 
@@ -343,6 +357,63 @@ def make_evaluator(model: align_draw.AlignDRAW, datasets: dict[str, EncodedCapti
   return on_eval
 
 
+def init_params(model: align_draw.AlignDRAW, key: jax.Array, *, max_len: int):
+  """The model's params, initialised on one blank image and a one-word caption of Ty = max_len."""
+  params_key, sample_key = jax.random.split(key)
+  x = jnp.zeros((1, model.height, model.width, model.channels))
+  tokens = jnp.zeros((1, max_len), jnp.int32)
+  return model.init({"params": params_key, "sample": sample_key}, x, tokens,
+                    jnp.ones((1,), jnp.int32))["params"]
+
+
+def eval_keys(seed: int) -> tuple[jax.Array, jax.Array]:
+  """(binarize_key, noise_key) of every evaluation: fixed, so evaluations are comparable."""
+  return tuple(jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 1)))
+
+
+def _bound(model: align_draw.AlignDRAW, params, x: jax.Array, batch: dict, *,
+           noise: jax.Array | None = None, key: jax.Array | None = None):
+  """(-L [B], {"recon_nats", "kl_nats"} [B]) of binary images x [B, H, W, 1] and captions."""
+  logits, aux = model.apply({"params": params}, x, batch["tokens"], batch["length"],
+                            noise=noise, rngs=None if key is None else {"sample": key})
+  return align_draw_loss(logits, x, aux["q_mu"], aux["q_logsigma"], aux["p_mu"],
+                         aux["p_logsigma"])
+
+
+def make_loss_fn(model: align_draw.AlignDRAW):
+  """`loss_fn(params, batch, key) -> (mean L, metrics)` on freshly binarized images.
+
+  `key` is split in two: one half binarizes `batch["image"]` [B, H, W, 1] in [0, 1]
+  (dynamic binarization), the other draws the posterior samples.
+  """
+
+  def loss_fn(params, batch, key):
+    binarize_key, sample_key = jax.random.split(key)
+    x = jax.random.bernoulli(binarize_key, batch["image"]).astype(jnp.float32)
+    loss, parts = _bound(model, params, x, batch, key=sample_key)
+    return jnp.mean(loss), {name: jnp.mean(value) for name, value in parts.items()}
+
+  return loss_fn
+
+
+def make_metric_fn(model: align_draw.AlignDRAW, *, binarize_key: jax.Array,
+                   noise_key: jax.Array):
+  """`metric_fn(params, batch) -> {nll_bound_nats, recon_nats, kl_nats}`, each [B].
+
+  One posterior sample and one binarization per record, both keyed by its `index`: the
+  same numbers in every evaluation of the same params, whatever the batching.
+  """
+  latent = (model.glimpses, model.z_size)
+
+  def metric_fn(params, batch):
+    x = fixed_binarization(binarize_key, batch["index"], batch["image"])
+    loss, parts = _bound(model, params, x, batch,
+                         noise=fixed_noise(noise_key, batch["index"], latent))
+    return {"nll_bound_nats": loss, **parts}
+
+  return metric_fn
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> dict[str, float]:
   """Trains alignDRAW (`config.variant`) on captioned digits; returns the test metrics."""
@@ -351,37 +422,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     vocabulary.save(os.path.join(workdir, "vocabulary.json"))
-  eval_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
-  binarize_key, noise_key = jax.random.split(eval_key)
-  latent = (config.glimpses, config.z_size)
-
-  def bound(params, x, batch, noise=None, key=None):
-    logits, aux = model.apply({"params": params}, x, batch["tokens"], batch["length"],
-                              noise=noise, rngs=None if key is None else {"sample": key})
-    return align_draw_loss(logits, x, aux["q_mu"], aux["q_logsigma"], aux["p_mu"],
-                           aux["p_logsigma"])
-
-  def loss_fn(params, batch, key):
-    binarize_key_t, sample_key = jax.random.split(key)
-    x = jax.random.bernoulli(binarize_key_t, batch["image"]).astype(jnp.float32)
-    loss, parts = bound(params, x, batch, key=sample_key)
-    return jnp.mean(loss), {name: jnp.mean(value) for name, value in parts.items()}
-
-  def metric_fn(params, batch):
-    # One posterior sample and one binarization per record, both keyed by its index:
-    # the same numbers in every evaluation of the same params, whatever the batching.
-    x = fixed_binarization(binarize_key, batch["index"], batch["image"])
-    loss, parts = bound(params, x, batch, noise=fixed_noise(noise_key, batch["index"], latent))
-    return {"nll_bound_nats": loss, **parts}
-
-  def init_params(key):
-    params_key, sample_key = jax.random.split(key)
-    x = jnp.zeros((1, 60, 60, 1))
-    tokens = jnp.zeros((1, config.max_len), jnp.int32)
-    return model.init({"params": params_key, "sample": sample_key}, x, tokens,
-                      jnp.ones((1,), jnp.int32))["params"]
-
-  task = Task(init_params=init_params, loss_fn=loss_fn, metric_fn=metric_fn,
+  binarize_key, noise_key = eval_keys(config.seed)
+  task = Task(init_params=functools.partial(init_params, model, max_len=config.max_len),
+              loss_fn=make_loss_fn(model),
+              metric_fn=make_metric_fn(model, binarize_key=binarize_key, noise_key=noise_key),
               optimizer=optax.adam(config.train.learning_rate),
               on_eval=make_evaluator(model, datasets, vocabulary, config, workdir,
                                      binarize_key=binarize_key, noise_key=noise_key))

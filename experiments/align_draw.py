@@ -132,43 +132,92 @@ def caption_of(classes: np.ndarray) -> str:
   return caption(layout, digits)
 
 
-class LayoutDigitClassifier(nn.Module):
-  """The consistency judge: a small CNN, [B, 60, 60, 1] -> logits of its three heads."""
+WINDOW = 32  # a 28x28 digit patch of a scene always lies in its 32x32 window below
+# (row, column) of each digit's window, per SCENE_LAYOUTS entry and caption slot (the patch
+# offsets of `data.captioned_digits`: 0..4 or 28..32 near the edges, 16..18 in the middle).
+_WINDOWS = np.array([[[0, 0]] * 2, [[0, 28]] * 2, [[28, 0]] * 2, [[28, 28]] * 2,
+                     [[14, 0], [14, 28]], [[0, 14], [28, 14]]], np.int32)  # [6, 2, 2]
 
-  widths: tuple[int, ...] = (16, 32, 32)
+
+class SmallCNN(nn.Module):
+  """Stride-2 3x3 convolutions, a hidden layer and `num_classes` logits."""
+
+  widths: tuple[int, ...]
+  num_classes: int
 
   @nn.compact
-  def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Returns scene layout [B, 6], first digit [B, 10] and second digit [B, 11] logits."""
+  def __call__(self, images: jax.Array) -> jax.Array:
+    """[B, H, W, C] -> [B, num_classes]."""
     h = images
     for width in self.widths:
       h = nn.relu(nn.Conv(width, (3, 3), strides=(2, 2))(h))
     h = nn.relu(nn.Dense(128)(h.reshape(h.shape[0], -1)))
-    return (nn.Dense(len(SCENE_LAYOUTS))(h), nn.Dense(10)(h), nn.Dense(NO_DIGIT + 1)(h))
+    return nn.Dense(self.num_classes)(h)
 
 
-def classifier_predict(classifier: LayoutDigitClassifier, params, images: jax.Array
-                       ) -> jax.Array:
-  """[B, 60, 60, 1] -> [B, 3] predicted (layout, first digit, second digit)."""
-  return jnp.stack([jnp.argmax(l, -1) for l in classifier.apply({"params": params}, images)],
-                   axis=-1)
+class SceneJudge(nn.Module):
+  """The consistency judge: the scene's layout from the whole image, then each digit from
+  its window (`_WINDOWS`) of that layout, with one digit classifier for every window.
+
+  Reading digits from crops makes the digit classifier blind to where the digit is, so a
+  held-out (digit, position) combination is no harder for it than a seen one.
+  """
+
+  widths: tuple[int, ...] = (16, 32, 32)
+
+  def setup(self):
+    self.layout_net = SmallCNN(self.widths, len(SCENE_LAYOUTS))
+    self.digit_net = SmallCNN(self.widths, 10)
+
+  def __call__(self, images: jax.Array, layouts: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """images [B, 60, 60, 1], layouts [B] SCENE_LAYOUTS ids whose windows to read ->
+    (layout logits [B, 6], digit logits [B, 2, 10] of the two caption slots)."""
+    return self.layout_logits(images), self.digit_logits(images, layouts)
+
+  def layout_logits(self, images: jax.Array) -> jax.Array:
+    return self.layout_net(images)
+
+  def digit_logits(self, images: jax.Array, layouts: jax.Array) -> jax.Array:
+    windows = jnp.asarray(_WINDOWS)[layouts]  # [B, 2, 2]
+    crop = lambda image, rc: jax.lax.dynamic_slice(
+        image, (rc[0], rc[1], 0), (WINDOW, WINDOW, image.shape[-1]))
+    crops = jax.vmap(jax.vmap(crop, in_axes=(None, 0)))(images, windows)  # [B, 2, 32, 32, C]
+    logits = self.digit_net(crops.reshape((-1,) + crops.shape[2:]))
+    return logits.reshape(crops.shape[:2] + (10,))
 
 
-def train_classifier(classifier: LayoutDigitClassifier, images: np.ndarray,
-                     classes: np.ndarray, *, config: ml_collections.ConfigDict,
-                     seed: int):
-  """Trains the judge with Adam on real images [N, 60, 60, 1] and targets [N, 3]; params."""
+def classifier_predict(judge: SceneJudge, params, images: jax.Array) -> jax.Array:
+  """[B, 60, 60, 1] -> [B, 3] predicted `scene_classes` (layout, first, second digit)."""
+  variables = {"params": params}
+  layouts = jnp.argmax(judge.apply(variables, images, method=SceneJudge.layout_logits), -1)
+  digits = jnp.argmax(judge.apply(variables, images, layouts, method=SceneJudge.digit_logits),
+                      -1)
+  second = jnp.where(layouts < len(POSITIONS), NO_DIGIT, digits[:, 1])
+  return jnp.stack([layouts, digits[:, 0], second], axis=-1)
+
+
+def train_classifier(judge: SceneJudge, images: np.ndarray, classes: np.ndarray, *,
+                     config: ml_collections.ConfigDict, seed: int):
+  """Trains the judge with Adam on real images [N, 60, 60, 1] and `scene_classes` [N, 3].
+
+  The loss is the layout's cross-entropy plus the mean cross-entropy of the digits in their
+  true layout's windows (a one-digit scene's second slot is not scored). Returns params.
+  """
   tx = optax.adam(config.learning_rate)
   key = jax.random.PRNGKey(seed)
-  params = classifier.init(key, jnp.zeros((1,) + images.shape[1:]))["params"]
+  params = judge.init(key, jnp.zeros((1,) + images.shape[1:]), jnp.zeros((1,), jnp.int32)
+                      )["params"]
   opt_state = tx.init(params)
 
   @jax.jit
   def step(params, opt_state, x, y):
     def loss_fn(p):
-      heads = classifier.apply({"params": p}, x)
-      return sum(optax.softmax_cross_entropy_with_integer_labels(l, y[:, k]).mean()
-                 for k, l in enumerate(heads))
+      layout_logits, digit_logits = judge.apply({"params": p}, x, y[:, 0])
+      digits = jnp.where(y[:, 1:] == NO_DIGIT, 0, y[:, 1:])
+      scored = (y[:, 1:] != NO_DIGIT).astype(jnp.float32)
+      digit_ce = optax.softmax_cross_entropy_with_integer_labels(digit_logits, digits)
+      return (optax.softmax_cross_entropy_with_integer_labels(layout_logits, y[:, 0]).mean()
+              + jnp.sum(digit_ce * scored) / jnp.sum(scored))
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
@@ -190,10 +239,11 @@ def _stack(source: EncodedCaptions, keys: tuple[str, ...], count: int | None = N
 _RECORD_KEYS = ("image", "tokens", "length", "index", "labels", "boxes", "num_digits")
 
 
-def load_or_train_classifier(classifier: LayoutDigitClassifier, train: EncodedCaptions,
+def load_or_train_classifier(classifier: SceneJudge, train: EncodedCaptions,
                              config: ml_collections.ConfigDict, workdir: str):
   """The judge's params from DIR/classifier.msgpack, or trained on `train` and saved there."""
-  template = classifier.init(jax.random.PRNGKey(0), jnp.zeros((1, 60, 60, 1)))["params"]
+  template = classifier.init(jax.random.PRNGKey(0), jnp.zeros((1, 60, 60, 1)),
+                             jnp.zeros((1,), jnp.int32))["params"]
   path = os.path.join(workdir, "classifier.msgpack")
   if os.path.exists(path):
     with open(path, "rb") as f:
@@ -291,7 +341,7 @@ def make_evaluator(model: align_draw.AlignDRAW, datasets: dict[str, EncodedCapti
                    vocabulary: Vocabulary, config: ml_collections.ConfigDict, workdir: str,
                    *, binarize_key: jax.Array, noise_key: jax.Array):
   """`on_eval(state, split)`: figures for every split; consistency and retrieval metrics."""
-  classifier = LayoutDigitClassifier(widths=tuple(config.classifier.widths))
+  classifier = SceneJudge(widths=tuple(config.classifier.widths))
   classifier_params = load_or_train_classifier(classifier, datasets["train"], config, workdir)
   predict = jax.jit(functools.partial(classifier_predict, classifier))
   score_pairs = make_pair_scorer(model, chunk=config.eval.retrieval_chunk)

@@ -129,6 +129,12 @@ def test_scene_classes_match_the_generator():
       assert ad.caption_of(classes) == converse.get(record["caption"], record["caption"])
       assert ad.scene_of(layout, digits) == (ad.SCENE_LAYOUTS[classes[0]],
                                              tuple(d for d in classes[1:] if d != ad.NO_DIGIT))
+      # The judge reads each digit of the scene from a window that holds its whole patch.
+      scene_digits = [d for d in classes[1:] if d != ad.NO_DIGIT]
+      for slot, digit in enumerate(scene_digits):
+        y0, x0, y1, x1 = record["boxes"][list(record["labels"]).index(digit)]
+        row, col = ad._WINDOWS[classes[0], slot]
+        assert row <= y0 and y1 <= row + ad.WINDOW and col <= x0 and x1 <= col + ad.WINDOW
 
 
 def test_fixed_binarization_and_noise_follow_the_record_index():

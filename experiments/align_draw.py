@@ -319,11 +319,8 @@ def make_pair_scorer(model: align_draw.AlignDRAW, *, chunk: int):
 
   @jax.jit
   def pair_bounds(params, x, noise, tokens, lengths, query, image):
-    logits, aux = model.apply({"params": params}, x[image], tokens[query], lengths[query],
-                              noise=noise[:, image])
-    loss, _ = align_draw_loss(logits, x[image], aux["q_mu"], aux["q_logsigma"],
-                              aux["p_mu"], aux["p_logsigma"])
-    return -loss
+    captions = {"tokens": tokens[query], "length": lengths[query]}
+    return -_bound(model, params, x[image], captions, noise=noise[:, image])[0]
 
   def scores(params, x, noise, tokens, lengths):
     num_queries, pool = len(tokens), len(x)

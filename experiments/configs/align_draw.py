@@ -13,7 +13,21 @@ the ceiling to read consistency against) and caption->image retrieval over a poo
 `eval.retrieval_pool` images ranked by the bound: `r_at_1/5/10/50`, `median_rank`.
 Figures: samples/captions_<split>_<step>.png, samples/alignment_<split>_<step>.png.
 
-Measured (quickstart, 2-core CPU): see the table at the end of this docstring.
+Measured with this quickstart (2 shared CPU cores, seed 0, 1,500 steps; wall time includes
+building the data, training the judge (~15 s) and every evaluation):
+
+  variant   wall    split  nll_bound_nats  kl_nats  consistency  classifier_accuracy  R@1/5/10/50         median_rank
+  align     2m29s   test   328.6           0.09     0.045        0.90                 0.06/0.32/0.60/1.0   8.5
+                    novel  355.0           0.08     0.000        0.855                0.06/0.30/0.54/1.0   9
+  noalign   2m12s   test   328.6           5.97     0.040        0.90                 0.05/0.17/0.33/1.0   16
+                    novel  355.4           5.41     0.005        0.855                0.03/0.18/0.34/1.0   15
+
+(retrieval over a pool of 100; chance median rank ~50.) What the quickstart learns: the
+layout (blobs of the right size in the right places, see captions_*.png) and which words
+carry it (alignDRAW's alignment sits on the position/relation word), not yet the digits'
+shapes, hence the low consistency; alignment roughly halves the median retrieval rank. The
+align run's KL collapses to ~0.1 nats (samples of one caption look alike). The paper trains
+far longer, on real MNIST digits; longer runs here: `--config.train.num_steps=...`.
 """
 
 import ml_collections
@@ -26,7 +40,7 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.variant = "align"        # align | noalign | unconditional (Sec. 5 ablations)
-  config.glimpses = 8             # T (the paper: 32 on MNIST-with-captions)
+  config.glimpses = 8             # T, generative steps
   config.read_n = 5
   config.write_n = 5
   config.z_size = 16

@@ -22,12 +22,17 @@ building the data, training the judge (~15 s) and every evaluation):
   noalign   2m12s   test   328.6           5.97     0.040        0.90                 0.05/0.17/0.33/1.0   16
                     novel  355.4           5.41     0.005        0.855                0.03/0.18/0.34/1.0   15
 
+  align, --config.train.num_steps=4000 --config.train.eval_every=2000
+            4m37s   test   293.3           2.62     0.165        0.90                 0.13/0.52/0.73/1.0   5
+                    novel  320.7           2.81     0.025        0.855                0.07/0.30/0.57/1.0   9
+
 (retrieval over a pool of 100; chance median rank ~50.) What the quickstart learns: the
 layout (blobs of the right size in the right places, see captions_*.png) and which words
 carry it (alignDRAW's alignment sits on the position/relation word), not yet the digits'
 shapes, hence the low consistency; alignment roughly halves the median retrieval rank. The
 align run's KL collapses to ~0.1 nats (samples of one caption look alike). The paper trains
-far longer, on real MNIST digits; longer runs here: `--config.train.num_steps=...`.
+far longer, on real MNIST digits; at 4,000 steps here the KL revives (~2.6 nats) and
+consistency rises to 0.165 on test, still near 0 on the held-out scenes.
 """
 
 import ml_collections

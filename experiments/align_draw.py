@@ -41,10 +41,9 @@ import optax
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-from experiments.show_attend_tell import load_datasets
 from vislang_jax import viz
 from vislang_jax.data.captioned_digits import HELD_OUT, POSITIONS, caption
-from vislang_jax.data.captions import EncodedCaptions
+from vislang_jax.data.captions import EncodedCaptions, build_encoded_captioned_digits
 from vislang_jax.data.vocabulary import Vocabulary, tokenize
 from vislang_jax.metrics.retrieval import median_rank, recall_at_k
 from vislang_jax.models import align_draw
@@ -464,7 +463,11 @@ def make_metric_fn(model: align_draw.AlignDRAW, *, binarize_key: jax.Array,
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> dict[str, float]:
   """Trains alignDRAW (`config.variant`) on captioned digits; returns the test metrics."""
-  datasets, vocabulary = load_datasets(config)
+  data = config.data
+  datasets, vocabulary = build_encoded_captioned_digits(
+      source=data.source, data_dir=data.dir or os.path.expanduser("~/tensorflow_datasets"),
+      max_len=config.max_len, mnist_dir=data.mnist_dir or None, seed=config.seed,
+      copies=data.copies, novel_size=data.novel_size)
   model = make_model(config, len(vocabulary))
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)

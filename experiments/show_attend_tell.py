@@ -24,8 +24,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
 from vislang_jax import decoding
-from vislang_jax.data.captioned_digits import DIGIT_NAMES, build_captioned_digits_dataset
-from vislang_jax.data.captions import EncodedCaptions, references
+from vislang_jax.data.captioned_digits import DIGIT_NAMES
+from vislang_jax.data.captions import EncodedCaptions, build_encoded_captioned_digits, references
 from vislang_jax.data.vocabulary import BOS_ID, EOS_ID, Vocabulary
 from vislang_jax.metrics.captions import caption_metrics
 from vislang_jax.models.show_attend_tell import ATTENTIONS, Decoder, Encoder, ShowAttendTell
@@ -38,14 +38,10 @@ def load_datasets(config: ml_collections.ConfigDict
                   ) -> tuple[dict[str, EncodedCaptions], Vocabulary]:
   """The encoded captioned-digit splits and the vocabulary of the training captions."""
   data = config.data
-  raw = build_captioned_digits_dataset(
+  return build_encoded_captioned_digits(
       source=data.source, data_dir=data.dir or os.path.expanduser("~/tensorflow_datasets"),
-      mnist_dir=data.mnist_dir or None, seed=config.seed, copies=data.copies,
-      novel_size=data.novel_size)
-  train = raw["train"]
-  vocabulary = Vocabulary.build(train[i]["caption"].decode() for i in range(len(train)))
-  return {split: EncodedCaptions(source, vocabulary, max_len=config.max_len)
-          for split, source in raw.items()}, vocabulary
+      max_len=config.max_len, mnist_dir=data.mnist_dir or None, seed=config.seed,
+      copies=data.copies, novel_size=data.novel_size)
 
 
 def make_model(config: ml_collections.ConfigDict, vocab_size: int) -> ShowAttendTell:

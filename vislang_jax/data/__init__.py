@@ -9,7 +9,7 @@ from vislang_jax.data.builders import (
     image_shape,
 )
 from vislang_jax.data.captioned_digits import build_captioned_digits_dataset
-from vislang_jax.data.captions import EncodedCaptions, load_coco_captions, references
+from vislang_jax.data.captions import EncodedCaptions, build_encoded_captioned_digits, load_coco_captions, references
 from vislang_jax.data.distortions import (
     cluttered,
     elastic,
@@ -34,6 +34,7 @@ __all__ = [
     "Vocabulary",
     "build_captioned_digits_dataset",
     "build_digits_dataset",
+    "build_encoded_captioned_digits",
     "build_multi_digit_dataset",
     "cluttered",
     "elastic",

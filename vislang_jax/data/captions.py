@@ -48,6 +48,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from vislang_jax.data.captioned_digits import build_captioned_digits_dataset
 from vislang_jax.data.checks import check_int
 from vislang_jax.data.vocabulary import Vocabulary
 
@@ -309,3 +310,32 @@ def load_coco_captions(
         source, image_size=image_size, captions_per_image=captions_per_image, center_crop=center_crop
     )
 
+
+
+def build_encoded_captioned_digits(
+    *,
+    source: str,
+    data_dir: str | os.PathLike,
+    max_len: int,
+    mnist_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    copies: int = 1,
+    novel_size: int = 1000,
+) -> tuple[dict[str, EncodedCaptions], Vocabulary]:
+    """Captioned digits ready to train on: every split encoded with the training captions' words.
+
+    Args:
+      source, data_dir, mnist_dir, seed, copies, novel_size: as
+        `captioned_digits.build_captioned_digits_dataset`.
+      max_len: caption ids per record, `<eos>` included.
+
+    Returns:
+      `({"train", "validation", "test", "novel"} -> EncodedCaptions, the Vocabulary built
+      from the training captions)`.
+    """
+    raw = build_captioned_digits_dataset(
+        source=source, data_dir=data_dir, mnist_dir=mnist_dir, seed=seed, copies=copies, novel_size=novel_size
+    )
+    train = raw["train"]
+    vocabulary = Vocabulary.build(_text(train[i]["caption"]) for i in range(len(train)))
+    return {split: EncodedCaptions(split_source, vocabulary, max_len=max_len) for split, split_source in raw.items()}, vocabulary

@@ -236,8 +236,17 @@ def build_digits_dataset(
         num_clutter=num_clutter,
         clutter_size=clutter_size,
     )
-    builder = DistortedDigits(config=config, data_dir=os.fspath(data_dir), file_format="array_record")
+    return prepare_sources(DistortedDigits, config, data_dir=data_dir)
+
+
+def prepare_sources(
+    builder_class: type[tfds.core.GeneratorBasedBuilder],
+    config: tfds.core.BuilderConfig,
+    *,
+    data_dir: str | os.PathLike,
+) -> dict[str, tfds.data_sources.ArrayRecordDataSource]:
+    """Writes `builder_class(config)` as array_record into `data_dir` once; returns every split's source."""
+    builder = builder_class(config=config, data_dir=os.fspath(data_dir), file_format="array_record")
     builder.download_and_prepare()
-    data_sources = builder.as_data_source()
-    return {split: data_sources[split] for split in SPLITS}
+    return dict(builder.as_data_source())
 

@@ -49,7 +49,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vislang_jax.data.checks import check_choice, check_digit_source, check_int, is_int
-from vislang_jax.data.builders import SPLITS as _SEEN_SPLITS
+from vislang_jax.data.builders import SPLITS as _SEEN_SPLITS, prepare_sources
 from vislang_jax.data.distortions import to_uint8
 from vislang_jax.data.sources import load_digit_splits
 
@@ -328,7 +328,4 @@ def build_captioned_digits_dataset(
     config = CaptionedDigitsConfig.make(
         source=source, mnist_dir=mnist_dir, seed=seed, copies=copies, novel_size=novel_size
     )
-    builder = CaptionedDigits(config=config, data_dir=os.fspath(data_dir), file_format="array_record")
-    builder.download_and_prepare()
-    data_sources = builder.as_data_source()
-    return {split: data_sources[split] for split in SPLITS}
+    return prepare_sources(CaptionedDigits, config, data_dir=data_dir)

@@ -24,7 +24,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vislang_jax.data.builders import SPLITS
+from vislang_jax.data.builders import SPLITS, prepare_sources
 from vislang_jax.data.checks import check_digit_source, check_int
 from vislang_jax.data.distortions import to_uint8
 from vislang_jax.data.sources import load_digit_splits
@@ -187,7 +187,4 @@ def build_multi_digit_dataset(
     config = MultiDigitConfig.make(
         source=source, mnist_dir=mnist_dir, seed=seed, num_digits=num_digits, canvas_size=canvas_size
     )
-    builder = MultiDigit(config=config, data_dir=os.fspath(data_dir), file_format="array_record")
-    builder.download_and_prepare()
-    data_sources = builder.as_data_source()
-    return {split: data_sources[split] for split in SPLITS}
+    return prepare_sources(MultiDigit, config, data_dir=data_dir)

@@ -12,117 +12,134 @@ from vislang_jax.data.builders import build_digits_dataset
 from vislang_jax.data.pipeline import make_loader
 
 N = 37  # Not a multiple of the batch size.
-RECORDS = [{"image": np.full((5, 4, 1), 3 * i, np.uint8), "label": i % 10, "index": i} for i in range(N)]
+RECORDS = [
+    {"image": np.full((5, 4, 1), 3 * i, np.uint8), "label": i % 10, "index": i} for i in range(N)
+]
 
 
 def _loader(**kwargs):
-    options = dict(batch_size=4, seed=0, shuffle=True, num_epochs=1, drop_remainder=False) | kwargs
-    return make_loader(RECORDS, **options)
+  options = dict(batch_size=4, seed=0, shuffle=True, num_epochs=1, drop_remainder=False) | kwargs
+  return make_loader(RECORDS, **options)
 
 
 def _indices(batches):
-    # The image encodes the record: pixel value 3 * index.
-    return [int(round(v * 255 / 3)) for b in batches for v in b["image"][:, 0, 0, 0]]
+  # The image encodes the record: pixel value 3 * index.
+  return [int(round(v * 255 / 3)) for b in batches for v in b["image"][:, 0, 0, 0]]
 
 
 def test_batch_format():
-    batch = next(iter(_loader(shuffle=False)))
-    assert batch["image"].shape == (4, 5, 4, 1) and batch["image"].dtype == np.float32
-    assert batch["label"].shape == (4,) and batch["label"].dtype == np.int32
-    np.testing.assert_allclose(batch["image"][:, 0, 0, 0], np.arange(4) * 3 / 255)
-    np.testing.assert_array_equal(batch["label"], [0, 1, 2, 3])
+  batch = next(iter(_loader(shuffle=False)))
+  assert batch["image"].shape == (4, 5, 4, 1) and batch["image"].dtype == np.float32
+  assert batch["label"].shape == (4,) and batch["label"].dtype == np.int32
+  np.testing.assert_allclose(batch["image"][:, 0, 0, 0], np.arange(4) * 3 / 255)
+  np.testing.assert_array_equal(batch["label"], [0, 1, 2, 3])
 
 
 def test_one_epoch_sees_every_record_once():
-    batches = list(_loader())
-    assert [len(b["label"]) for b in batches] == [4] * 9 + [1]
-    assert sorted(_indices(batches)) == list(range(N))
-    dropped = list(_loader(drop_remainder=True))
-    assert len(dropped) == N // 4 and all(len(b["label"]) == 4 for b in dropped)
+  batches = list(_loader())
+  assert [len(b["label"]) for b in batches] == [4] * 9 + [1]
+  assert sorted(_indices(batches)) == list(range(N))
+  dropped = list(_loader(drop_remainder=True))
+  assert len(dropped) == N // 4 and all(len(b["label"]) == 4 for b in dropped)
 
 
 def test_unshuffled_order_is_sequential():
-    assert _indices(_loader(shuffle=False)) == list(range(N))
+  assert _indices(_loader(shuffle=False)) == list(range(N))
 
 
 def test_seeded_order():
-    first, again, other = (_indices(_loader(seed=s)) for s in (0, 0, 1))
-    assert first == again
-    assert first != other and sorted(first) == sorted(other)
-    assert first != list(range(N))
+  first, again, other = (_indices(_loader(seed=s)) for s in (0, 0, 1))
+  assert first == again
+  assert first != other and sorted(first) == sorted(other)
+  assert first != list(range(N))
 
 
 def test_infinite_epochs_reshuffle():
-    batches = list(itertools.islice(iter(_loader(num_epochs=None, batch_size=N)), 3))
-    epochs = [_indices([b]) for b in batches]
-    assert all(sorted(e) == list(range(N)) for e in epochs)  # Batches of N are whole epochs.
-    assert epochs[0] != epochs[1]
+  batches = list(itertools.islice(iter(_loader(num_epochs=None, batch_size=N)), 3))
+  epochs = [_indices([b]) for b in batches]
+  assert all(sorted(e) == list(range(N)) for e in epochs)  # Batches of N are whole epochs.
+  assert epochs[0] != epochs[1]
 
 
 @pytest.mark.parametrize("num_records", [36, 37])
 def test_process_shards_are_disjoint_and_equal(monkeypatch, num_records):
-    monkeypatch.setattr(jax, "process_count", lambda: 2)
-    shards = []
-    for index in range(2):
-        monkeypatch.setattr(jax, "process_index", lambda index=index: index)
-        loader = make_loader(
-            RECORDS[:num_records], batch_size=3, seed=0, shuffle=True, num_epochs=1, drop_remainder=False
-        )
-        shards.append(_indices(loader))
-    assert not set(shards[0]) & set(shards[1])
-    # Every process reads the same number of records, so multi-host steps stay in lockstep;
-    # grain reads len // process_count per process, so an odd record out is skipped.
-    assert len(shards[0]) == len(shards[1]) == num_records // 2
-    assert set(shards[0]) | set(shards[1]) <= set(range(num_records))
-    if num_records % 2 == 0:
-        assert sorted(shards[0] + shards[1]) == list(range(num_records))
-    # shard_by_process=False: every process reads everything.
-    assert _indices(_loader(shuffle=False, shard_by_process=False)) == list(range(N))
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  shards = []
+  for index in range(2):
+    monkeypatch.setattr(jax, "process_index", lambda index=index: index)
+    loader = make_loader(
+        RECORDS[:num_records],
+        batch_size=3,
+        seed=0,
+        shuffle=True,
+        num_epochs=1,
+        drop_remainder=False,
+    )
+    shards.append(_indices(loader))
+  assert not set(shards[0]) & set(shards[1])
+  # Every process reads the same number of records, so multi-host steps stay in lockstep;
+  # grain reads len // process_count per process, so an odd record out is skipped.
+  assert len(shards[0]) == len(shards[1]) == num_records // 2
+  assert set(shards[0]) | set(shards[1]) <= set(range(num_records))
+  if num_records % 2 == 0:
+    assert sorted(shards[0] + shards[1]) == list(range(num_records))
+  # shard_by_process=False: every process reads everything.
+  assert _indices(_loader(shuffle=False, shard_by_process=False)) == list(range(N))
 
 
 def test_state_round_trip():
-    loader = _loader(num_epochs=None)
-    iterator = iter(loader)
-    for _ in range(5):
-        next(iterator)
-    state = iterator.get_state()
-    expected = [next(iterator) for _ in range(12)]  # Crosses an epoch boundary.
-    resumed = iter(loader)
-    resumed.set_state(state)
-    got = [next(resumed) for _ in range(12)]
-    assert _indices(got) == _indices(expected)
-    for a, b in zip(got, expected):
-        np.testing.assert_array_equal(a["label"], b["label"])
+  loader = _loader(num_epochs=None)
+  iterator = iter(loader)
+  for _ in range(5):
+    next(iterator)
+  state = iterator.get_state()
+  expected = [next(iterator) for _ in range(12)]  # Crosses an epoch boundary.
+  resumed = iter(loader)
+  resumed.set_state(state)
+  got = [next(resumed) for _ in range(12)]
+  assert _indices(got) == _indices(expected)
+  for a, b in zip(got, expected):
+    np.testing.assert_array_equal(a["label"], b["label"])
 
 
 def test_orbax_round_trip(tmp_path):
-    loader = _loader(num_epochs=None, seed=3)
-    iterator = iter(loader)
-    for _ in range(4):
-        next(iterator)
-    with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
-        manager.save(4, args=ocp.args.Composite(data=pygrain.PyGrainCheckpointSave(iterator)))
-        manager.wait_until_finished()
-    expected = _indices(next(iterator) for _ in range(6))
-    resumed = iter(loader)
-    with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
-        assert manager.latest_step() == 4
-        manager.restore(4, args=ocp.args.Composite(data=pygrain.PyGrainCheckpointRestore(resumed)))
-    assert _indices(next(resumed) for _ in range(6)) == expected
+  loader = _loader(num_epochs=None, seed=3)
+  iterator = iter(loader)
+  for _ in range(4):
+    next(iterator)
+  with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
+    manager.save(4, args=ocp.args.Composite(data=pygrain.PyGrainCheckpointSave(iterator)))
+    manager.wait_until_finished()
+  expected = _indices(next(iterator) for _ in range(6))
+  resumed = iter(loader)
+  with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
+    assert manager.latest_step() == 4
+    manager.restore(4, args=ocp.args.Composite(data=pygrain.PyGrainCheckpointRestore(resumed)))
+  assert _indices(next(resumed) for _ in range(6)) == expected
 
 
 def test_loader_over_built_dataset(tmp_path):
-    data = build_digits_dataset(distortion="none", source="sklearn_digits", data_dir=str(tmp_path))
-    batch = next(iter(make_loader(data["train"], batch_size=8, seed=0, shuffle=True, num_epochs=1, drop_remainder=True)))
-    assert batch["image"].shape == (8, 28, 28, 1) and batch["image"].dtype == np.float32
-    assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0 and batch["image"].max() > 0.5
-    assert batch["label"].dtype == np.int32 and set(batch["label"].tolist()) <= set(range(10))
+  data = build_digits_dataset(distortion="none", source="sklearn_digits", data_dir=str(tmp_path))
+  batch = next(
+      iter(
+          make_loader(
+              data["train"], batch_size=8, seed=0, shuffle=True, num_epochs=1, drop_remainder=True
+          )
+      )
+  )
+  assert batch["image"].shape == (8, 28, 28, 1) and batch["image"].dtype == np.float32
+  assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0 and batch["image"].max() > 0.5
+  assert batch["label"].dtype == np.int32 and set(batch["label"].tolist()) <= set(range(10))
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [(dict(batch_size=0), "batch_size"), (dict(num_epochs=0), "num_epochs"), (dict(worker_count=-1), "worker_count")],
+    [
+        (dict(batch_size=0), "batch_size"),
+        (dict(num_epochs=0), "num_epochs"),
+        (dict(worker_count=-1), "worker_count"),
+    ],
 )
 def test_bad_arguments(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        _loader(**kwargs)
+  with pytest.raises(ValueError, match=match):
+    _loader(**kwargs)

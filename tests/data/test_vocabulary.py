@@ -12,69 +12,81 @@ WORDS = ("the", "a", "cat", "dog", "bird", "runs", "sleeps")
 
 
 def test_tokenize():
-    assert tokenize("A man, riding a HORSE.") == ["a", "man", "riding", "a", "horse"]
-    assert tokenize("don't  stop_now\tcafé 42") == ["don", "t", "stop", "now", "café", "42"]
-    assert tokenize(" ,. ") == []
+  assert tokenize("A man, riding a HORSE.") == ["a", "man", "riding", "a", "horse"]
+  assert tokenize("don't  stop_now\tcafé 42") == ["don", "t", "stop", "now", "café", "42"]
+  assert tokenize(" ,. ") == []
 
 
 def test_build_orders_by_count_then_alphabet():
-    vocab = Vocabulary.build(CAPTIONS)
-    assert vocab.words == WORDS and vocab.counts == (3, 2, 2, 2, 1, 1, 1)
-    assert vocab.tokens[:4] == ("<pad>", "<bos>", "<eos>", "<unk>")
-    assert len(vocab) == 4 + 7
-    assert [vocab.token_id(t) for t in ("<pad>", "<bos>", "<eos>", "<unk>", "the", "sleeps")] == [0, 1, 2, 3, 4, 10]
-    # Caption order does not matter.
-    assert Vocabulary.build(CAPTIONS[::-1]) == vocab
+  vocab = Vocabulary.build(CAPTIONS)
+  assert vocab.words == WORDS and vocab.counts == (3, 2, 2, 2, 1, 1, 1)
+  assert vocab.tokens[:4] == ("<pad>", "<bos>", "<eos>", "<unk>")
+  assert len(vocab) == 4 + 7
+  assert [vocab.token_id(t) for t in ("<pad>", "<bos>", "<eos>", "<unk>", "the", "sleeps")] == [
+      0,
+      1,
+      2,
+      3,
+      4,
+      10,
+  ]
+  # Caption order does not matter.
+  assert Vocabulary.build(CAPTIONS[::-1]) == vocab
 
 
 def test_min_count_maps_rare_words_to_unk():
-    vocab = Vocabulary.build(CAPTIONS, min_count=2)
-    assert vocab.words == ("the", "a", "cat", "dog")
-    ids, lengths = vocab.encode(["the bird sleeps"], max_len=5)
-    np.testing.assert_array_equal(ids, [[4, 3, 3, 2, 0]])
-    assert vocab.decode(ids, lengths) == ["the <unk> <unk>"]
+  vocab = Vocabulary.build(CAPTIONS, min_count=2)
+  assert vocab.words == ("the", "a", "cat", "dog")
+  ids, lengths = vocab.encode(["the bird sleeps"], max_len=5)
+  np.testing.assert_array_equal(ids, [[4, 3, 3, 2, 0]])
+  assert vocab.decode(ids, lengths) == ["the <unk> <unk>"]
 
 
 def test_encode_by_hand():
-    vocab = Vocabulary.build(CAPTIONS)
-    ids, lengths = vocab.encode(["The dog sleeps.", "", "zebra cat"], max_len=5)
-    assert ids.dtype == np.int32 and lengths.dtype == np.int32
-    np.testing.assert_array_equal(ids, [[4, 7, 10, 2, 0], [2, 0, 0, 0, 0], [3, 6, 2, 0, 0]])
-    np.testing.assert_array_equal(lengths, [4, 1, 3])
-    empty_ids, empty_lengths = vocab.encode([], max_len=3)
-    assert empty_ids.shape == (0, 3) and empty_lengths.shape == (0,)
+  vocab = Vocabulary.build(CAPTIONS)
+  ids, lengths = vocab.encode(["The dog sleeps.", "", "zebra cat"], max_len=5)
+  assert ids.dtype == np.int32 and lengths.dtype == np.int32
+  np.testing.assert_array_equal(ids, [[4, 7, 10, 2, 0], [2, 0, 0, 0, 0], [3, 6, 2, 0, 0]])
+  np.testing.assert_array_equal(lengths, [4, 1, 3])
+  empty_ids, empty_lengths = vocab.encode([], max_len=3)
+  assert empty_ids.shape == (0, 3) and empty_lengths.shape == (0,)
 
 
 def test_decode_round_trip():
-    vocab = Vocabulary.build(CAPTIONS)
-    ids, lengths = vocab.encode(CAPTIONS, max_len=6)
-    expected = [" ".join(tokenize(c)) for c in CAPTIONS]
-    assert vocab.decode(ids, lengths) == expected
-    assert vocab.decode(ids) == expected  # Stops at <eos> without lengths.
-    assert vocab.decode(jnp.asarray(ids), jnp.asarray(lengths)) == expected
-    # Decoder outputs: <bos> and <pad> skipped, nothing read after <eos> or past lengths.
-    assert vocab.decode(np.array([[1, 4, 0, 7, 2, 5], [4, 7, 10, 5, 5, 5]]), [6, 2]) == ["the dog", "the dog"]
+  vocab = Vocabulary.build(CAPTIONS)
+  ids, lengths = vocab.encode(CAPTIONS, max_len=6)
+  expected = [" ".join(tokenize(c)) for c in CAPTIONS]
+  assert vocab.decode(ids, lengths) == expected
+  assert vocab.decode(ids) == expected  # Stops at <eos> without lengths.
+  assert vocab.decode(jnp.asarray(ids), jnp.asarray(lengths)) == expected
+  # Decoder outputs: <bos> and <pad> skipped, nothing read after <eos> or past lengths.
+  assert vocab.decode(np.array([[1, 4, 0, 7, 2, 5], [4, 7, 10, 5, 5, 5]]), [6, 2]) == [
+      "the dog",
+      "the dog",
+  ]
 
 
 def test_max_len():
-    vocab = Vocabulary.build(CAPTIONS)
-    with pytest.raises(ValueError, match=r"max_len=3 .*caption 1, which has 4 tokens \+ <eos> = 5"):
-        vocab.encode(["a dog", "the dog the cat"], max_len=3)
-    ids, lengths = vocab.encode(["a dog", "the dog the cat"], max_len=3, truncate=True)
-    np.testing.assert_array_equal(ids, [[5, 7, 2], [4, 7, 2]])
-    np.testing.assert_array_equal(lengths, [3, 3])
-    with pytest.raises(ValueError, match="max_len"):
-        vocab.encode(["a"], max_len=0)
+  vocab = Vocabulary.build(CAPTIONS)
+  with pytest.raises(ValueError, match=r"max_len=3 .*caption 1, which has 4 tokens \+ <eos> = 5"):
+    vocab.encode(["a dog", "the dog the cat"], max_len=3)
+  ids, lengths = vocab.encode(["a dog", "the dog the cat"], max_len=3, truncate=True)
+  np.testing.assert_array_equal(ids, [[5, 7, 2], [4, 7, 2]])
+  np.testing.assert_array_equal(lengths, [3, 3])
+  with pytest.raises(ValueError, match="max_len"):
+    vocab.encode(["a"], max_len=0)
 
 
 def test_save_load(tmp_path):
-    vocab = Vocabulary.build(CAPTIONS, min_count=1)
-    path = tmp_path / "vocab.json"
-    vocab.save(path)
-    loaded = Vocabulary.load(path)
-    assert loaded == vocab and loaded.tokens == vocab.tokens
-    assert Vocabulary.from_json_dict(vocab.to_json_dict()) == vocab
-    np.testing.assert_array_equal(loaded.encode(CAPTIONS, max_len=6)[0], vocab.encode(CAPTIONS, max_len=6)[0])
+  vocab = Vocabulary.build(CAPTIONS, min_count=1)
+  path = tmp_path / "vocab.json"
+  vocab.save(path)
+  loaded = Vocabulary.load(path)
+  assert loaded == vocab and loaded.tokens == vocab.tokens
+  assert Vocabulary.from_json_dict(vocab.to_json_dict()) == vocab
+  np.testing.assert_array_equal(
+      loaded.encode(CAPTIONS, max_len=6)[0], vocab.encode(CAPTIONS, max_len=6)[0]
+  )
 
 
 @pytest.mark.parametrize(
@@ -89,26 +101,26 @@ def test_save_load(tmp_path):
     ],
 )
 def test_build_errors(captions, kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        Vocabulary.build(captions, **kwargs)
+  with pytest.raises(ValueError, match=match):
+    Vocabulary.build(captions, **kwargs)
 
 
 def test_other_errors(tmp_path):
-    vocab = Vocabulary.build(CAPTIONS)
-    with pytest.raises(ValueError, match="captions"):
-        vocab.encode("a dog", max_len=4)
-    with pytest.raises(ValueError, match="ids"):
-        vocab.decode(np.array([[4, 99]]))
-    with pytest.raises(ValueError, match="ids"):
-        vocab.decode(np.array([4, 5]))
-    with pytest.raises(ValueError, match="lengths"):
-        vocab.decode(np.array([[4, 5]]), [1, 2])
-    with pytest.raises(ValueError, match="format"):
-        Vocabulary.from_json_dict({"words": ["a"], "counts": [1]})
-    with pytest.raises(ValueError, match="distinct"):
-        Vocabulary(words=("a", "a"), counts=(1, 1))
-    with pytest.raises(ValueError, match="words"):
-        Vocabulary(words=("Big",), counts=(1,))
-    (tmp_path / "bad.json").write_text("not json")
-    with pytest.raises(ValueError, match="not JSON"):
-        Vocabulary.load(tmp_path / "bad.json")
+  vocab = Vocabulary.build(CAPTIONS)
+  with pytest.raises(ValueError, match="captions"):
+    vocab.encode("a dog", max_len=4)
+  with pytest.raises(ValueError, match="ids"):
+    vocab.decode(np.array([[4, 99]]))
+  with pytest.raises(ValueError, match="ids"):
+    vocab.decode(np.array([4, 5]))
+  with pytest.raises(ValueError, match="lengths"):
+    vocab.decode(np.array([[4, 5]]), [1, 2])
+  with pytest.raises(ValueError, match="format"):
+    Vocabulary.from_json_dict({"words": ["a"], "counts": [1]})
+  with pytest.raises(ValueError, match="distinct"):
+    Vocabulary(words=("a", "a"), counts=(1, 1))
+  with pytest.raises(ValueError, match="words"):
+    Vocabulary(words=("Big",), counts=(1,))
+  (tmp_path / "bad.json").write_text("not json")
+  with pytest.raises(ValueError, match="not JSON"):
+    Vocabulary.load(tmp_path / "bad.json")

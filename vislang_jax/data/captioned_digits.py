@@ -72,227 +72,248 @@ _MIDDLE = (16, 18)  # the shared row (left/right) or column (top/bottom) of a pa
 
 
 def _scene(first: int, second: int, relation: str) -> tuple[tuple[str, tuple[int, int]], ...]:
-    """A pair held out under both captions: `first` on the left of / above `second`."""
-    converse = {"left": "right", "top": "bottom"}[relation]
-    return ((relation, (first, second)), (converse, (second, first)))
+  """A pair held out under both captions: `first` on the left of / above `second`."""
+  converse = {"left": "right", "top": "bottom"}[relation]
+  return ((relation, (first, second)), (converse, (second, first)))
 
 
 # A combination is `(layout, digits)`: `digits` the labels in caption order.
 HELD_OUT = frozenset(
     [("top left", (6,)), ("top right", (2,)), ("bottom left", (9,)), ("bottom right", (4,))]
-    + [c for f, s, r in ((3, 5, "left"), (0, 8, "left"), (7, 1, "top"), (2, 9, "top")) for c in _scene(f, s, r)]
+    + [
+        c
+        for f, s, r in ((3, 5, "left"), (0, 8, "left"), (7, 1, "top"), (2, 9, "top"))
+        for c in _scene(f, s, r)
+    ]
 )
 _HELD_OUT_ORDER = tuple(sorted(HELD_OUT))
 
 
 def caption(layout: str, digits: tuple[int, ...]) -> str:
-    """The caption of a combination, e.g. `caption("left", (3, 5))`.
+  """The caption of a combination, e.g. `caption("left", (3, 5))`.
 
-    Args:
-      layout: one of LAYOUTS.
-      digits: the labels in caption order: one for a position, two for a relation.
+  Args:
+    layout: one of LAYOUTS.
+    digits: the labels in caption order: one for a position, two for a relation.
 
-    Returns:
-      "the digit three is on the left of the digit five" (templates in the module docstring).
+  Returns:
+    "the digit three is on the left of the digit five" (templates in the module docstring).
 
-    Raises:
-      ValueError: for an unknown layout, or a digit count or label that does not fit it.
-    """
-    check_choice("layout", layout, LAYOUTS)
-    expected = 1 if layout in POSITIONS else 2
-    if len(digits) != expected or not all(is_int(d) and 0 <= d <= 9 for d in digits):
-        raise ValueError(f"digits must be {expected} labels in 0..9 for layout={layout!r}, got {digits!r}.")
-    names = [f"the digit {DIGIT_NAMES[d]}" for d in digits]
-    if layout in POSITIONS:
-        return f"{names[0]} is at the {layout} of the image"
-    preposition = "on the" if layout in ("left", "right") else "at the"
-    return f"{names[0]} is {preposition} {layout} of {names[1]}"
-
-
-def place(layout: str, patches: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Places one or two 28x28 digit patches on a black 60x60 canvas in a layout.
-
-    Args:
-      layout: one of LAYOUTS.
-      patches: `[K, 28, 28]` intensities in [0, 255]; K = 1 for a position, 2 for a
-        relation, in caption order (the first is the caption's subject).
-      rng: draws the offsets: for a position, its row then its column; for a relation, the
-        shared row/column, then the first patch's free coordinate, then the second's.
-
-    Returns:
-      `(image, boxes)`: image float32 `[60, 60]` (the maximum of the placed patches); boxes
-      int32 `[K, 4]`, each patch's `(y0, x0, y1, x1)`, pixel rows/columns, y1 and x1
-      exclusive (`y1 = y0 + 28`).
-    """
-    check_choice("layout", layout, LAYOUTS)
-    patches = np.asarray(patches, np.float32)
-    expected = 1 if layout in POSITIONS else 2
-    if patches.shape != (expected, DIGIT_SIZE, DIGIT_SIZE):
-        raise ValueError(f"patches must have shape ({expected}, 28, 28) for layout={layout!r}, got {patches.shape}.")
-
-    def draw(bounds):
-        return int(rng.integers(bounds[0], bounds[1] + 1))
-
-    if layout in POSITIONS:
-        vertical, horizontal = layout.split()
-        corners = [(draw(_NEAR if vertical == "top" else _FAR), draw(_NEAR_COLUMNS if horizontal == "left" else _FAR_COLUMNS))]
-    else:
-        shared = draw(_MIDDLE)
-        first_near = layout in ("left", "top")
-        near, far = (_NEAR_COLUMNS, _FAR_COLUMNS) if layout in ("left", "right") else (_NEAR, _FAR)
-        free = [draw(near if first_near else far), draw(far if first_near else near)]
-        corners = [(shared, f) if layout in ("left", "right") else (f, shared) for f in free]
-    image = np.zeros((CANVAS_SIZE, CANVAS_SIZE), np.float32)
-    boxes = np.zeros((len(corners), 4), np.int32)
-    for k, (y, x) in enumerate(corners):
-        window = image[y : y + DIGIT_SIZE, x : x + DIGIT_SIZE]
-        np.maximum(window, patches[k], out=window)
-        boxes[k] = (y, x, y + DIGIT_SIZE, x + DIGIT_SIZE)
-    return image, boxes
+  Raises:
+    ValueError: for an unknown layout, or a digit count or label that does not fit it.
+  """
+  check_choice("layout", layout, LAYOUTS)
+  expected = 1 if layout in POSITIONS else 2
+  if len(digits) != expected or not all(is_int(d) and 0 <= d <= 9 for d in digits):
+    raise ValueError(
+        f"digits must be {expected} labels in 0..9 for layout={layout!r}, got {digits!r}."
+    )
+  names = [f"the digit {DIGIT_NAMES[d]}" for d in digits]
+  if layout in POSITIONS:
+    return f"{names[0]} is at the {layout} of the image"
+  preposition = "on the" if layout in ("left", "right") else "at the"
+  return f"{names[0]} is {preposition} {layout} of {names[1]}"
 
 
-def make_example(layout: str, labels: tuple[int, ...], patches: np.ndarray, rng: np.random.Generator) -> dict:
-    """One record: `{"image", "caption", "labels", "boxes", "num_digits"}` (see the builder)."""
-    image, boxes = place(layout, patches, rng)
-    num = len(labels)
-    padded_labels = np.full((MAX_DIGITS,), -1, np.int32)
-    padded_labels[:num] = labels
-    padded_boxes = np.full((MAX_DIGITS, 4), -1, np.int32)
-    padded_boxes[:num] = boxes
-    return {
-        "image": to_uint8(image)[..., None],
-        "caption": caption(layout, tuple(int(d) for d in labels)),
-        "labels": padded_labels,
-        "boxes": padded_boxes,
-        "num_digits": np.int32(num),
-    }
+def place(
+    layout: str, patches: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+  """Places one or two 28x28 digit patches on a black 60x60 canvas in a layout.
+
+  Args:
+    layout: one of LAYOUTS.
+    patches: `[K, 28, 28]` intensities in [0, 255]; K = 1 for a position, 2 for a
+      relation, in caption order (the first is the caption's subject).
+    rng: draws the offsets: for a position, its row then its column; for a relation, the
+      shared row/column, then the first patch's free coordinate, then the second's.
+
+  Returns:
+    `(image, boxes)`: image float32 `[60, 60]` (the maximum of the placed patches); boxes
+    int32 `[K, 4]`, each patch's `(y0, x0, y1, x1)`, pixel rows/columns, y1 and x1
+    exclusive (`y1 = y0 + 28`).
+  """
+  check_choice("layout", layout, LAYOUTS)
+  patches = np.asarray(patches, np.float32)
+  expected = 1 if layout in POSITIONS else 2
+  if patches.shape != (expected, DIGIT_SIZE, DIGIT_SIZE):
+    raise ValueError(
+        f"patches must have shape ({expected}, 28, 28) for layout={layout!r}, got {patches.shape}."
+    )
+
+  def draw(bounds):
+    return int(rng.integers(bounds[0], bounds[1] + 1))
+
+  if layout in POSITIONS:
+    vertical, horizontal = layout.split()
+    corners = [
+        (
+            draw(_NEAR if vertical == "top" else _FAR),
+            draw(_NEAR_COLUMNS if horizontal == "left" else _FAR_COLUMNS),
+        )
+    ]
+  else:
+    shared = draw(_MIDDLE)
+    first_near = layout in ("left", "top")
+    near, far = (_NEAR_COLUMNS, _FAR_COLUMNS) if layout in ("left", "right") else (_NEAR, _FAR)
+    free = [draw(near if first_near else far), draw(far if first_near else near)]
+    corners = [(shared, f) if layout in ("left", "right") else (f, shared) for f in free]
+  image = np.zeros((CANVAS_SIZE, CANVAS_SIZE), np.float32)
+  boxes = np.zeros((len(corners), 4), np.int32)
+  for k, (y, x) in enumerate(corners):
+    window = image[y : y + DIGIT_SIZE, x : x + DIGIT_SIZE]
+    np.maximum(window, patches[k], out=window)
+    boxes[k] = (y, x, y + DIGIT_SIZE, x + DIGIT_SIZE)
+  return image, boxes
+
+
+def make_example(
+    layout: str, labels: tuple[int, ...], patches: np.ndarray, rng: np.random.Generator
+) -> dict:
+  """One record: `{"image", "caption", "labels", "boxes", "num_digits"}` (see the builder)."""
+  image, boxes = place(layout, patches, rng)
+  num = len(labels)
+  padded_labels = np.full((MAX_DIGITS,), -1, np.int32)
+  padded_labels[:num] = labels
+  padded_boxes = np.full((MAX_DIGITS, 4), -1, np.int32)
+  padded_boxes[:num] = boxes
+  return {
+      "image": to_uint8(image)[..., None],
+      "caption": caption(layout, tuple(int(d) for d in labels)),
+      "labels": padded_labels,
+      "boxes": padded_boxes,
+      "num_digits": np.int32(num),
+  }
 
 
 @dataclasses.dataclass(kw_only=True)
 class CaptionedDigitsConfig(tfds.core.BuilderConfig):
-    """Every parameter of `CaptionedDigits`; build with `CaptionedDigitsConfig.make`.
+  """Every parameter of `CaptionedDigits`; build with `CaptionedDigitsConfig.make`.
 
-    Attributes:
-      source: one of `sources.SOURCES`.
-      mnist_dir: folder of MNIST IDX files (source="mnist" only); not part of the name.
-      seed: base seed of every example's generator.
-      copies: examples per training digit (train split only).
-      novel_size: examples in the "novel" split.
+  Attributes:
+    source: one of `sources.SOURCES`.
+    mnist_dir: folder of MNIST IDX files (source="mnist" only); not part of the name.
+    seed: base seed of every example's generator.
+    copies: examples per training digit (train split only).
+    novel_size: examples in the "novel" split.
+  """
+
+  source: str
+  mnist_dir: str | None = None
+  seed: int = 0
+  copies: int = 1
+  novel_size: int = 1000
+
+  @classmethod
+  def make(
+      cls,
+      *,
+      source: str,
+      mnist_dir: str | os.PathLike | None = None,
+      seed: int = 0,
+      copies: int = 1,
+      novel_size: int = 1000,
+  ) -> CaptionedDigitsConfig:
+    """Validates the parameters and names the config.
+
+    Raises:
+      ValueError: naming the argument, for any value out of range.
     """
-
-    source: str
-    mnist_dir: str | None = None
-    seed: int = 0
-    copies: int = 1
-    novel_size: int = 1000
-
-    @classmethod
-    def make(
-        cls,
-        *,
-        source: str,
-        mnist_dir: str | os.PathLike | None = None,
-        seed: int = 0,
-        copies: int = 1,
-        novel_size: int = 1000,
-    ) -> CaptionedDigitsConfig:
-        """Validates the parameters and names the config.
-
-        Raises:
-          ValueError: naming the argument, for any value out of range.
-        """
-        check_digit_source(source, mnist_dir)
-        for name, value, low in (("seed", seed, 0), ("copies", copies, 1), ("novel_size", novel_size, 1)):
-            check_int(name, value, low=low)
-        return cls(
-            name=f"{source}-seed{seed}-copies{copies}-novel{novel_size}",
-            description=f"Captioned {source} digits, seed {seed}, {copies} train copies, {novel_size} novel examples.",
-            source=source,
-            mnist_dir=None if mnist_dir is None else os.fspath(mnist_dir),
-            seed=int(seed),
-            copies=int(copies),
-            novel_size=int(novel_size),
-        )
+    check_digit_source(source, mnist_dir)
+    for name, value, low in (
+        ("seed", seed, 0),
+        ("copies", copies, 1),
+        ("novel_size", novel_size, 1),
+    ):
+      check_int(name, value, low=low)
+    return cls(
+        name=f"{source}-seed{seed}-copies{copies}-novel{novel_size}",
+        description=f"Captioned {source} digits, seed {seed}, {copies} train copies, {novel_size} novel examples.",
+        source=source,
+        mnist_dir=None if mnist_dir is None else os.fspath(mnist_dir),
+        seed=int(seed),
+        copies=int(copies),
+        novel_size=int(novel_size),
+    )
 
 
 class CaptionedDigits(tfds.core.GeneratorBasedBuilder):
-    """Captioned MNIST (Mansimov et al., 2016, Sec. 5.1) over any digit source.
+  """Captioned MNIST (Mansimov et al., 2016, Sec. 5.1) over any digit source.
 
-    Construct with a `CaptionedDigitsConfig`: `CaptionedDigits(config=CaptionedDigitsConfig.make(...),
-    data_dir=..., file_format="array_record")`. Records:
-      image: uint8 `[60, 60, 1]`.
-      caption: text (bytes when read back from a data source).
-      labels: int32 `[2]`, the digits in caption order, -1 where there is no digit.
-      boxes: int32 `[2, 4]`, each digit's 28x28 patch `(y0, x0, y1, x1)` in pixels, y1 and
-        x1 exclusive, -1 where there is no digit.
-      num_digits: int32 scalar, 1 or 2.
-    """
+  Construct with a `CaptionedDigitsConfig`: `CaptionedDigits(config=CaptionedDigitsConfig.make(...),
+  data_dir=..., file_format="array_record")`. Records:
+    image: uint8 `[60, 60, 1]`.
+    caption: text (bytes when read back from a data source).
+    labels: int32 `[2]`, the digits in caption order, -1 where there is no digit.
+    boxes: int32 `[2, 4]`, each digit's 28x28 patch `(y0, x0, y1, x1)` in pixels, y1 and
+      x1 exclusive, -1 where there is no digit.
+    num_digits: int32 scalar, 1 or 2.
+  """
 
-    # Bump on any change to the generated data (layouts, captions, held-out set, splits).
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+  # Bump on any change to the generated data (layouts, captions, held-out set, splits).
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
 
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> None:
-        """None: nothing is downloaded, so there is no checksums file (see DistortedDigits)."""
-        return None
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> None:
+    """None: nothing is downloaded, so there is no checksums file (see DistortedDigits)."""
+    return None
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        side = CANVAS_SIZE
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="Captioned MNIST (Mansimov et al., 2016, Sec. 5.1), with a held-out 'novel' split.",
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Tensor(shape=(side, side, 1), dtype=np.uint8),
-                    "caption": tfds.features.Text(),
-                    "labels": tfds.features.Tensor(shape=(MAX_DIGITS,), dtype=np.int32),
-                    "boxes": tfds.features.Tensor(shape=(MAX_DIGITS, 4), dtype=np.int32),
-                    "num_digits": tfds.features.Tensor(shape=(), dtype=np.int32),
-                }
-            ),
-        )
+  def _info(self) -> tfds.core.DatasetInfo:
+    side = CANVAS_SIZE
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description="Captioned MNIST (Mansimov et al., 2016, Sec. 5.1), with a held-out 'novel' split.",
+        features=tfds.features.FeaturesDict(
+            {
+                "image": tfds.features.Tensor(shape=(side, side, 1), dtype=np.uint8),
+                "caption": tfds.features.Text(),
+                "labels": tfds.features.Tensor(shape=(MAX_DIGITS,), dtype=np.int32),
+                "boxes": tfds.features.Tensor(shape=(MAX_DIGITS, 4), dtype=np.int32),
+                "num_digits": tfds.features.Tensor(shape=(), dtype=np.int32),
+            }
+        ),
+    )
 
-    def _split_generators(self, dl_manager):
-        del dl_manager  # The sources load themselves.
-        config = self.builder_config
-        splits = load_digit_splits(config.source, mnist_dir=config.mnist_dir)
-        test_images, test_labels = splits["test"]
-        missing = sorted(set(d for _, digits in HELD_OUT for d in digits) - set(test_labels.tolist()))
-        if missing:
-            raise ValueError(
-                f"source={config.source!r}: its test split has no digit of classes {missing}, which the "
-                "'novel' split needs."
-            )
-        return {
-            "train": self._generate_examples("train", *splits["train"], config.copies),
-            "validation": self._generate_examples("validation", *splits["validation"], 1),
-            "test": self._generate_examples("test", test_images, test_labels, 1),
-            "novel": self._generate_novel(test_images, test_labels),
-        }
+  def _split_generators(self, dl_manager):
+    del dl_manager  # The sources load themselves.
+    config = self.builder_config
+    splits = load_digit_splits(config.source, mnist_dir=config.mnist_dir)
+    test_images, test_labels = splits["test"]
+    missing = sorted(set(d for _, digits in HELD_OUT for d in digits) - set(test_labels.tolist()))
+    if missing:
+      raise ValueError(
+          f"source={config.source!r}: its test split has no digit of classes {missing}, which the "
+          "'novel' split needs."
+      )
+    return {
+        "train": self._generate_examples("train", *splits["train"], config.copies),
+        "validation": self._generate_examples("validation", *splits["validation"], 1),
+        "test": self._generate_examples("test", test_images, test_labels, 1),
+        "novel": self._generate_novel(test_images, test_labels),
+    }
 
-    def _generate_examples(self, split: str, images: np.ndarray, labels: np.ndarray, copies: int):
-        """The seen combinations of a train/validation/test split."""
-        config = self.builder_config
-        for index in range(copies * len(images)):
-            rng = np.random.default_rng([config.seed, _SPLIT_IDS[split], index])
-            chosen = [index % len(images)]
-            while True:  # Ends: every digit has layouts that are not held out.
-                layout = LAYOUTS[rng.integers(len(LAYOUTS))]
-                chosen = chosen[:1] + ([int(rng.integers(len(images)))] if layout in RELATIONS else [])
-                digits = tuple(int(labels[i]) for i in chosen)
-                if (layout, digits) not in HELD_OUT:
-                    break
-            yield index, make_example(layout, digits, images[chosen], rng)
+  def _generate_examples(self, split: str, images: np.ndarray, labels: np.ndarray, copies: int):
+    """The seen combinations of a train/validation/test split."""
+    config = self.builder_config
+    for index in range(copies * len(images)):
+      rng = np.random.default_rng([config.seed, _SPLIT_IDS[split], index])
+      chosen = [index % len(images)]
+      while True:  # Ends: every digit has layouts that are not held out.
+        layout = LAYOUTS[rng.integers(len(LAYOUTS))]
+        chosen = chosen[:1] + ([int(rng.integers(len(images)))] if layout in RELATIONS else [])
+        digits = tuple(int(labels[i]) for i in chosen)
+        if (layout, digits) not in HELD_OUT:
+          break
+      yield index, make_example(layout, digits, images[chosen], rng)
 
-    def _generate_novel(self, images: np.ndarray, labels: np.ndarray):
-        config = self.builder_config
-        for index in range(config.novel_size):
-            rng = np.random.default_rng([config.seed, _SPLIT_IDS["novel"], index])
-            layout, digits = _HELD_OUT_ORDER[rng.integers(len(_HELD_OUT_ORDER))]
-            chosen = [int(rng.choice(np.flatnonzero(labels == d))) for d in digits]
-            yield index, make_example(layout, digits, images[chosen], rng)
+  def _generate_novel(self, images: np.ndarray, labels: np.ndarray):
+    config = self.builder_config
+    for index in range(config.novel_size):
+      rng = np.random.default_rng([config.seed, _SPLIT_IDS["novel"], index])
+      layout, digits = _HELD_OUT_ORDER[rng.integers(len(_HELD_OUT_ORDER))]
+      chosen = [int(rng.choice(np.flatnonzero(labels == d))) for d in digits]
+      yield index, make_example(layout, digits, images[chosen], rng)
 
 
 def build_captioned_digits_dataset(
@@ -304,28 +325,28 @@ def build_captioned_digits_dataset(
     copies: int = 1,
     novel_size: int = 1000,
 ) -> dict[str, tfds.data_sources.ArrayRecordDataSource]:
-    """Prepares a captioned-digits dataset in `data_dir` (once) and returns its data sources.
+  """Prepares a captioned-digits dataset in `data_dir` (once) and returns its data sources.
 
-    A dataset already prepared in `data_dir` with the same parameters is reused.
+  A dataset already prepared in `data_dir` with the same parameters is reused.
 
-    Args:
-      source: "mnist" or "sklearn_digits" (see `sources.load_digits`).
-      data_dir: TFDS data dir; the dataset lands in
-        `data_dir/captioned_digits/<config name>/<version>/`.
-      mnist_dir: MNIST IDX folder, for source="mnist" (else TFDS downloads MNIST).
-      seed: base seed of the layouts, digit choices and offsets.
-      copies: examples per training digit (train split only).
-      novel_size: examples of held-out combinations in the "novel" split.
+  Args:
+    source: "mnist" or "sklearn_digits" (see `sources.load_digits`).
+    data_dir: TFDS data dir; the dataset lands in
+      `data_dir/captioned_digits/<config name>/<version>/`.
+    mnist_dir: MNIST IDX folder, for source="mnist" (else TFDS downloads MNIST).
+    seed: base seed of the layouts, digit choices and offsets.
+    copies: examples per training digit (train split only).
+    novel_size: examples of held-out combinations in the "novel" split.
 
-    Returns:
-      `{"train", "validation", "test", "novel"}` -> random-access source of records
-      `{"image": uint8 [60, 60, 1], "caption": bytes, "labels": int32 [2],
-      "boxes": int32 [2, 4], "num_digits": int32}` (see `CaptionedDigits`).
+  Returns:
+    `{"train", "validation", "test", "novel"}` -> random-access source of records
+    `{"image": uint8 [60, 60, 1], "caption": bytes, "labels": int32 [2],
+    "boxes": int32 [2, 4], "num_digits": int32}` (see `CaptionedDigits`).
 
-    Raises:
-      ValueError: naming the argument, for bad parameters or unavailable source data.
-    """
-    config = CaptionedDigitsConfig.make(
-        source=source, mnist_dir=mnist_dir, seed=seed, copies=copies, novel_size=novel_size
-    )
-    return prepare_sources(CaptionedDigits, config, data_dir=data_dir)
+  Raises:
+    ValueError: naming the argument, for bad parameters or unavailable source data.
+  """
+  config = CaptionedDigitsConfig.make(
+      source=source, mnist_dir=mnist_dir, seed=seed, copies=copies, novel_size=novel_size
+  )
+  return prepare_sources(CaptionedDigits, config, data_dir=data_dir)

@@ -57,213 +57,236 @@ _DERIVED = ("image", "tokens", "length", "index")
 
 
 def _text(value: Any) -> str:
-    """A caption as `str` (TFDS gives text as UTF-8 bytes)."""
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+  """A caption as `str` (TFDS gives text as UTF-8 bytes)."""
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def _is_numeric(value: Any) -> bool:
-    """True for bool/int/float scalars and arrays: the fields a batch can carry to JAX."""
-    if isinstance(value, (bool, int, float, np.generic, np.ndarray)):
-        return np.asarray(value).dtype.kind in "biuf"
-    return False
+  """True for bool/int/float scalars and arrays: the fields a batch can carry to JAX."""
+  if isinstance(value, (bool, int, float, np.generic, np.ndarray)):
+    return np.asarray(value).dtype.kind in "biuf"
+  return False
 
 
 def _as_array(value: Any) -> np.ndarray:
-    """A numeric field as NumPy; Python scalars (TFDS's scalar features) as int32/float32/bool."""
-    if isinstance(value, bool):
-        return np.bool_(value)
-    if isinstance(value, int):
-        return np.int32(value)
-    if isinstance(value, float):
-        return np.float32(value)
-    return np.asarray(value)
+  """A numeric field as NumPy; Python scalars (TFDS's scalar features) as int32/float32/bool."""
+  if isinstance(value, bool):
+    return np.bool_(value)
+  if isinstance(value, int):
+    return np.int32(value)
+  if isinstance(value, float):
+    return np.float32(value)
+  return np.asarray(value)
 
 
 def _source_repr(source: Sequence) -> str:
-    """repr(source), but only type and length for in-memory data (as grain's DataLoader)."""
-    if isinstance(source, (list, tuple, np.ndarray)):
-        return f"<{type(source).__name__} of {len(source)} records>"
-    return repr(source)
+  """repr(source), but only type and length for in-memory data (as grain's DataLoader)."""
+  if isinstance(source, (list, tuple, np.ndarray)):
+    return f"<{type(source).__name__} of {len(source)} records>"
+  return repr(source)
 
 
 def _check_source(source: Any) -> None:
-    if not (hasattr(source, "__len__") and hasattr(source, "__getitem__")) or isinstance(source, (str, bytes)):
-        raise ValueError(f"source must be a random-access sequence of records, got {type(source).__name__}.")
+  if not (hasattr(source, "__len__") and hasattr(source, "__getitem__")) or isinstance(
+      source, (str, bytes)
+  ):
+    raise ValueError(
+        f"source must be a random-access sequence of records, got {type(source).__name__}."
+    )
 
 
 class EncodedCaptions:
-    """Random-access source of `{"image", "tokens", "length", "index", ...}` (module doc).
+  """Random-access source of `{"image", "tokens", "length", "index", ...}` (module doc).
 
-    Args:
-      source: random-access records with "image" uint8 `[H, W, C]` and "caption" (str or
-        UTF-8 bytes); e.g. a split of `build_captioned_digits_dataset` or `load_coco_captions`.
-      vocabulary: encodes the captions (build it from the training captions).
-      max_len: T, the length of `tokens`, `<eos>` included.
-      truncate: keep the first `max_len - 1` words of a longer caption instead of raising.
+  Args:
+    source: random-access records with "image" uint8 `[H, W, C]` and "caption" (str or
+      UTF-8 bytes); e.g. a split of `build_captioned_digits_dataset` or `load_coco_captions`.
+    vocabulary: encodes the captions (build it from the training captions).
+    max_len: T, the length of `tokens`, `<eos>` included.
+    truncate: keep the first `max_len - 1` words of a longer caption instead of raising.
 
-    Reading a record whose caption has more than `max_len - 1` words raises a ValueError
-    naming `max_len` and the record (unless `truncate`).
-    """
+  Reading a record whose caption has more than `max_len - 1` words raises a ValueError
+  naming `max_len` and the record (unless `truncate`).
+  """
 
-    def __init__(self, source: Sequence, vocabulary: Vocabulary, *, max_len: int, truncate: bool = False):
-        _check_source(source)
-        if not isinstance(vocabulary, Vocabulary):
-            raise ValueError(f"vocabulary must be a Vocabulary, got {type(vocabulary).__name__}.")
-        check_int("max_len", max_len, low=1)
-        if not isinstance(truncate, bool):
-            raise ValueError(f"truncate must be a bool, got {truncate!r}.")
-        self.source = source
-        self.vocabulary = vocabulary
-        self.max_len = int(max_len)
-        self.truncate = truncate
-        words = json.dumps(vocabulary.to_json_dict(), sort_keys=True).encode("utf-8")
-        self._vocabulary_digest = hashlib.sha256(words).hexdigest()[:16]
+  def __init__(
+      self, source: Sequence, vocabulary: Vocabulary, *, max_len: int, truncate: bool = False
+  ):
+    _check_source(source)
+    if not isinstance(vocabulary, Vocabulary):
+      raise ValueError(f"vocabulary must be a Vocabulary, got {type(vocabulary).__name__}.")
+    check_int("max_len", max_len, low=1)
+    if not isinstance(truncate, bool):
+      raise ValueError(f"truncate must be a bool, got {truncate!r}.")
+    self.source = source
+    self.vocabulary = vocabulary
+    self.max_len = int(max_len)
+    self.truncate = truncate
+    words = json.dumps(vocabulary.to_json_dict(), sort_keys=True).encode("utf-8")
+    self._vocabulary_digest = hashlib.sha256(words).hexdigest()[:16]
 
-    def __len__(self) -> int:
-        return len(self.source)
+  def __len__(self) -> int:
+    return len(self.source)
 
-    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        record = self.source[index]
-        try:
-            tokens, lengths = self.vocabulary.encode(
-                [_text(record["caption"])], max_len=self.max_len, truncate=self.truncate
-            )
-        except ValueError as error:
-            raise ValueError(f"record {index} of {_source_repr(self.source)}: {error}") from error
-        encoded = {k: _as_array(v) for k, v in record.items() if k not in _DERIVED and _is_numeric(v)}
-        encoded.update(
-            image=np.asarray(record["image"]).astype(np.float32) / 255.0,
-            tokens=tokens[0],
-            length=lengths[0],
-            index=np.int32(index),
-        )
-        return encoded
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    record = self.source[index]
+    try:
+      tokens, lengths = self.vocabulary.encode(
+          [_text(record["caption"])], max_len=self.max_len, truncate=self.truncate
+      )
+    except ValueError as error:
+      raise ValueError(f"record {index} of {_source_repr(self.source)}: {error}") from error
+    encoded = {k: _as_array(v) for k, v in record.items() if k not in _DERIVED and _is_numeric(v)}
+    encoded.update(
+        image=np.asarray(record["image"]).astype(np.float32) / 255.0,
+        tokens=tokens[0],
+        length=lengths[0],
+        index=np.int32(index),
+    )
+    return encoded
 
-    def __repr__(self) -> str:
-        # Grain stores this in checkpoints and checks it on restore: it names every parameter
-        # (the vocabulary by size and content digest) and no memory address.
-        return (
-            f"EncodedCaptions(source={_source_repr(self.source)}, "
-            f"vocabulary=<Vocabulary of {len(self.vocabulary)} ids, sha256 {self._vocabulary_digest}>, "
-            f"max_len={self.max_len}, truncate={self.truncate})"
-        )
+  def __repr__(self) -> str:
+    # Grain stores this in checkpoints and checks it on restore: it names every parameter
+    # (the vocabulary by size and content digest) and no memory address.
+    return (
+        f"EncodedCaptions(source={_source_repr(self.source)}, "
+        f"vocabulary=<Vocabulary of {len(self.vocabulary)} ids, sha256 {self._vocabulary_digest}>, "
+        f"max_len={self.max_len}, truncate={self.truncate})"
+    )
 
 
 def references(source: Sequence) -> dict[int, list[str]]:
-    """Every record's reference captions as text: `{index: [caption, ...]}`.
+  """Every record's reference captions as text: `{index: [caption, ...]}`.
 
-    Args:
-      source: captioned records (an `EncodedCaptions` reads its wrapped source); a record's
-        references are its "references" field when it has one (COCO: all the image's
-        captions), else its one "caption".
+  Args:
+    source: captioned records (an `EncodedCaptions` reads its wrapped source); a record's
+      references are its "references" field when it has one (COCO: all the image's
+      captions), else its one "caption".
 
-    Returns:
-      `{i: list of str}` for `i` in `range(len(source))`, the `references` argument of
-      `metrics.captions.caption_metrics` (hypotheses keyed by the batches' "index").
-      Reading COCO records decodes their images too (a few ms each).
-    """
-    if isinstance(source, EncodedCaptions):
-        source = source.source
-    _check_source(source)
-    result = {}
-    for index in range(len(source)):
-        record = source[index]
-        texts = record["references"] if "references" in record else [record["caption"]]
-        result[index] = [_text(t) for t in texts]
-    return result
+  Returns:
+    `{i: list of str}` for `i` in `range(len(source))`, the `references` argument of
+    `metrics.captions.caption_metrics` (hypotheses keyed by the batches' "index").
+    Reading COCO records decodes their images too (a few ms each).
+  """
+  if isinstance(source, EncodedCaptions):
+    source = source.source
+  _check_source(source)
+  result = {}
+  for index in range(len(source)):
+    record = source[index]
+    texts = record["references"] if "references" in record else [record["caption"]]
+    result[index] = [_text(t) for t in texts]
+  return result
 
 
 def resize_square(image: np.ndarray, *, size: int, center_crop: bool = True) -> np.ndarray:
-    """An image resized to `size x size` RGB with PIL's bicubic (antialiased) filter.
+  """An image resized to `size x size` RGB with PIL's bicubic (antialiased) filter.
 
-    Args:
-      image: uint8 `[H, W, 3]`, `[H, W, 1]` or `[H, W]` (grey becomes RGB).
-      size: S, the side of the result.
-      center_crop: resize the central `min(H, W)` square, keeping the aspect ratio; False
-        resizes the whole image, squeezing the longer side.
+  Args:
+    image: uint8 `[H, W, 3]`, `[H, W, 1]` or `[H, W]` (grey becomes RGB).
+    size: S, the side of the result.
+    center_crop: resize the central `min(H, W)` square, keeping the aspect ratio; False
+      resizes the whole image, squeezing the longer side.
 
-    Returns:
-      uint8 `[S, S, 3]`.
+  Returns:
+    uint8 `[S, S, 3]`.
 
-    Raises:
-      ValueError: for an image of another dtype or shape, or a size below 1.
-    """
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (1, 3)):
-        raise ValueError(f"image must be uint8 [H, W, 3], [H, W, 1] or [H, W], got {image.dtype} {image.shape}.")
-    check_int("size", size, low=1)
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
-    height, width = image.shape[:2]
-    if center_crop:
-        side = min(height, width)
-        top, left = (height - side) / 2, (width - side) / 2
-        box = (left, top, left + side, top + side)
-    else:
-        box = (0, 0, width, height)
-    picture = Image.fromarray(image).convert("RGB")
-    return np.asarray(picture.resize((size, size), resample=Image.Resampling.BICUBIC, box=box))
+  Raises:
+    ValueError: for an image of another dtype or shape, or a size below 1.
+  """
+  image = np.asarray(image)
+  if (
+      image.dtype != np.uint8
+      or image.ndim not in (2, 3)
+      or (image.ndim == 3 and image.shape[-1] not in (1, 3))
+  ):
+    raise ValueError(
+        f"image must be uint8 [H, W, 3], [H, W, 1] or [H, W], got {image.dtype} {image.shape}."
+    )
+  check_int("size", size, low=1)
+  if image.ndim == 3 and image.shape[-1] == 1:
+    image = image[..., 0]
+  height, width = image.shape[:2]
+  if center_crop:
+    side = min(height, width)
+    top, left = (height - side) / 2, (width - side) / 2
+    box = (left, top, left + side, top + side)
+  else:
+    box = (0, 0, width, height)
+  picture = Image.fromarray(image).convert("RGB")
+  return np.asarray(picture.resize((size, size), resample=Image.Resampling.BICUBIC, box=box))
 
 
 class CocoCaptions:
-    """Random-access COCO records `{"image", "caption", "references", "image_id"}` (module doc).
+  """Random-access COCO records `{"image", "caption", "references", "image_id"}` (module doc).
 
-    Args:
-      source: records of TFDS `coco_captions`: "image" uint8 `[H, W, 3]`, "image/id",
-        "captions" `{"text": [K] text, ...}`.
-      image_size: S, the side of the square images.
-      captions_per_image: k records per image: record `i` is image `i // k` with its caption
-        number `(i % k) % K`. k = 5 pairs every COCO image with each of (at least) five
-        captions, for training; k = 1 keeps the first caption, one record per image, for
-        evaluation against all references.
-      center_crop: see `resize_square`.
-    """
+  Args:
+    source: records of TFDS `coco_captions`: "image" uint8 `[H, W, 3]`, "image/id",
+      "captions" `{"text": [K] text, ...}`.
+    image_size: S, the side of the square images.
+    captions_per_image: k records per image: record `i` is image `i // k` with its caption
+      number `(i % k) % K`. k = 5 pairs every COCO image with each of (at least) five
+      captions, for training; k = 1 keeps the first caption, one record per image, for
+      evaluation against all references.
+    center_crop: see `resize_square`.
+  """
 
-    def __init__(self, source: Sequence, *, image_size: int, captions_per_image: int = 1, center_crop: bool = True):
-        _check_source(source)
-        check_int("image_size", image_size, low=1)
-        check_int("captions_per_image", captions_per_image, low=1)
-        if not isinstance(center_crop, bool):
-            raise ValueError(f"center_crop must be a bool, got {center_crop!r}.")
-        self.source = source
-        self.image_size = int(image_size)
-        self.captions_per_image = int(captions_per_image)
-        self.center_crop = center_crop
+  def __init__(
+      self,
+      source: Sequence,
+      *,
+      image_size: int,
+      captions_per_image: int = 1,
+      center_crop: bool = True,
+  ):
+    _check_source(source)
+    check_int("image_size", image_size, low=1)
+    check_int("captions_per_image", captions_per_image, low=1)
+    if not isinstance(center_crop, bool):
+      raise ValueError(f"center_crop must be a bool, got {center_crop!r}.")
+    self.source = source
+    self.image_size = int(image_size)
+    self.captions_per_image = int(captions_per_image)
+    self.center_crop = center_crop
 
-    def __len__(self) -> int:
-        return len(self.source) * self.captions_per_image
+  def __len__(self) -> int:
+    return len(self.source) * self.captions_per_image
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < len(self):
-            raise IndexError(f"index must be in [0, {len(self)}), got {index}.")
-        image_index, choice = divmod(int(index), self.captions_per_image)
-        example = self.source[image_index]
-        texts = tuple(_text(t).encode("utf-8") for t in example["captions"]["text"])
-        if not texts:
-            raise ValueError(f"source record {image_index} (image id {example['image/id']}) has no caption.")
-        return {
-            "image": resize_square(example["image"], size=self.image_size, center_crop=self.center_crop),
-            "caption": texts[choice % len(texts)],
-            "references": texts,
-            "image_id": np.int32(example["image/id"]),
-        }
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    if not 0 <= index < len(self):
+      raise IndexError(f"index must be in [0, {len(self)}), got {index}.")
+    image_index, choice = divmod(int(index), self.captions_per_image)
+    example = self.source[image_index]
+    texts = tuple(_text(t).encode("utf-8") for t in example["captions"]["text"])
+    if not texts:
+      raise ValueError(
+          f"source record {image_index} (image id {example['image/id']}) has no caption."
+      )
+    return {
+        "image": resize_square(
+            example["image"], size=self.image_size, center_crop=self.center_crop
+        ),
+        "caption": texts[choice % len(texts)],
+        "references": texts,
+        "image_id": np.int32(example["image/id"]),
+    }
 
-    def __repr__(self) -> str:
-        return (
-            f"CocoCaptions(source={_source_repr(self.source)}, image_size={self.image_size}, "
-            f"captions_per_image={self.captions_per_image}, center_crop={self.center_crop})"
-        )
+  def __repr__(self) -> str:
+    return (
+        f"CocoCaptions(source={_source_repr(self.source)}, image_size={self.image_size}, "
+        f"captions_per_image={self.captions_per_image}, center_crop={self.center_crop})"
+    )
 
 
 def _check_coco_split(split: str) -> None:
-    """`split` is a TFDS split expression over COCO_SPLITS, e.g. "train+restval", "val[:500]"."""
-    parts = split.split("+") if isinstance(split, str) else [None]
-    names = [p.split("[")[0].strip() if p is not None else None for p in parts]
-    if not all(name in COCO_SPLITS for name in names):
-        raise ValueError(
-            f"split must be one of {COCO_SPLITS}, or a TFDS split expression over them such as "
-            f"'train+restval' or 'val[:500]', got {split!r}."
-        )
+  """`split` is a TFDS split expression over COCO_SPLITS, e.g. "train+restval", "val[:500]"."""
+  parts = split.split("+") if isinstance(split, str) else [None]
+  names = [p.split("[")[0].strip() if p is not None else None for p in parts]
+  if not all(name in COCO_SPLITS for name in names):
+    raise ValueError(
+        f"split must be one of {COCO_SPLITS}, or a TFDS split expression over them such as "
+        f"'train+restval' or 'val[:500]', got {split!r}."
+    )
 
 
 def load_coco_captions(
@@ -275,41 +298,42 @@ def load_coco_captions(
     center_crop: bool = True,
     download: bool = False,
 ) -> CocoCaptions:
-    """One split of TFDS `coco_captions` as `CocoCaptions` records.
+  """One split of TFDS `coco_captions` as `CocoCaptions` records.
 
-    Args:
-      split: "train", "val", "test", "restval", or a TFDS expression such as
-        "train+restval" (Show, Attend and Tell's training set) or "val[:500]".
-      data_dir: TFDS data dir holding (or to receive) `coco_captions/2014/<version>/`.
-      image_size: S, the side of the square images.
-      captions_per_image: records per image (see `CocoCaptions`).
-      center_crop: see `resize_square`.
-      download: download and prepare the dataset (37.6 GiB) when it is not in
-        `data_dir`; False reads prepared data only.
+  Args:
+    split: "train", "val", "test", "restval", or a TFDS expression such as
+      "train+restval" (Show, Attend and Tell's training set) or "val[:500]".
+    data_dir: TFDS data dir holding (or to receive) `coco_captions/2014/<version>/`.
+    image_size: S, the side of the square images.
+    captions_per_image: records per image (see `CocoCaptions`).
+    center_crop: see `resize_square`.
+    download: download and prepare the dataset (37.6 GiB) when it is not in
+      `data_dir`; False reads prepared data only.
 
-    Returns:
-      The random-access source; wrap it in `EncodedCaptions` for training.
+  Returns:
+    The random-access source; wrap it in `EncodedCaptions` for training.
 
-    Raises:
-      ValueError: naming the argument, for a bad split, image_size or captions_per_image.
-      ImportError: when TensorFlow is missing (`pip install vislang_jax[coco]`).
-    """
-    _check_coco_split(split)
-    check_int("image_size", image_size, low=1)
-    check_int("captions_per_image", captions_per_image, low=1)
-    try:
-        source = tfds.data_source("coco_captions", split=split, data_dir=os.fspath(data_dir), download=download)
-    except ImportError as error:
-        if "tensorflow" not in str(error):
-            raise
-        raise ImportError(
-            "load_coco_captions needs TensorFlow: TFDS's coco_captions builder uses it to prepare the data "
-            "and to describe its features. Install it with `pip install vislang_jax[coco]`."
-        ) from error
-    return CocoCaptions(
-        source, image_size=image_size, captions_per_image=captions_per_image, center_crop=center_crop
+  Raises:
+    ValueError: naming the argument, for a bad split, image_size or captions_per_image.
+    ImportError: when TensorFlow is missing (`pip install vislang_jax[coco]`).
+  """
+  _check_coco_split(split)
+  check_int("image_size", image_size, low=1)
+  check_int("captions_per_image", captions_per_image, low=1)
+  try:
+    source = tfds.data_source(
+        "coco_captions", split=split, data_dir=os.fspath(data_dir), download=download
     )
-
+  except ImportError as error:
+    if "tensorflow" not in str(error):
+      raise
+    raise ImportError(
+        "load_coco_captions needs TensorFlow: TFDS's coco_captions builder uses it to prepare the data "
+        "and to describe its features. Install it with `pip install vislang_jax[coco]`."
+    ) from error
+  return CocoCaptions(
+      source, image_size=image_size, captions_per_image=captions_per_image, center_crop=center_crop
+  )
 
 
 def build_encoded_captioned_digits(
@@ -322,20 +346,28 @@ def build_encoded_captioned_digits(
     copies: int = 1,
     novel_size: int = 1000,
 ) -> tuple[dict[str, EncodedCaptions], Vocabulary]:
-    """Captioned digits ready to train on: every split encoded with the training captions' words.
+  """Captioned digits ready to train on: every split encoded with the training captions' words.
 
-    Args:
-      source, data_dir, mnist_dir, seed, copies, novel_size: as
-        `captioned_digits.build_captioned_digits_dataset`.
-      max_len: caption ids per record, `<eos>` included.
+  Args:
+    source, data_dir, mnist_dir, seed, copies, novel_size: as
+      `captioned_digits.build_captioned_digits_dataset`.
+    max_len: caption ids per record, `<eos>` included.
 
-    Returns:
-      `({"train", "validation", "test", "novel"} -> EncodedCaptions, the Vocabulary built
-      from the training captions)`.
-    """
-    raw = build_captioned_digits_dataset(
-        source=source, data_dir=data_dir, mnist_dir=mnist_dir, seed=seed, copies=copies, novel_size=novel_size
-    )
-    train = raw["train"]
-    vocabulary = Vocabulary.build(_text(train[i]["caption"]) for i in range(len(train)))
-    return {split: EncodedCaptions(split_source, vocabulary, max_len=max_len) for split, split_source in raw.items()}, vocabulary
+  Returns:
+    `({"train", "validation", "test", "novel"} -> EncodedCaptions, the Vocabulary built
+    from the training captions)`.
+  """
+  raw = build_captioned_digits_dataset(
+      source=source,
+      data_dir=data_dir,
+      mnist_dir=mnist_dir,
+      seed=seed,
+      copies=copies,
+      novel_size=novel_size,
+  )
+  train = raw["train"]
+  vocabulary = Vocabulary.build(_text(train[i]["caption"]) for i in range(len(train)))
+  return {
+      split: EncodedCaptions(split_source, vocabulary, max_len=max_len)
+      for split, split_source in raw.items()
+  }, vocabulary

@@ -34,125 +34,129 @@ _DIGIT_SIZE = 28
 
 
 def place_digits(digits: np.ndarray, rng: np.random.Generator, *, canvas_size: int) -> np.ndarray:
-    """Adds `digits` at uniformly random places of a black canvas and clips the sum.
+  """Adds `digits` at uniformly random places of a black canvas and clips the sum.
 
-    Args:
-      digits: `[K, 28, 28]` intensities in [0, 255] (uint8 or float).
-      rng: draws, per digit in order, its top row then its left column, each uniform in
-        `[0, canvas_size - 28]`.
-      canvas_size: side of the square canvas, >= 28.
+  Args:
+    digits: `[K, 28, 28]` intensities in [0, 255] (uint8 or float).
+    rng: draws, per digit in order, its top row then its left column, each uniform in
+      `[0, canvas_size - 28]`.
+    canvas_size: side of the square canvas, >= 28.
 
-    Returns:
-      float32 `[canvas_size, canvas_size]` in [0, 255].
+  Returns:
+    float32 `[canvas_size, canvas_size]` in [0, 255].
 
-    Raises:
-      ValueError: for digits not `[K, 28, 28]` or a canvas smaller than a digit.
-    """
-    digits = np.asarray(digits, np.float32)
-    if digits.ndim != 3 or digits.shape[1:] != (_DIGIT_SIZE, _DIGIT_SIZE):
-        raise ValueError(f"place_digits: digits must have shape [K, 28, 28], got {digits.shape}.")
-    check_int("place_digits: canvas_size", canvas_size, low=_DIGIT_SIZE)
-    canvas = np.zeros((canvas_size, canvas_size), np.float32)
-    for digit in digits:
-        y, x = rng.integers(0, canvas_size - _DIGIT_SIZE + 1, size=2)
-        canvas[y : y + _DIGIT_SIZE, x : x + _DIGIT_SIZE] += digit
-    return np.clip(canvas, 0.0, 255.0)
+  Raises:
+    ValueError: for digits not `[K, 28, 28]` or a canvas smaller than a digit.
+  """
+  digits = np.asarray(digits, np.float32)
+  if digits.ndim != 3 or digits.shape[1:] != (_DIGIT_SIZE, _DIGIT_SIZE):
+    raise ValueError(f"place_digits: digits must have shape [K, 28, 28], got {digits.shape}.")
+  check_int("place_digits: canvas_size", canvas_size, low=_DIGIT_SIZE)
+  canvas = np.zeros((canvas_size, canvas_size), np.float32)
+  for digit in digits:
+    y, x = rng.integers(0, canvas_size - _DIGIT_SIZE + 1, size=2)
+    canvas[y : y + _DIGIT_SIZE, x : x + _DIGIT_SIZE] += digit
+  return np.clip(canvas, 0.0, 255.0)
 
 
 @dataclasses.dataclass(kw_only=True)
 class MultiDigitConfig(tfds.core.BuilderConfig):
-    """Every parameter of `MultiDigit`; build with `MultiDigitConfig.make`, which validates.
+  """Every parameter of `MultiDigit`; build with `MultiDigitConfig.make`, which validates.
 
-    Attributes:
-      source: one of `sources.SOURCES`.
-      mnist_dir: folder of MNIST IDX files (source="mnist" only); not part of the name.
-      seed: base seed of every example's generator.
-      num_digits: digits per canvas.
-      canvas_size: side of the square canvas.
+  Attributes:
+    source: one of `sources.SOURCES`.
+    mnist_dir: folder of MNIST IDX files (source="mnist" only); not part of the name.
+    seed: base seed of every example's generator.
+    num_digits: digits per canvas.
+    canvas_size: side of the square canvas.
+  """
+
+  source: str
+  mnist_dir: str | None = None
+  seed: int = 0
+  num_digits: int = 2
+  canvas_size: int = 60
+
+  @classmethod
+  def make(
+      cls,
+      *,
+      source: str,
+      mnist_dir: str | os.PathLike | None = None,
+      seed: int = 0,
+      num_digits: int = 2,
+      canvas_size: int = 60,
+  ) -> MultiDigitConfig:
+    """Validates the parameters and names the config.
+
+    Raises:
+      ValueError: naming the argument, for any value out of range.
     """
-
-    source: str
-    mnist_dir: str | None = None
-    seed: int = 0
-    num_digits: int = 2
-    canvas_size: int = 60
-
-    @classmethod
-    def make(
-        cls,
-        *,
-        source: str,
-        mnist_dir: str | os.PathLike | None = None,
-        seed: int = 0,
-        num_digits: int = 2,
-        canvas_size: int = 60,
-    ) -> MultiDigitConfig:
-        """Validates the parameters and names the config.
-
-        Raises:
-          ValueError: naming the argument, for any value out of range.
-        """
-        check_digit_source(source, mnist_dir)
-        for name, value, low in (("seed", seed, 0), ("num_digits", num_digits, 1), ("canvas_size", canvas_size, _DIGIT_SIZE)):
-            check_int(name, value, low=low)
-        name = f"{source}-seed{seed}-digits{num_digits}-canvas{canvas_size}"
-        return cls(
-            name=name,
-            description=f"{num_digits} {source} digits on a {canvas_size}x{canvas_size} canvas, seed {seed}.",
-            source=source,
-            mnist_dir=None if mnist_dir is None else os.fspath(mnist_dir),
-            seed=int(seed),
-            num_digits=int(num_digits),
-            canvas_size=int(canvas_size),
-        )
+    check_digit_source(source, mnist_dir)
+    for name, value, low in (
+        ("seed", seed, 0),
+        ("num_digits", num_digits, 1),
+        ("canvas_size", canvas_size, _DIGIT_SIZE),
+    ):
+      check_int(name, value, low=low)
+    name = f"{source}-seed{seed}-digits{num_digits}-canvas{canvas_size}"
+    return cls(
+        name=name,
+        description=f"{num_digits} {source} digits on a {canvas_size}x{canvas_size} canvas, seed {seed}.",
+        source=source,
+        mnist_dir=None if mnist_dir is None else os.fspath(mnist_dir),
+        seed=int(seed),
+        num_digits=int(num_digits),
+        canvas_size=int(canvas_size),
+    )
 
 
 class MultiDigit(tfds.core.GeneratorBasedBuilder):
-    """Several digits per canvas (DRAW, Gregor et al., 2015, Sec. 4.3).
+  """Several digits per canvas (DRAW, Gregor et al., 2015, Sec. 4.3).
 
-    Construct with a `MultiDigitConfig`: `MultiDigit(config=MultiDigitConfig.make(...),
-    data_dir=..., file_format="array_record")`. Records: `image` uint8
-    `[canvas_size, canvas_size, 1]`; `label` int64 `[num_digits]`, the classes of the digits
-    in the order they were placed.
-    """
+  Construct with a `MultiDigitConfig`: `MultiDigit(config=MultiDigitConfig.make(...),
+  data_dir=..., file_format="array_record")`. Records: `image` uint8
+  `[canvas_size, canvas_size, 1]`; `label` int64 `[num_digits]`, the classes of the digits
+  in the order they were placed.
+  """
 
-    # Bump on any change to the generated data (placement, split rule, sources).
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+  # Bump on any change to the generated data (placement, split rule, sources).
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
 
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> None:
-        """None: nothing is downloaded, so there is no checksums file (see DistortedDigits)."""
-        return None
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> None:
+    """None: nothing is downloaded, so there is no checksums file (see DistortedDigits)."""
+    return None
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        config = self.builder_config
-        side = config.canvas_size
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="Several digits at random places of one canvas (DRAW, Gregor et al., 2015, Sec. 4.3).",
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Tensor(shape=(side, side, 1), dtype=np.uint8),
-                    "label": tfds.features.Tensor(shape=(config.num_digits,), dtype=np.int64),
-                }
-            ),
-        )
+  def _info(self) -> tfds.core.DatasetInfo:
+    config = self.builder_config
+    side = config.canvas_size
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description="Several digits at random places of one canvas (DRAW, Gregor et al., 2015, Sec. 4.3).",
+        features=tfds.features.FeaturesDict(
+            {
+                "image": tfds.features.Tensor(shape=(side, side, 1), dtype=np.uint8),
+                "label": tfds.features.Tensor(shape=(config.num_digits,), dtype=np.int64),
+            }
+        ),
+    )
 
-    def _split_generators(self, dl_manager):
-        del dl_manager  # The sources load themselves.
-        config = self.builder_config
-        parts = load_digit_splits(config.source, mnist_dir=config.mnist_dir)
-        return {split: self._generate_examples(split, *part) for split, part in parts.items()}
+  def _split_generators(self, dl_manager):
+    del dl_manager  # The sources load themselves.
+    config = self.builder_config
+    parts = load_digit_splits(config.source, mnist_dir=config.mnist_dir)
+    return {split: self._generate_examples(split, *part) for split, part in parts.items()}
 
-    def _generate_examples(self, split: str, images: np.ndarray, labels: np.ndarray):
-        config = self.builder_config
-        for index in range(len(images)):
-            rng = np.random.default_rng([config.seed, _SPLIT_IDS[split], index])
-            chosen = np.concatenate([[index], rng.integers(0, len(images), size=config.num_digits - 1)])
-            image = place_digits(images[chosen], rng, canvas_size=config.canvas_size)
-            yield index, {"image": to_uint8(image)[..., None], "label": labels[chosen].astype(np.int64)}
+  def _generate_examples(self, split: str, images: np.ndarray, labels: np.ndarray):
+    config = self.builder_config
+    for index in range(len(images)):
+      rng = np.random.default_rng([config.seed, _SPLIT_IDS[split], index])
+      chosen = np.concatenate([[index], rng.integers(0, len(images), size=config.num_digits - 1)])
+      image = place_digits(images[chosen], rng, canvas_size=config.canvas_size)
+      yield index, {"image": to_uint8(image)[..., None], "label": labels[chosen].astype(np.int64)}
 
 
 def build_multi_digit_dataset(
@@ -164,27 +168,27 @@ def build_multi_digit_dataset(
     num_digits: int = 2,
     canvas_size: int = 60,
 ) -> dict[str, tfds.data_sources.ArrayRecordDataSource]:
-    """Prepares a multi-digit dataset in `data_dir` (once) and returns its data sources.
+  """Prepares a multi-digit dataset in `data_dir` (once) and returns its data sources.
 
-    A dataset already prepared in `data_dir` with the same parameters is reused.
+  A dataset already prepared in `data_dir` with the same parameters is reused.
 
-    Args:
-      source: "mnist" or "sklearn_digits" (see `sources.load_digits`).
-      data_dir: TFDS data dir; the dataset lands in
-        `data_dir/multi_digit/<config name>/<version>/`.
-      mnist_dir: MNIST IDX folder, for source="mnist" (else TFDS downloads MNIST).
-      seed: base seed of the digit choices and placements.
-      num_digits: digits per canvas (2 in the paper).
-      canvas_size: side of the canvas (60 in the paper).
+  Args:
+    source: "mnist" or "sklearn_digits" (see `sources.load_digits`).
+    data_dir: TFDS data dir; the dataset lands in
+      `data_dir/multi_digit/<config name>/<version>/`.
+    mnist_dir: MNIST IDX folder, for source="mnist" (else TFDS downloads MNIST).
+    seed: base seed of the digit choices and placements.
+    num_digits: digits per canvas (2 in the paper).
+    canvas_size: side of the canvas (60 in the paper).
 
-    Returns:
-      `{"train", "validation", "test"}` -> random-access source of
-      `{"image": uint8 [canvas_size, canvas_size, 1], "label": int64 [num_digits]}` records.
+  Returns:
+    `{"train", "validation", "test"}` -> random-access source of
+    `{"image": uint8 [canvas_size, canvas_size, 1], "label": int64 [num_digits]}` records.
 
-    Raises:
-      ValueError: naming the argument, for bad parameters or unavailable source data.
-    """
-    config = MultiDigitConfig.make(
-        source=source, mnist_dir=mnist_dir, seed=seed, num_digits=num_digits, canvas_size=canvas_size
-    )
-    return prepare_sources(MultiDigit, config, data_dir=data_dir)
+  Raises:
+    ValueError: naming the argument, for bad parameters or unavailable source data.
+  """
+  config = MultiDigitConfig.make(
+      source=source, mnist_dir=mnist_dir, seed=seed, num_digits=num_digits, canvas_size=canvas_size
+  )
+  return prepare_sources(MultiDigit, config, data_dir=data_dir)

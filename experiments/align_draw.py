@@ -44,6 +44,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from vislang_jax import viz
 from vislang_jax.data.captioned_digits import HELD_OUT, POSITIONS, caption
 from vislang_jax.data.captions import EncodedCaptions, build_encoded_captioned_digits
+from vislang_jax.data.pipeline import stack_records
 from vislang_jax.data.vocabulary import Vocabulary, tokenize
 from vislang_jax.metrics.retrieval import median_rank, recall_at_k
 from vislang_jax.models import align_draw
@@ -228,13 +229,6 @@ def train_classifier(judge: SceneJudge, images: np.ndarray, classes: np.ndarray,
   return params
 
 
-def _stack(source: EncodedCaptions, keys: tuple[str, ...], count: int | None = None
-           ) -> dict[str, np.ndarray]:
-  n = len(source) if count is None else min(count, len(source))
-  records = [source[i] for i in range(n)]
-  return {k: np.stack([r[k] for r in records]) for k in keys}
-
-
 _RECORD_KEYS = ("image", "tokens", "length", "index", "labels", "boxes", "num_digits")
 
 
@@ -247,7 +241,7 @@ def load_or_train_classifier(classifier: SceneJudge, train: EncodedCaptions,
   if os.path.exists(path):
     with open(path, "rb") as f:
       return flax.serialization.from_bytes(template, f.read())
-  arrays = _stack(train, ("image", "labels", "boxes", "num_digits"))
+  arrays = stack_records(train, ("image", "labels", "boxes", "num_digits"))
   params = train_classifier(classifier, arrays["image"],
                             scene_classes(arrays["labels"], arrays["boxes"], arrays["num_digits"]),
                             config=config.classifier, seed=config.seed)
@@ -350,7 +344,7 @@ def make_evaluator(model: align_draw.AlignDRAW, datasets: dict[str, EncodedCapti
     if name not in cache:
       count = max(eval_cfg.consistency_samples, eval_cfg.retrieval_pool,
                   eval_cfg.figure_captions)
-      arrays = _stack(datasets[name], _RECORD_KEYS, count)
+      arrays = stack_records(datasets[name], _RECORD_KEYS, count=count)
       arrays["classes"] = scene_classes(arrays["labels"], arrays["boxes"], arrays["num_digits"])
       cache[name] = arrays
     return cache[name]

@@ -26,10 +26,11 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from vislang_jax import decoding
 from vislang_jax.data.captioned_digits import DIGIT_NAMES
 from vislang_jax.data.captions import EncodedCaptions, build_encoded_captioned_digits, references
+from vislang_jax.data.pipeline import stack_records
 from vislang_jax.data.vocabulary import BOS_ID, EOS_ID, Vocabulary
 from vislang_jax.metrics.captions import caption_metrics
 from vislang_jax.models.show_attend_tell import ATTENTIONS, Decoder, Encoder, ShowAttendTell
-from vislang_jax.objectives.captioning import hard_attention_loss, soft_attention_loss
+from vislang_jax.objectives.captioning import caption_nll, hard_attention_loss, soft_attention_loss
 from vislang_jax.train import cli
 from vislang_jax.train.loop import Task, train_and_evaluate as run_task
 
@@ -137,10 +138,6 @@ def save_attention_figure(path: str, images: np.ndarray, words: list[list[str]],
   plt.close(fig)
 
 
-def _stack(source: EncodedCaptions, key: str) -> np.ndarray:
-  return np.stack([source[i][key] for i in range(len(source))])
-
-
 def make_evaluator(model: ShowAttendTell, datasets: dict[str, EncodedCaptions],
                    vocabulary: Vocabulary, config: ml_collections.ConfigDict, workdir: str):
   """`on_eval(state, split) -> {bleu1..4, rouge_l, cider, attention_in_box, box_share}`."""
@@ -158,7 +155,7 @@ def make_evaluator(model: ShowAttendTell, datasets: dict[str, EncodedCaptions],
   def split_arrays(name):
     if name not in cache:
       source = datasets[name]
-      cache[name] = ({k: _stack(source, k) for k in ("image", "labels", "boxes")},
+      cache[name] = (stack_records(source, ("image", "labels", "boxes")),
                      references(source))
     return cache[name]
 
@@ -226,12 +223,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     logits, _ = apply(params, batch, jax.random.PRNGKey(0), deterministic=True,
                       attention="soft")
     mask = token_mask(batch["tokens"], batch["length"])
-    log_probs = jax.nn.log_softmax(logits)
-    nll = -jnp.take_along_axis(log_probs, batch["tokens"][..., None], -1)[..., 0]
+    nll, count = caption_nll(logits, batch["tokens"], mask)
+    count = jnp.maximum(count, 1.0)  # padding examples of the last batch have no tokens
     correct = (jnp.argmax(logits, -1) == batch["tokens"]).astype(jnp.float32)
-    count = jnp.maximum(mask.sum(1), 1.0)
-    return {"nll_per_token": (nll * mask).sum(1) / count,
-            "token_accuracy": (correct * mask).sum(1) / count}
+    return {"nll_per_token": nll / count, "token_accuracy": (correct * mask).sum(1) / count}
 
   def init_params(key):
     images = jnp.zeros((1,) + example["image"].shape)

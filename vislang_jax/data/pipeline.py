@@ -101,3 +101,16 @@ def make_loader(
       worker_count=worker_count,
       shard_options=shard_options,
   )
+
+
+def stack_records(
+    data_source: Any, keys: tuple[str, ...], *, count: int | None = None
+) -> dict[str, np.ndarray]:
+  """The first `count` records (all when None) of a random-access source, as arrays.
+
+  Reads each record once: `{key: np.stack of record[key]}` with a leading record axis, for
+  evaluations that work on a whole (small) split at a time.
+  """
+  n = len(data_source) if count is None else min(count, len(data_source))
+  records = [data_source[i] for i in range(n)]
+  return {key: np.stack([record[key] for record in records]) for key in keys}

@@ -21,6 +21,7 @@ import optax
 from vislang_jax import viz
 from vislang_jax.data.builders import build_digits_dataset
 from vislang_jax.models.draw_classifier import RecurrentAttentionClassifier
+from vislang_jax.objectives.classification import classification_loss
 from vislang_jax.ops.filterbank import AttentionParams
 from vislang_jax.train import cli
 from vislang_jax.train.loop import Task, train_and_evaluate as run_task
@@ -97,9 +98,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
 
   def per_example(params, batch):
     logits, _ = model.apply(params, batch["image"])
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-    errors = (jnp.argmax(logits, -1) != batch["label"]).astype(jnp.float32)
-    return {"loss": loss, "error_rate": errors}
+    loss, metrics = classification_loss(logits, batch["label"])
+    return {"loss": loss, **metrics}
 
   def loss_fn(params, batch, key):
     del key  # deterministic model

@@ -19,6 +19,7 @@ import optax
 from vislang_jax import viz
 from vislang_jax.data.builders import build_digits_dataset
 from vislang_jax.models.stn import make_classifier
+from vislang_jax.objectives.classification import classification_loss
 from vislang_jax.train import cli
 from vislang_jax.train.loop import Task, train_and_evaluate as run_task
 
@@ -60,21 +61,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       localisation=None if config.localisation == "paper" else config.localisation,
       tps_grid_size=config.tps_grid_size)
 
-  def loss_fn(params, batch, key):
-    del key  # deterministic model
-    logits, _ = model.apply(params, batch["image"])
-    loss = optax.softmax_cross_entropy_with_integer_labels(
-        logits, batch["label"]).mean()
-    return loss, {"error_rate": jnp.mean(jnp.argmax(logits, -1) != batch["label"])}
-
   def metric_fn(params, batch):
     logits, _ = model.apply(params, batch["image"])
-    return {
-        "loss": optax.softmax_cross_entropy_with_integer_labels(
-            logits, batch["label"]),
-        "error_rate": (jnp.argmax(logits, -1) != batch["label"]).astype(
-            jnp.float32),
-    }
+    loss, metrics = classification_loss(logits, batch["label"])
+    return {"loss": loss, **metrics}
+
+  def loss_fn(params, batch, key):
+    del key  # deterministic model
+    metrics = metric_fn(params, batch)
+    return metrics["loss"].mean(), {"error_rate": metrics["error_rate"].mean()}
 
   samples = np.stack([np.asarray(datasets["test"][i]["image"], np.float32) / 255.0
                       for i in range(config.num_samples)])

@@ -459,7 +459,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   """Trains alignDRAW (`config.variant`) on captioned digits; returns the test metrics."""
   data = config.data
   datasets, vocabulary = build_encoded_captioned_digits(
-      source=data.source, data_dir=data.dir or os.path.expanduser("~/tensorflow_datasets"),
+      source=data.source, data_dir=data.dir or None,
       max_len=config.max_len, mnist_dir=data.mnist_dir or None, seed=config.seed,
       copies=data.copies, novel_size=data.novel_size)
   model = make_model(config, len(vocabulary))

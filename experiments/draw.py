@@ -214,7 +214,7 @@ def load_datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """Train split as grey levels; validation and test binarized once (`FixedBinarization`)."""
   data = config.data
   common = dict(source=data.source,
-                data_dir=data.dir or os.path.expanduser("~/tensorflow_datasets"),
+                data_dir=data.dir or None,
                 mnist_dir=data.mnist_dir or None, seed=config.seed)
   if data.dataset == "multi_digit":
     sources = build_multi_digit_dataset(num_digits=data.num_digits,

@@ -42,7 +42,7 @@ def load_datasets(config: ml_collections.ConfigDict) -> dict:
   data = config.data
   return build_digits_dataset(
       distortion="cluttered", source=data.source,
-      data_dir=data.dir or os.path.expanduser("~/tensorflow_datasets"),
+      data_dir=data.dir or None,
       mnist_dir=data.mnist_dir or None, seed=config.seed, copies=data.copies,
       canvas_size=data.canvas_size, num_clutter=data.num_clutter,
       clutter_size=data.clutter_size)

@@ -43,7 +43,7 @@ def load_datasets(config: ml_collections.ConfigDict) -> dict:
   clutter = config.distortion == "cluttered"
   return build_digits_dataset(
       distortion=config.distortion, source=data.source,
-      data_dir=data.dir or os.path.expanduser("~/tensorflow_datasets"),
+      data_dir=data.dir or None,
       mnist_dir=data.mnist_dir or None, seed=config.seed, copies=data.copies,
       canvas_size=data.canvas_size if clutter else None,
       num_clutter=data.num_clutter if clutter else None,

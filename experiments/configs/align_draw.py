@@ -60,7 +60,7 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   config.data.source = "sklearn_digits"  # sklearn_digits | mnist
   config.data.mnist_dir = ""    # dir with the four MNIST *-idx?-ubyte.gz files
-  config.data.dir = ""          # TFDS data dir; "" = ~/tensorflow_datasets
+  config.data.dir = ""          # TFDS data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
   config.data.copies = 4        # captioned canvases per training digit
   config.data.novel_size = 300  # examples of held-out digit/layout combinations
 

@@ -48,7 +48,7 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   config.data.dataset = "digits"         # digits (one 28x28 digit) | multi_digit
   config.data.source = "sklearn_digits"  # sklearn_digits | mnist
   config.data.mnist_dir = ""   # dir with the four MNIST *-idx?-ubyte.gz files
-  config.data.dir = ""         # TFDS data dir; "" = ~/tensorflow_datasets
+  config.data.dir = ""         # TFDS data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
   config.data.num_digits = 2   # multi_digit only
   config.data.canvas_size = 60   # multi_digit only
 

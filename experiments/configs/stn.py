@@ -35,7 +35,7 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   config.data.source = "sklearn_digits"  # sklearn_digits | mnist
   config.data.mnist_dir = ""   # dir with the four MNIST *-idx?-ubyte.gz files
-  config.data.dir = ""         # TFDS data dir; "" = ~/tensorflow_datasets
+  config.data.dir = ""         # TFDS data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
   config.data.copies = 4       # distorted copies of each training digit
   config.data.canvas_size = 60   # cluttered only
   config.data.num_clutter = 4    # cluttered only

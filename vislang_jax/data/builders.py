@@ -206,7 +206,7 @@ def build_digits_dataset(
     *,
     distortion: str,
     source: str,
-    data_dir: str | os.PathLike,
+    data_dir: str | os.PathLike | None,
     mnist_dir: str | os.PathLike | None = None,
     seed: int = 0,
     copies: int = 1,
@@ -222,7 +222,8 @@ def build_digits_dataset(
   Args:
     distortion: "none", "R", "RTS", "P", "E" or "cluttered".
     source: "mnist" or "sklearn_digits" (see `sources.load_digits`).
-    data_dir: TFDS data dir; the dataset lands in
+    data_dir: TFDS data dir (None: TFDS's default, $TFDS_DATA_DIR or ~/tensorflow_datasets);
+      the dataset lands in
       `data_dir/distorted_digits/<config name>/<version>/`.
     mnist_dir: MNIST IDX folder, for source="mnist" (else TFDS downloads MNIST).
     seed: base seed of the distortions.
@@ -253,9 +254,10 @@ def prepare_sources(
     builder_class: type[tfds.core.GeneratorBasedBuilder],
     config: tfds.core.BuilderConfig,
     *,
-    data_dir: str | os.PathLike,
+    data_dir: str | os.PathLike | None,
 ) -> dict[str, tfds.data_sources.ArrayRecordDataSource]:
   """Writes `builder_class(config)` as array_record into `data_dir` once; returns every split's source."""
-  builder = builder_class(config=config, data_dir=os.fspath(data_dir), file_format="array_record")
+  data_dir = None if data_dir is None else os.fspath(data_dir)  # None: TFDS picks its default
+  builder = builder_class(config=config, data_dir=data_dir, file_format="array_record")
   builder.download_and_prepare()
   return dict(builder.as_data_source())

@@ -319,7 +319,7 @@ class CaptionedDigits(tfds.core.GeneratorBasedBuilder):
 def build_captioned_digits_dataset(
     *,
     source: str,
-    data_dir: str | os.PathLike,
+    data_dir: str | os.PathLike | None,
     mnist_dir: str | os.PathLike | None = None,
     seed: int = 0,
     copies: int = 1,
@@ -331,7 +331,8 @@ def build_captioned_digits_dataset(
 
   Args:
     source: "mnist" or "sklearn_digits" (see `sources.load_digits`).
-    data_dir: TFDS data dir; the dataset lands in
+    data_dir: TFDS data dir (None: TFDS's default, $TFDS_DATA_DIR or ~/tensorflow_datasets);
+      the dataset lands in
       `data_dir/captioned_digits/<config name>/<version>/`.
     mnist_dir: MNIST IDX folder, for source="mnist" (else TFDS downloads MNIST).
     seed: base seed of the layouts, digit choices and offsets.

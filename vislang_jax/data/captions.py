@@ -339,7 +339,7 @@ def load_coco_captions(
 def build_encoded_captioned_digits(
     *,
     source: str,
-    data_dir: str | os.PathLike,
+    data_dir: str | os.PathLike | None,
     max_len: int,
     mnist_dir: str | os.PathLike | None = None,
     seed: int = 0,

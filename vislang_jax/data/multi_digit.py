@@ -162,7 +162,7 @@ class MultiDigit(tfds.core.GeneratorBasedBuilder):
 def build_multi_digit_dataset(
     *,
     source: str,
-    data_dir: str | os.PathLike,
+    data_dir: str | os.PathLike | None,
     mnist_dir: str | os.PathLike | None = None,
     seed: int = 0,
     num_digits: int = 2,
@@ -174,7 +174,8 @@ def build_multi_digit_dataset(
 
   Args:
     source: "mnist" or "sklearn_digits" (see `sources.load_digits`).
-    data_dir: TFDS data dir; the dataset lands in
+    data_dir: TFDS data dir (None: TFDS's default, $TFDS_DATA_DIR or ~/tensorflow_datasets);
+      the dataset lands in
       `data_dir/multi_digit/<config name>/<version>/`.
     mnist_dir: MNIST IDX folder, for source="mnist" (else TFDS downloads MNIST).
     seed: base seed of the digit choices and placements.

@@ -40,7 +40,7 @@ def load_datasets(config: ml_collections.ConfigDict
   """The encoded captioned-digit splits and the vocabulary of the training captions."""
   data = config.data
   return build_encoded_captioned_digits(
-      source=data.source, data_dir=data.dir or os.path.expanduser("~/tensorflow_datasets"),
+      source=data.source, data_dir=data.dir or None,
       max_len=config.max_len, mnist_dir=data.mnist_dir or None, seed=config.seed,
       copies=data.copies, novel_size=data.novel_size)
 
@@ -223,8 +223,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     logits, _ = apply(params, batch, jax.random.PRNGKey(0), deterministic=True,
                       attention="soft")
     mask = token_mask(batch["tokens"], batch["length"])
-    nll, count = caption_nll(logits, batch["tokens"], mask)
-    count = jnp.maximum(count, 1.0)  # padding examples of the last batch have no tokens
+    nll, count = caption_nll(logits, batch["tokens"], mask)  # count: 0 only on eval padding
     correct = (jnp.argmax(logits, -1) == batch["tokens"]).astype(jnp.float32)
     return {"nll_per_token": nll / count, "token_accuracy": (correct * mask).sum(1) / count}
 

@@ -2,7 +2,7 @@
 
 Quickstart (offline, scikit-learn digits, a few minutes on a 2-core CPU):
   python -m experiments.stn --workdir=/tmp/stn_rts_st_cnn
-  python -m experiments.stn --workdir=/tmp/stn_rts_cnn --config.model=cnn
+  python -m experiments.stn --workdir=/tmp/stn_rts_cnn --config.model.name=cnn
 ST-CNN reaches a lower RTS test error than the CNN trained for the same steps;
 the README lists the numbers measured.
 
@@ -10,49 +10,42 @@ Paper scale (full MNIST in `data.mnist_dir`, or tfds with a network):
   python -m experiments.stn --workdir=/tmp/stn_paper \
       --config=experiments/configs/stn.py:paper \
       --config.data.mnist_dir=/path/to/mnist --config.distortion=RTS \
-      --config.model=st_cnn --config.transform=tps
+      --config.model.name=st_cnn --config.model.transform=tps
 Table 1 of the paper (% error, R / RTS / P / E): CNN 1.2 / 0.8 / 1.5 / 1.4,
 ST-CNN (TPS) 0.7 / 0.5 / 0.8 / 1.1; cluttered 60x60: CNN 3.5, ST-CNN 1.7.
 """
 
 import ml_collections
+from ml_collections import config_dict
+
+from experiments.configs import common
+
+PRESETS = ("quickstart", "paper")
 
 
 def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   """`preset`: "quickstart" (default) or "paper"."""
-  if preset not in ("quickstart", "paper"):
-    raise ValueError(f"preset must be 'quickstart' or 'paper'; got {preset!r}.")
-  config = ml_collections.ConfigDict()
-  config.seed = 0
+  common.check_preset(preset, PRESETS)
+  config = common.base_config()
+  # Keyword arguments of `models.stn.make_classifier`.
+  config.model.name = "st_cnn"        # fcn | cnn | st_fcn | st_cnn
+  config.model.transform = "affine"   # affine | projective | tps
+  config.model.localisation = config_dict.placeholder(str)  # fc | conv; None: the paper's
+  # pairing (fc for ST-FCN, conv for ST-CNN)
+  config.model.tps_grid_size = 4      # 16 control points (Sec. 4.1)
+  config.model.out_hw = config_dict.placeholder(tuple)  # transformer output; None: input size
   config.distortion = "RTS"    # none | R | RTS | P | E | cluttered
-  config.model = "st_cnn"      # fcn | cnn | st_fcn | st_cnn
-  config.transform = "affine"  # affine | projective | tps
-  config.localisation = "paper"  # fc | conv | paper (fc for ST-FCN, conv for ST-CNN)
-  config.tps_grid_size = 4     # 16 control points (Sec. 4.1)
-  config.out_size = 0          # transformer output side; 0 keeps the input size
   config.num_samples = 8       # rows of samples/transforms_*.png
 
-  config.data = ml_collections.ConfigDict()
-  config.data.source = "sklearn_digits"  # sklearn_digits | mnist
-  config.data.mnist_dir = ""   # dir with the four MNIST *-idx?-ubyte.gz files
-  config.data.dir = ""         # TFDS data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
   config.data.copies = 4       # distorted copies of each training digit
   config.data.canvas_size = 60   # cluttered only
   config.data.num_clutter = 4    # cluttered only
   config.data.clutter_size = 6   # cluttered only
 
-  config.train = ml_collections.ConfigDict()
   config.train.num_steps = 1000
-  config.train.batch_size = 64
-  config.train.optimizer = "adam"  # adam | sgd (momentum 0.9)
-  config.train.learning_rate = 1e-3
   config.train.log_every = 50
   config.train.eval_every = 250
   config.train.checkpoint_every = 250
-  config.train.keep_checkpoints = 2
-
-  config.eval = ml_collections.ConfigDict()
-  config.eval.batch_size = 256
 
   if preset == "paper":
     # Appendix A: SGD, batch 256, 150k iterations, base learning rate 0.01
@@ -63,6 +56,8 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
     config.train.batch_size = 256
     config.train.optimizer = "sgd"
     config.train.learning_rate = 0.01
+    config.train.schedule = "step"
+    config.train.decay_at = (1 / 3, 2 / 3)
     config.train.log_every = 500
     config.train.eval_every = 5000
     config.train.checkpoint_every = 5000

@@ -30,7 +30,7 @@ def tiny_config(tmp_path, **overrides):
 
 def test_st_cnn_learns_logs_test_error_and_writes_transform_grid(tmp_path):
   workdir = str(tmp_path / "run")
-  test = stn.train_and_evaluate(tiny_config(tmp_path), workdir)
+  test = stn.train_and_evaluate(tiny_config(tmp_path), workdir)["test"]
   logs = read_metrics(workdir)
   train = [r for r in logs if r["split"] == "train"]
   assert [r["step"] for r in train] == [10, 20, 30, 40]
@@ -40,7 +40,7 @@ def test_st_cnn_learns_logs_test_error_and_writes_transform_grid(tmp_path):
   # 297 test digits: the error is a multiple of 1/297 below chance.
   assert test["error_rate"] * 297 == pytest.approx(round(test["error_rate"] * 297), abs=1e-3)
   assert test["error_rate"] < 0.9
-  # 3 rows x (input, transformed) of 28x28 images, 1-pixel padding, upscaled x2.
+  # 3 validation rows x (input, transformed) of 28x28 images, 1-pixel padding, upscaled x2.
   png = Image.open(os.path.join(workdir, "samples", "transforms_40.png"))
   assert png.size == (2 * (2 * 29 + 1), 2 * (3 * 29 + 1))
   grid = np.asarray(png, np.float32) / 255.0
@@ -51,6 +51,7 @@ def test_st_cnn_learns_logs_test_error_and_writes_transform_grid(tmp_path):
 
 def test_bad_optimizer_and_preset_are_named(tmp_path):
   with pytest.raises(ValueError, match="train.optimizer must be one of"):
-    stn.make_optimizer(tiny_config(tmp_path, train={"optimizer": "rmsprop"}))
+    stn.train_and_evaluate(tiny_config(tmp_path, train={"optimizer": "lbfgs"}),
+                           str(tmp_path / "run"))
   with pytest.raises(ValueError, match="preset must be"):
     stn_config.get_config("huge")

@@ -39,7 +39,7 @@ def single_device_run(tmp_path_factory):
 def test_training_learns_and_logs_every_split(single_device_run):
   workdir, test = single_device_run
   logs = records(workdir)
-  assert {r["split"] for r in logs} == {"train", "eval", "test"}
+  assert {r["split"] for r in logs} == {"train", "validation", "test"}
   train = [r for r in logs if r["split"] == "train"]
   assert [r["step"] for r in train] == [4, 8, 12, 16, 20, 24]
   assert train[-1]["loss"] < 0.5 * train[0]["loss"]

@@ -1,4 +1,4 @@
-"""The pure train step, the evaluator and the sharding checks, in-process."""
+"""The pure train step, the two-player update and the sharding checks, in-process."""
 
 import jax
 import jax.numpy as jnp
@@ -7,23 +7,27 @@ import optax
 import pytest
 
 from vislang_jax.train import sharding
-from vislang_jax.train.loop import Evaluator
 from vislang_jax.train.state import TrainState
-from vislang_jax.train.step import make_train_step
+from vislang_jax.train.step import gradient_update, make_train_step
 
 
-def quadratic_loss(params, batch, key):
+def quadratic_loss(params, batch, key, extra):
   loss = jnp.sum((params["w"] - batch["x"]) ** 2) * batch["scale"]
-  return loss, {"u": jax.random.uniform(key)}
+  return loss, {"u": jax.random.uniform(key)}, extra
 
 
-def make_state(optimizer):
-  return TrainState.create(params={"w": jnp.ones(3)}, optimizer=optimizer,
-                           rng=jax.random.PRNGKey(7))
+def make_state(optimizer, extra=None):
+  params = {"w": jnp.ones(3)}
+  return TrainState.create(params=params, opt_state=optimizer.init(params),
+                           rng=jax.random.PRNGKey(7), extra=extra)
+
+
+def sgd_step(loss_fn, optimizer):
+  return jax.jit(make_train_step(gradient_update(loss_fn, optimizer)))
 
 
 def test_step_matches_sgd_by_hand_and_uses_fold_in_keys():
-  step = jax.jit(make_train_step(quadratic_loss, optax.sgd(0.1)))
+  step = sgd_step(quadratic_loss, optax.sgd(0.1))
   state = make_state(optax.sgd(0.1))
   batch = {"x": jnp.arange(3.0), "scale": jnp.float32(1.0)}
   new, metrics = step(state, batch)
@@ -38,7 +42,7 @@ def test_step_matches_sgd_by_hand_and_uses_fold_in_keys():
 
 
 def test_non_finite_loss_leaves_state_and_records_first_bad_step():
-  step = jax.jit(make_train_step(quadratic_loss, optax.adam(0.1)))
+  step = sgd_step(quadratic_loss, optax.adam(0.1))
   state = make_state(optax.adam(0.1))
   good = {"x": jnp.arange(3.0), "scale": jnp.float32(1.0)}
   bad = {"x": jnp.arange(3.0), "scale": jnp.float32(jnp.nan)}
@@ -56,35 +60,6 @@ def test_non_finite_loss_leaves_state_and_records_first_bad_step():
   assert int(state.bad_step) == 2 and int(state.step) == 4
 
 
-class Source:
-
-  def __init__(self, n):
-    rng = np.random.default_rng(0)
-    self.images = rng.integers(0, 256, (n, 4, 4, 1)).astype(np.uint8)
-    self.labels = rng.integers(0, 10, n)
-
-  def __len__(self):
-    return len(self.labels)
-
-  def __getitem__(self, i):
-    return {"image": self.images[i], "label": int(self.labels[i])}
-
-
-def test_evaluator_gives_exact_means_over_a_ragged_split():
-  source = Source(61)  # 24 + 24 + 13: the last batch is padded
-  metric_fn = lambda params, batch: {
-      "mean_pixel": jnp.mean(batch["image"], axis=(1, 2, 3)) * params,
-      "label": batch["label"].astype(jnp.float32),
-      # 0 / 0 = NaN on the all-zero padding examples; it must not leak into the mean.
-      "ratio": jnp.mean(batch["image"], axis=(1, 2, 3)) / jnp.mean(batch["image"], axis=(1, 2, 3))}
-  evaluator = Evaluator(metric_fn, sharding.make_mesh(), batch_size=24)
-  result = evaluator(jnp.float32(2.0), source)
-  np.testing.assert_allclose(
-      result["mean_pixel"], 2.0 * np.mean(source.images / 255.0), rtol=1e-5)
-  np.testing.assert_allclose(result["label"], np.mean(source.labels), rtol=1e-6)
-  np.testing.assert_allclose(result["ratio"], 1.0, rtol=1e-6)
-
-
 def test_batch_size_errors_name_the_field():
   mesh = sharding.make_mesh()
   with pytest.raises(ValueError, match="eval.batch_size must be a positive"):
@@ -94,13 +69,11 @@ def test_batch_size_errors_name_the_field():
 
 def test_extra_state_follows_the_loss_without_gradients_and_survives_bad_steps():
   def loss_with_baseline(params, batch, key, baseline):
-    del key
-    loss, _ = quadratic_loss(params, batch, jax.random.PRNGKey(0))
-    return loss, ({}, 0.9 * baseline + 0.1 * jax.lax.stop_gradient(loss))
+    loss, _, _ = quadratic_loss(params, batch, key, None)
+    return loss, {}, 0.9 * baseline + 0.1 * jax.lax.stop_gradient(loss)
 
-  step = jax.jit(make_train_step(loss_with_baseline, optax.sgd(0.1), with_extra=True))
-  state = TrainState.create(params={"w": jnp.ones(3)}, optimizer=optax.sgd(0.1),
-                            rng=jax.random.PRNGKey(7), extra=jnp.float32(0.0))
+  step = sgd_step(loss_with_baseline, optax.sgd(0.1))
+  state = make_state(optax.sgd(0.1), extra=jnp.float32(0.0))
   good = {"x": jnp.arange(3.0), "scale": jnp.float32(1.0)}
   w, expected = np.ones(3), 0.0
   for _ in range(3):

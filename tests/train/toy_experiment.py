@@ -29,7 +29,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from vislang_jax.train.loop import Task, train_and_evaluate
+from vislang_jax.train import evaluate
+from vislang_jax.train.loop import Task, fit
 
 
 class ArraySource:
@@ -71,15 +72,16 @@ class MLP(nn.Module):
 model = MLP()
 
 
-def loss_fn(params, batch, key):
-  logits = model.apply(params, batch["image"], train_noise_key=key)
+def loss_fn(params, batch, key, extra):
+  logits = model.apply({"params": params}, batch["image"], train_noise_key=key)
   loss = optax.softmax_cross_entropy_with_integer_labels(
       logits, batch["label"]).mean()
-  return loss, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
+  return loss, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}, extra
 
 
-def metric_fn(params, batch):
-  logits = model.apply(params, batch["image"])
+def metric_fn(params, batch, key):
+  del key  # deterministic
+  logits = model.apply({"params": params}, batch["image"])
   return {
       "loss": optax.softmax_cross_entropy_with_integer_labels(
           logits, batch["label"]),
@@ -99,9 +101,8 @@ config = ml_collections.ConfigDict({
 learning_rate = lambda count: jnp.where(
     (args.nan_at >= 0) & (count >= args.nan_at), jnp.nan,
     config.train.learning_rate)
-task = Task(init_params=lambda k: model.init(k, jnp.zeros((1, 8, 8, 1))),
-            loss_fn=loss_fn, metric_fn=metric_fn,
-            optimizer=optax.adam(learning_rate))
+task = Task(init_params=lambda k: model.init(k, jnp.zeros((1, 8, 8, 1)))["params"],
+            loss_fn=loss_fn, optimizer=optax.adam(learning_rate))
 datasets = {"train": ArraySource(200, 0), "validation": ArraySource(50, 1),
             "test": ArraySource(61, 2)}
 
@@ -111,6 +112,7 @@ def on_step(step):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-print(json.dumps(train_and_evaluate(config, args.workdir, task, datasets,
-                                    on_step=on_step)))
+evaluators = [evaluate.MeanMetrics(metric_fn=metric_fn, batch_size=24)]
+print(json.dumps(fit(config, args.workdir, task, datasets, evaluators=evaluators,
+                     on_step=on_step)["test"]))
 sys.stdout.flush()

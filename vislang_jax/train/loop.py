@@ -1,104 +1,97 @@
-"""The one training loop every experiment runs: shard, step, log, checkpoint, eval.
+"""The one training loop every experiment runs: `fit(config, workdir, task, datasets, ...)`.
 
-`train_and_evaluate` owns the parts that must be the same everywhere: the mesh,
-the jitted donated step, resumption from the newest checkpoint (params,
-optimizer state, step, RNG and the grain iterator position), `metrics.jsonl`
-and TensorBoard logging, periodic evaluation, the non-finite-loss stop and the
-final test evaluation. An experiment supplies the model-specific functions.
+`fit` owns what must be the same everywhere: the mesh, the jitted donated step, resumption
+from the newest checkpoint (params, optimizer state, step, RNG, extra state and the grain
+iterator position), `metrics.jsonl` and TensorBoard logging, the non-finite stop, and the
+evaluators and figures on their cadences (`train.evaluate`). An experiment supplies a
+`Task` (the model's loss, or its own update) and its evaluators and figures.
 """
 
+from __future__ import annotations
+
 import dataclasses
-import math
 import os
 import sys
-from typing import Any, Callable, Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 import tqdm
 
+from vislang_jax.checks import check_int
 from vislang_jax.data.pipeline import make_loader
-from vislang_jax.train import sharding
+from vislang_jax.train import evaluate, sharding
 from vislang_jax.train.checkpoint import Checkpointer
 from vislang_jax.train.metrics import MetricWriter
 from vislang_jax.train.state import TrainState
-from vislang_jax.train.step import LossFn, MetricFn, make_eval_step, make_train_step
+from vislang_jax.train.step import LossFn, UpdateFn, gradient_update, make_train_step
 
 
 class NonFiniteLossError(FloatingPointError):
   """Training produced a non-finite loss; the newest checkpoint predates it."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Task:
-  """What an experiment plugs into the loop.
+  """What an experiment trains: parameters and either a loss or its own update.
 
   Attributes:
-    init_params: key -> params.
-    loss_fn: (params, batch, key) -> (scalar loss, {name: scalar}); with
-      `init_extra`, (params, batch, key, extra) -> (loss, ({name: scalar},
-      new extra)).
-    metric_fn: (params, batch) -> {name: [b] per-example values}; evaluation
-      reports their means over the whole split.
-    optimizer: the optax transformation.
-    on_eval: optional (state, split) -> None or {name: value}, called on
-      process 0 after each evaluation, e.g. to write sample images or to
-      compute corpus-level metrics (BLEU) that are logged with the split's.
-    init_extra: optional () -> the initial `TrainState.extra`, state the loss
-      updates without gradients (checkpointed with the rest).
+    init_params: key -> params (the model's `params` collection).
+    loss_fn: (params, batch, key, extra) -> (scalar loss, {name: scalar}, new extra),
+      minimised with `optimizer` (`step.gradient_update`).
+    optimizer: the optax transformation of `loss_fn`'s gradients.
+    update_fn: instead of `loss_fn` and `optimizer`, the task's own update
+      (params, opt_state, extra, batch, key) -> (params, opt_state, extra, {name: scalar}),
+      e.g. two players with two optimizers; the harness keeps donation, sharding, resume,
+      the non-finite stop and logging.
+    init_opt_state: params -> opt_state, with `update_fn`.
+    init_extra: optional () -> the initial `TrainState.extra`, state the step updates
+      without gradients (checkpointed with the rest); None otherwise.
   """
+
   init_params: Callable[[jax.Array], Any]
-  loss_fn: LossFn
-  metric_fn: MetricFn
-  optimizer: optax.GradientTransformation
-  on_eval: Callable[[TrainState, str], Mapping[str, float] | None] | None = None
+  loss_fn: LossFn | None = None
+  optimizer: optax.GradientTransformation | None = None
+  update_fn: UpdateFn | None = None
+  init_opt_state: Callable[[Any], Any] | None = None
   init_extra: Callable[[], Any] | None = None
 
+  def __post_init__(self):
+    by_loss = self.loss_fn is not None or self.optimizer is not None
+    by_update = self.update_fn is not None or self.init_opt_state is not None
+    if by_loss == by_update or (by_loss and (self.loss_fn is None or self.optimizer is None)) or (
+        by_update and (self.update_fn is None or self.init_opt_state is None)):
+      raise ValueError("Task needs either loss_fn and optimizer, or update_fn and "
+                       "init_opt_state; got "
+                       + ", ".join(f"{name}={'set' if getattr(self, name) else None}" for name in
+                                   ("loss_fn", "optimizer", "update_fn", "init_opt_state"))
+                       + ".")
 
-class Evaluator:
-  """Exact means of `metric_fn` over a whole split, padding the last batch."""
+  def initial_state(self, init_key: jax.Array, train_key: jax.Array) -> TrainState:
+    params = self.init_params(init_key)
+    opt_state = (self.optimizer.init(params) if self.init_opt_state is None
+                 else self.init_opt_state(params))
+    return TrainState.create(params=params, opt_state=opt_state, rng=train_key,
+                             extra=None if self.init_extra is None else self.init_extra())
 
-  def __init__(self, metric_fn: MetricFn, mesh: jax.sharding.Mesh,
-               batch_size: int):
-    self._mesh = mesh
-    self._local_batch = sharding.per_process_batch_size(
-        batch_size, mesh, name="eval.batch_size")
-    self._batch_sharding = sharding.batch_sharding(mesh)
-    self._step = jax.jit(
-        make_eval_step(metric_fn),
-        in_shardings=(sharding.replicated(mesh), self._batch_sharding,
-                      self._batch_sharding),
-        out_shardings=sharding.replicated(mesh))
+  def update(self) -> UpdateFn:
+    if self.update_fn is not None:
+      return self.update_fn
+    return gradient_update(self.loss_fn, self.optimizer)
 
-  def __call__(self, params: Any, data_source: Any) -> dict[str, float]:
-    loader = make_loader(data_source, batch_size=self._local_batch, seed=0,
-                         shuffle=False, num_epochs=1, drop_remainder=False)
-    # Every process runs the same number of steps (collectives must match),
-    # so a process whose shard ran out feeds all-padding batches.
-    per_process = math.ceil(len(data_source) / jax.process_count())
-    num_batches = math.ceil(per_process / self._local_batch)
-    batches = iter(loader)
-    template, totals = None, None
-    for _ in range(num_batches):
-      batch = next(batches, None)
-      if batch is None:
-        batch = jax.tree.map(lambda x: np.zeros_like(x[:0]), template)
-      template = batch
-      size = len(jax.tree.leaves(batch)[0])
-      pad = self._local_batch - size
-      batch = jax.tree.map(
-          lambda x: np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]),
-          batch)
-      mask = np.concatenate([np.ones(size, np.float32), np.zeros(pad, np.float32)])
-      sums = self._step(params, sharding.shard_batch(batch, self._batch_sharding),
-                        sharding.shard_batch(mask, self._batch_sharding))
-      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    totals = jax.device_get(totals)
-    count = totals.pop("count")
-    return {k: float(v / count) for k, v in totals.items()}
+
+def check_workdir(workdir: str) -> str:
+  """`workdir` as an absolute path; a ValueError if it exists and is not a directory."""
+  if not isinstance(workdir, (str, os.PathLike)) or not os.fspath(workdir):
+    raise ValueError(f"workdir must be a directory path, got {workdir!r}.")
+  path = os.path.abspath(os.fspath(workdir))
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ValueError(f"workdir must be a directory (new or a run to resume), got {path!r}, "
+                     "an existing file.")
+  return path
 
 
 def _check_finite(state: TrainState, checkpointer: Checkpointer) -> None:
@@ -111,56 +104,53 @@ def _check_finite(state: TrainState, checkpointer: Checkpointer) -> None:
 
 
 def _mean_metrics(history: list[Mapping[str, jax.Array]]) -> dict[str, float]:
-  stacked = jax.device_get(history)
+  stacked = sharding.gather(history)
   return {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       task: Task, datasets: Mapping[str, Any], *,
-                       on_step: Callable[[int], None] | None = None
-                       ) -> dict[str, float]:
-  """Trains `task` on `datasets["train"]`, evaluates, and returns test metrics.
+def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
+        datasets: Mapping[str, Any], *, evaluators: Sequence[evaluate.Evaluator] = (),
+        figures: Sequence[evaluate.Figure] = (),
+        on_step: Callable[[int], None] | None = None) -> dict[str, dict[str, float]]:
+  """Trains `task` on `datasets["train"]`, evaluating on its cadences; returns final metrics.
 
   Args:
-    config: uses `seed` and `train.{num_steps, batch_size, log_every,
-      eval_every, checkpoint_every, keep_checkpoints}` and `eval.batch_size`.
-    workdir: checkpoints, `metrics.jsonl` and TensorBoard files go here; a
+    config: uses `seed` and `train.{num_steps, batch_size, log_every, eval_every,
+      checkpoint_every, keep_checkpoints}`.
+    workdir: checkpoints, `metrics.jsonl`, TensorBoard files and `samples/` go here; a
       workdir with checkpoints is resumed from the newest one.
-    task: the experiment's model functions.
-    datasets: random-access sources for "train", "validation" (logged as
-      split `eval`) and "test"; any other source (e.g. "novel") is evaluated
-      after "test" and logged under its own name.
+    task: the experiment's parameters and update.
+    datasets: random-access sources: "train", and the evaluation splits ("validation",
+      "test", "novel", ...), each logged under its own name.
+    evaluators: measurements (`evaluate.MeanMetrics`, `evaluate.CorpusMetrics`, ...); one
+      record per (step, split) holds what every evaluator due measured.
+    figures: pictures written under `workdir/samples` on their cadences.
     on_step: optional host callback after each step (tests use it).
 
   Returns:
-    The test split's metrics, also logged with `split: test`.
+    `{split: metrics}` of the final evaluation of every split.
   """
   train_cfg = config.train
-  for name in ("num_steps", "log_every", "eval_every"):
-    if train_cfg[name] < 1:
-      raise ValueError(f"train.{name} must be >= 1; got {train_cfg[name]}.")
-  missing = {"train", "validation", "test"} - set(datasets)
-  if missing:
-    raise ValueError(f"datasets must hold train, validation and test; "
-                     f"missing {sorted(missing)}.")
+  for name in ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+    check_int(f"train.{name}", train_cfg[name], low=1)
+  workdir = check_workdir(workdir)
+  if "train" not in datasets:
+    raise ValueError(f"datasets must hold a 'train' split, got {sorted(datasets)}.")
+  splits = [s for s in datasets if s != "train"]
+  evaluate.check_schedule([*evaluators, *figures], splits)
+  # validation first (it is the one evaluated while training), then the rest as given.
+  splits.sort(key=lambda s: s != "validation")
   mesh = sharding.make_mesh()
   local_batch = sharding.per_process_batch_size(train_cfg.batch_size, mesh)
   batch_sharding = sharding.batch_sharding(mesh)
   state_sharding = sharding.replicated(mesh)
 
-  key = jax.random.PRNGKey(config.seed)
-  init_key, train_key = jax.random.split(key)
-  state = jax.jit(
-      lambda k: TrainState.create(
-          params=task.init_params(k), optimizer=task.optimizer, rng=train_key,
-          extra=None if task.init_extra is None else task.init_extra()),
-      out_shardings=state_sharding)(init_key)
-  train_step = jax.jit(make_train_step(task.loss_fn, task.optimizer,
-                                       with_extra=task.init_extra is not None),
+  init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
+  state = jax.jit(task.initial_state, out_shardings=state_sharding)(init_key, train_key)
+  train_step = jax.jit(make_train_step(task.update()),
                        in_shardings=(state_sharding, batch_sharding),
                        out_shardings=(state_sharding, state_sharding),
                        donate_argnums=0)
-  evaluator = Evaluator(task.metric_fn, mesh, config.eval.batch_size)
 
   train_iter = iter(make_loader(
       datasets["train"], batch_size=local_batch, seed=config.seed, shuffle=True,
@@ -172,13 +162,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     state = checkpointer.restore(state, train_iter)
   writer = MetricWriter(workdir)
   is_main = jax.process_index() == 0
+  keys = {item.name: evaluate.named_key(config.seed, item.name)
+          for item in [*evaluators, *figures]}
+  samples_dir = os.path.join(workdir, "samples")
 
-  def evaluate(split: str, source: Any) -> dict[str, float]:
-    metrics = evaluator(state.params, source)
-    if is_main and task.on_eval is not None:
-      metrics.update(task.on_eval(state, split) or {})
-    writer.write(int(state.step), split, metrics)
-    return metrics
+  def run_evaluations(step: int, *, final: bool) -> dict[str, dict[str, float]]:
+    results = {}
+    for split in splits:
+      due = lambda item: (item.due(step, final=final, eval_every=train_cfg.eval_every)
+                          and item.covers(split, final=final))
+      metrics = {}
+      for evaluator in filter(due, evaluators):
+        measured = evaluator(state.params, datasets[split], keys[evaluator.name], mesh)
+        clash = sorted(set(measured) & set(metrics))
+        if clash:
+          raise ValueError(f"evaluator {evaluator.name!r} reports metrics {clash} that another "
+                           f"evaluator of split {split!r} reported already.")
+        metrics.update(measured)
+      if metrics:
+        writer.write(step, split, metrics)
+        results[split] = metrics
+      for figure in filter(due, figures):
+        arrays = sharding.gather(figure.arrays_fn(state.params, datasets[split],
+                                                  keys[figure.name]))
+        if is_main:
+          figure.write_fn(arrays, samples_dir, split, step)
+    return results
 
   start = int(state.step)
   history = []
@@ -192,21 +201,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       bar.update()
       if on_step is not None:
         on_step(step)
-      if step % train_cfg.log_every == 0 or step == train_cfg.num_steps:
+      last = step == train_cfg.num_steps
+      if step % train_cfg.log_every == 0 or last:
         _check_finite(state, checkpointer)
         writer.write(step, "train", _mean_metrics(history))
         history = []
-      if step % train_cfg.checkpoint_every == 0 or step == train_cfg.num_steps:
+      if step % train_cfg.checkpoint_every == 0 or last:
         _check_finite(state, checkpointer)
         checkpointer.save(step, state, train_iter, force=True)
-      if step % train_cfg.eval_every == 0 or step == train_cfg.num_steps:
-        evaluate("eval", datasets["validation"])
-    test_metrics = evaluate("test", datasets["test"])
-    for split in sorted(set(datasets) - {"train", "validation", "test"}):
-      evaluate(split, datasets[split])
+      if not last:
+        run_evaluations(step, final=False)
+    return run_evaluations(int(state.step), final=True)
   finally:
     bar.close()
     checkpointer.wait()
     checkpointer.close()
     writer.close()
-  return test_metrics

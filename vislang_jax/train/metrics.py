@@ -27,7 +27,7 @@ class MetricWriter:
 
   def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
     if not split.isidentifier():
-      raise ValueError(f"split must be a name such as 'train', 'eval' or 'test'; "
+      raise ValueError(f"split must be a name such as 'train', 'validation' or 'test'; "
                        f"got {split!r}.")
     if not self._active:
       return

@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
@@ -38,3 +39,32 @@ def shard_batch(batch: dict, sharding: NamedSharding) -> dict:
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
       batch)
+
+
+def process_rows(global_batch_size: int, sharding: NamedSharding) -> np.ndarray:
+  """The rows of a global batch that this process's devices hold, in ascending order.
+
+  `make_array_from_process_local_data(sharding, local)` places `local` at these rows, so a
+  process that reads exactly these records of a split builds its part of the global batch.
+  """
+  index_map = sharding.addressable_devices_indices_map((global_batch_size,))
+  rows = set()
+  for (rows_slice,) in index_map.values():
+    rows.update(range(*rows_slice.indices(global_batch_size)))
+  return np.asarray(sorted(rows), np.int64)
+
+
+def gather(tree):
+  """Global jax.Arrays -> NumPy arrays with the global values, on every process.
+
+  Fully replicated arrays are read from a local copy; arrays sharded over processes are
+  all-gathered (a collective: every process must call this with the same tree).
+  """
+  def fetch(x):
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+      return np.asarray(x)
+    if x.is_fully_replicated:
+      return np.asarray(x.addressable_data(0))
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+  return jax.tree.map(fetch, tree)

@@ -93,7 +93,10 @@ def run(train_and_evaluate: Callable[[ml_collections.ConfigDict, str], object],
     train_and_evaluate: `(config, workdir) -> final metrics`.
     default_config: path of the config file used when `--config` is omitted.
   """
-  problems = unknown_overrides(sys.argv, default_config)
+  try:
+    problems = unknown_overrides(sys.argv, default_config)
+  except ValueError as error:
+    problems = [str(error)]
   if problems:
     sys.exit("FATAL Flags parsing error:\n  " + "\n  ".join(problems))
   flags.DEFINE_string("workdir", None, "Checkpoints, metrics and samples go here; "

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vislang_jax.models.draw import DRAW, generate
+from vislang_jax.models.draw import DRAW, generate, record_noise
 from vislang_jax.objectives import draw as objectives
 from vislang_jax.ops.filterbank import AttentionParams
 
@@ -105,6 +105,19 @@ def test_last_canvas_is_the_logits_and_rngs_determine_the_output(attentive):
   assert explicit.shape == logits.shape
 
 
+def test_record_noise_gives_each_example_its_own_samples(attentive):
+  model, params, x = attentive
+  keys = jax.random.split(jax.random.key(12), BATCH)
+  noise = record_noise(keys, glimpses=T, z_size=Z)
+  assert noise.shape == (T, BATCH, Z)
+  for b in range(BATCH):  # column b is N(0, I) drawn from keys[b] alone
+    np.testing.assert_array_equal(noise[:, b], jax.random.normal(keys[b], (T, Z)))
+  # So an example redraws the same canvas alone as in a batch.
+  run = _jit(lambda p, x, e: model.apply({"params": p}, x, noise=e)[0])
+  np.testing.assert_allclose(run(params, x[1:], record_noise(keys[1:], glimpses=T, z_size=Z)),
+                             run(params, x, noise)[1:], rtol=1e-5, atol=1e-5)
+
+
 def test_initial_glimpses_cover_the_whole_image(attentive):
   model, params, x = attentive
   _, aux = _apply(model, params, x, jax.random.key(5))
@@ -172,7 +185,8 @@ def test_adam_decreases_the_loss_and_the_jitted_loss_traces_once(attentive, chec
 
 
 @pytest.mark.parametrize("overrides,match", [
-    ({"read_n": 0}, r"read_n .*\[1, 8\].*got 0"),
+    ({"read_n": 0},
+     r"read_n \(the N of an N x N grid on a 8x8 image\) must be an int in \[1, 8\], got 0"),
     ({"read_n": 9}, r"read_n .*\[1, 8\].*got 9"),
     ({"write_n": 0}, r"write_n .*got 0"),
     ({"write_n": 7, "height": 6}, r"write_n .*\[1, 6\].*got 7"),

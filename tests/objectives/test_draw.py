@@ -148,6 +148,10 @@ def test_iwae_bound_tightens_with_k_towards_log_px():
                                                jnp.zeros((3, 2, 5))), r"'logsigma': \(3, 2, 5\)"),
     (lambda: objectives.iwae_bound_nats(jnp.zeros((4, 2)), jnp.zeros((4, 2)), jnp.zeros((4,))),
      r"\[K, B\].*'log_qz': \(4,\)"),
+    (lambda: objectives.standard_normal_log_prob(jnp.zeros((2, 3))),
+     r"z must have shape \[T, B, Z\], got \(2, 3\)"),
+    (lambda: objectives.iwae_bound_nats(jnp.zeros((4,)), jnp.zeros((4,)), jnp.zeros((4,))),
+     r"log_px_given_z, log_pz, log_qz must have shape \[K, B\], got \(4,\)"),
 ])
 def test_value_errors_name_argument_expected_and_given(call, match):
   with pytest.raises(ValueError, match=match):

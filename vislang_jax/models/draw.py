@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vislang_jax.checks import check_int, check_positive_int
 from vislang_jax.ops import filterbank
 
 # The attention layers' kernels start small, so that every example's first glimpses sit near
@@ -64,19 +65,11 @@ class AttentionLayer(nn.Module):
     return att, fy, fx
 
 
-def check_positive_int(name: str, value: Any) -> None:
-  """Raises a ValueError naming ``name`` unless ``value`` is an int >= 1 (a bool is not)."""
-  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-    raise ValueError(f"{name} must be a positive int, got {value!r}.")
-
-
-def check_grid_size(name: str, value: Any, *, height: int, width: int) -> None:
-  """Raises a ValueError naming ``name`` unless ``value``, the ``N`` of an N x N filterbank
-  grid, is an int in ``[1, min(height, width)]``."""
-  side = min(height, width)
-  if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= side:
-    raise ValueError(f"{name} must be an int in [1, min(height, width)] = [1, {side}], "
-                     f"got {value!r}.")
+def check_grid_size(name: str, value: Any, *, height: int, width: int) -> int:
+  """``value``, the ``N`` of an N x N filterbank grid on a ``height x width`` image, as an
+  int; a ValueError naming ``name`` unless it is in ``[1, min(height, width)]``."""
+  return check_int(f"{name} (the N of an N x N grid on a {height}x{width} image)", value,
+                   low=1, high=min(height, width))
 
 
 def as_image_batch(x: jax.Array, *, height: int, width: int,
@@ -117,6 +110,21 @@ def latent_noise(module: nn.Module, noise: jax.Array | None,
   if noise.shape != shape:
     raise ValueError(f"noise must have shape [T, B, Z] = {shape}, got {noise.shape}.")
   return noise
+
+
+def record_noise(keys: jax.Array, *, glimpses: int, z_size: int) -> jax.Array:
+  """Standard normal ``eps`` [T, B, Z] for the ``noise`` argument, one key per example.
+
+  Column ``b`` is drawn from ``keys[b]`` alone, so an example gets the same samples in any
+  batch (with ``train.evaluate.record_keys``, in any evaluation and process).
+
+  Args:
+    keys: [B, ...] PRNG keys, one per example.
+    glimpses: ``T``.
+    z_size: ``Z``.
+  """
+  eps = jax.vmap(lambda key: jax.random.normal(key, (glimpses, z_size)))(keys)
+  return jnp.swapaxes(eps, 0, 1)
 
 
 def zero_lstm_state(batch: int, size: int) -> tuple[jax.Array, jax.Array]:

@@ -52,6 +52,21 @@ def test_encode_by_hand():
   assert empty_ids.shape == (0, 3) and empty_lengths.shape == (0,)
 
 
+def test_strict_encode_names_every_unknown_word_and_its_captions():
+  vocab = Vocabulary.build(CAPTIONS)
+  captions = ["the dog sleeps", "a zebra cat"]
+  # Known words only: the same arrays as the lenient encode.
+  for lenient, strict in zip(vocab.encode(captions[:1], max_len=5),
+                             vocab.encode(captions[:1], max_len=5, strict=True)):
+    np.testing.assert_array_equal(strict, lenient)
+  with pytest.raises(ValueError, match=r"unknown words: 'purple' \(captions \[0, 2\]\), "
+                                       r"'zebra' \(captions \[1, 2\]\)\.$"):
+    vocab.encode(["the purple cat", "a zebra", "zebra purple purple"], max_len=5, strict=True)
+  # The words of a vocabulary built with min_count are unknown to it even if seen once.
+  with pytest.raises(ValueError, match=r"unknown words: 'bird' \(captions \[0\]\)"):
+    Vocabulary.build(CAPTIONS, min_count=2).encode(["a bird"], max_len=4, strict=True)
+
+
 def test_decode_round_trip():
   vocab = Vocabulary.build(CAPTIONS)
   ids, lengths = vocab.encode(CAPTIONS, max_len=6)

@@ -121,7 +121,8 @@ class Vocabulary:
     return self._ids.get(token, UNK_ID)
 
   def encode(
-      self, captions: Sequence[str], *, max_len: int, truncate: bool = False
+      self, captions: Sequence[str], *, max_len: int, truncate: bool = False,
+      strict: bool = False
   ) -> tuple[np.ndarray, np.ndarray]:
     """Captions to padded id arrays, each caption's tokens followed by `<eos>`.
 
@@ -130,20 +131,34 @@ class Vocabulary:
       max_len: T, the length of the arrays, `<eos>` included.
       truncate: keep the first T - 1 tokens of a longer caption (then `<eos>`) instead
         of raising.
+      strict: raise for a word outside the vocabulary instead of writing `<unk>` (for
+        captions a model is asked to draw or score: one it cannot read must not silently
+        become another).
 
     Returns:
       `(ids, lengths)`: ids int32 `[N, T]`, `<pad>` after `<eos>`, unknown words as
       `<unk>`; lengths int32 `[N]`, tokens up to and including `<eos>`.
 
     Raises:
-      ValueError: for a bare string, max_len below 1, or (without truncate) a caption
-        with more than max_len - 1 tokens.
+      ValueError: for a bare string, max_len below 1, (without truncate) a caption
+        with more than max_len - 1 tokens, or (with strict) unknown words, each named
+        with the positions of the captions that hold it.
     """
     if isinstance(captions, str):
       raise ValueError(f"captions must be a sequence of strings, got one string {captions!r}.")
     if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1:
       raise ValueError(f"max_len must be an integer >= 1, got {max_len!r}.")
     captions = list(captions)
+    if strict:
+      unknown = {}
+      for n, caption in enumerate(captions):
+        for word in tokenize(caption):
+          if self.token_id(word) == UNK_ID and n not in unknown.get(word, ()):
+            unknown.setdefault(word, []).append(n)
+      if unknown:
+        listed = ", ".join(f"{w!r} (captions {where})" for w, where in sorted(unknown.items()))
+        raise ValueError(f"captions must use only words of the vocabulary, got unknown words: "
+                         f"{listed}.")
     ids = np.full((len(captions), max_len), PAD_ID, np.int32)
     lengths = np.zeros((len(captions),), np.int32)
     for n, caption in enumerate(captions):

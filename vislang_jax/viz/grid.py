@@ -1,14 +1,25 @@
 """Image grids and canvas-over-time animations written as PNG / GIF."""
 
+import math
 import os
 
 import numpy as np
 from PIL import Image
 
+from vislang_jax.checks import check_positive_int
+
 
 def _to_uint8(images: np.ndarray) -> np.ndarray:
   images = np.asarray(images, np.float32)
   return (np.clip(images, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def grid_shape(count: int) -> tuple[int, int]:
+  """(rows, columns) of a grid of `count` cells: rows the largest divisor of `count` that is
+  at most its square root (as square as `count` allows; a prime gives one row)."""
+  check_positive_int("count", count)
+  rows = max(d for d in range(1, math.isqrt(count) + 1) if count % d == 0)
+  return rows, count // rows
 
 
 def image_grid(images: np.ndarray, *, pad: int = 1, pad_value: float = 0.5

@@ -147,7 +147,8 @@ def test_jitted_gradients_are_finite_and_reach_the_attention_layer(colour):
     ({"read_n": 0}, r"read_n must be a positive int, got 0"),
     ({"hidden_size": 2.5}, r"hidden_size must be a positive int, got 2.5"),
     ({"num_classes": True}, r"num_classes must be a positive int, got True"),
-    ({"glimpse_features": -1}, r"glimpse_features must be a non-negative int .*got -1"),
+    ({"glimpse_features": -1},
+     r"glimpse_features \(0: no glimpse network\) must be an int >= 0, got -1"),
 ])
 def test_bad_fields_raise(overrides, match):
   with pytest.raises(ValueError, match=match):
@@ -157,7 +158,9 @@ def test_bad_fields_raise(overrides, match):
 @pytest.mark.parametrize("read_n,x_shape,match", [
     (N, (BATCH, HEIGHT), r"images must have shape \[B, H, W\] or \[B, H, W, C\], got \(2, 9\)"),
     (N, (BATCH, HEIGHT, WIDTH, 1, 1), r"images must have shape .*got \(2, 9, 11, 1, 1\)"),
-    (HEIGHT + 1, (BATCH, HEIGHT, WIDTH), r"read_n .*\[1, 9\].*got 10"),
+    (HEIGHT + 1, (BATCH, HEIGHT, WIDTH),
+     r"read_n \(at most min\(H, W\) for images of shape \(2, 9, 11\)\) must be an int in "
+     r"\[1, 9\], got 10"),
 ])
 def test_bad_images_raise(read_n, x_shape, match):
   model = _model(read_n=read_n)

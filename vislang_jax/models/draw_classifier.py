@@ -25,7 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vislang_jax.models.draw import AttentionLayer, check_positive_int
+from vislang_jax.checks import check_int, check_positive_int
+from vislang_jax.models.draw import AttentionLayer
 from vislang_jax.ops import filterbank
 
 
@@ -76,10 +77,7 @@ class RecurrentAttentionClassifier(nn.Module):
   def __post_init__(self):
     for name in ("num_classes", "glimpses", "read_n", "hidden_size"):
       check_positive_int(name, getattr(self, name))
-    value = self.glimpse_features
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-      raise ValueError(f"glimpse_features must be a non-negative int (0: no glimpse network), "
-                       f"got {value!r}.")
+    check_int("glimpse_features (0: no glimpse network)", self.glimpse_features, low=0)
     super().__post_init__()
 
   @nn.compact
@@ -102,10 +100,8 @@ class RecurrentAttentionClassifier(nn.Module):
     if images.ndim not in (3, 4):
       raise ValueError(f"images must have shape [B, H, W] or [B, H, W, C], got {images.shape}.")
     height, width = images.shape[1:3]
-    if self.read_n > min(height, width):
-      raise ValueError(
-          f"read_n must be an int in [1, min(H, W)] = [1, {min(height, width)}] for images of "
-          f"shape {images.shape}, got {self.read_n}.")
+    check_int(f"read_n (at most min(H, W) for images of shape {images.shape})", self.read_n,
+              low=1, high=min(height, width))
     squeeze = images.ndim == 3
     x = jnp.asarray(images[..., None] if squeeze else images, jnp.float32)
     zeros = jnp.zeros((x.shape[0], self.hidden_size), x.dtype)

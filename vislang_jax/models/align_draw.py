@@ -50,7 +50,6 @@ explicit ``noise`` argument.
 """
 
 import functools
-from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -58,63 +57,46 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vislang_jax.data.vocabulary import UNK_ID, Vocabulary, tokenize
+from vislang_jax.checks import check_choice, check_ids, check_positive_int, check_rank, concrete
 from vislang_jax.models.draw import (FilterbankRead, FilterbankWrite, as_image_batch,
-                                     check_grid_size, check_positive_int, latent_noise,
-                                     scan_aux, zero_lstm_state)
+                                     check_grid_size, latent_noise, scan_aux, zero_lstm_state)
+from vislang_jax.objectives.align_draw import OUTPUTS
+from vislang_jax.ops.sequence import length_mask
 
 VARIANTS = ("align", "noalign", "unconditional")
-OUTPUTS = ("bernoulli", "gaussian")
 
 
-def _is_concrete(array: Any) -> bool:
-  return not isinstance(array, jax.core.Tracer)
-
-
-def check_captions(tokens: jax.Array, lengths: jax.Array, *, vocab_size: int | None = None,
+def check_captions(tokens: jax.Array, lengths: jax.Array, *, vocab_size: int,
                    batch: int | None = None) -> None:
   """Checks a batch of encoded captions; values are checked only when not traced.
 
   Args:
-    tokens: [B, Ty] int word ids, ``<pad>`` after each caption.
+    tokens: [B, Ty] int word ids in ``[0, vocab_size)``, ``<pad>`` after each caption.
     lengths: [B] int, the number of words of each caption, in ``[1, Ty]``.
-    vocab_size: when given, every id must lie in ``[0, vocab_size)``.
+    vocab_size: the number of word ids.
     batch: when given, the expected ``B``.
 
   Raises:
     ValueError: for a wrong rank, dtype or batch size; and, when the arrays are concrete
       (outside ``jax.jit``), for lengths outside ``[1, Ty]`` or ids outside the vocabulary.
   """
-  tokens_dtype = getattr(tokens, "dtype", None)
-  if (getattr(tokens, "ndim", None) != 2 or tokens_dtype is None
-      or not jnp.issubdtype(tokens_dtype, jnp.integer)):
-    raise ValueError(f"tokens must be an integer array [B, Ty], got "
-                     f"{tokens_dtype} {getattr(tokens, 'shape', type(tokens).__name__)}.")
+  check_rank("tokens", tokens, "[B, Ty]")
+  # checks.check_ids evaluates np.asarray(ids) even for a traced array (its getattr
+  # default); until that is fixed, traced ids are checked through their dtype alone.
+  check_ids("tokens", tokens if concrete(tokens) is not None else np.zeros((0,), tokens.dtype),
+            vocab_size=vocab_size)
   num, max_len = tokens.shape
   if batch is not None and num != batch:
     raise ValueError(f"tokens must have B = {batch} rows (one caption per image), got "
                      f"{tokens.shape}.")
-  lengths_dtype = getattr(lengths, "dtype", None)
-  if (getattr(lengths, "shape", None) != (num,) or lengths_dtype is None
-      or not jnp.issubdtype(lengths_dtype, jnp.integer)):
+  dtype = jnp.result_type(lengths)
+  if jnp.shape(lengths) != (num,) or not jnp.issubdtype(dtype, jnp.integer):
     raise ValueError(f"lengths must be an integer array [B] = ({num},) to match tokens "
-                     f"{tokens.shape}, got {lengths_dtype} "
-                     f"{getattr(lengths, 'shape', type(lengths).__name__)}.")
-  if _is_concrete(lengths) and num:
-    values = np.asarray(lengths)
-    if values.min() < 1 or values.max() > max_len:
-      raise ValueError(f"lengths must lie in [1, Ty] = [1, {max_len}] (every caption needs a "
-                       f"word), got values in [{values.min()}, {values.max()}].")
-  if vocab_size is not None and _is_concrete(tokens) and tokens.size:
-    values = np.asarray(tokens)
-    if values.min() < 0 or values.max() >= vocab_size:
-      raise ValueError(f"tokens must be ids in [0, vocab_size) = [0, {vocab_size}), got "
-                       f"values in [{values.min()}, {values.max()}].")
-
-
-def word_mask(lengths: jax.Array, max_len: int) -> jax.Array:
-  """[B] lengths -> [B, Ty] bool, True at the caption's words (``j < lengths[b]``)."""
-  return jnp.arange(max_len) < lengths[:, None]
+                     f"{tokens.shape}, got {dtype} {jnp.shape(lengths)}.")
+  values = concrete(lengths)
+  if values is not None and num and (values.min() < 1 or values.max() > max_len):
+    raise ValueError(f"lengths must lie in [1, Ty] = [1, {max_len}] (every caption needs a "
+                     f"word), got values in [{values.min()}, {values.max()}].")
 
 
 def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
@@ -124,11 +106,6 @@ def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
   every row needs at least one word.
   """
   return jax.nn.softmax(jnp.where(mask, scores, -jnp.inf), axis=-1)
-
-
-def _vocab_size_to_check(model: "AlignDRAW") -> int | None:
-  """The id range a model's captions must lie in; None when it ignores them."""
-  return None if model.variant == "unconditional" else model.vocab_size
 
 
 class CaptionEncoder(nn.Module):
@@ -162,7 +139,7 @@ class CaptionEncoder(nn.Module):
     backward = nn.RNN(nn.OptimizedLSTMCell(self.lang_size, name="backward"), reverse=True,
                       keep_order=True)(embedded, seq_lengths=lengths)
     h_lang = jnp.concatenate([forward, backward], axis=-1)
-    return jnp.where(word_mask(lengths, tokens.shape[1])[..., None], h_lang, 0.0)
+    return jnp.where(length_mask(lengths, tokens.shape[1])[..., None], h_lang, 0.0)
 
 
 class AlignDRAW(nn.Module):
@@ -215,10 +192,8 @@ class AlignDRAW(nn.Module):
       check_positive_int(name, getattr(self, name))
     for name in ("read_n", "write_n"):
       check_grid_size(name, getattr(self, name), height=self.height, width=self.width)
-    if self.variant not in VARIANTS:
-      raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}.")
-    if self.output not in OUTPUTS:
-      raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}.")
+    check_choice("variant", self.variant, VARIANTS)
+    check_choice("output", self.output, OUTPUTS)
     super().__post_init__()
 
   def setup(self):
@@ -251,7 +226,7 @@ class AlignDRAW(nn.Module):
     if self.variant == "unconditional":
       return None
     h_lang = self.caption_encoder(tokens, lengths)
-    mask = word_mask(lengths, tokens.shape[1])
+    mask = length_mask(lengths, tokens.shape[1])
     if self.variant == "align":
       return h_lang, self.align_u(h_lang), mask
     uniform = mask / lengths[:, None].astype(h_lang.dtype)
@@ -322,8 +297,8 @@ class AlignDRAW(nn.Module):
 
     Args:
       x: [B, H, W] (only when ``channels == 1``) or [B, H, W, C] float images in [0, 1].
-      tokens: [B, Ty] int caption word ids (``Vocabulary.encode``), ``<pad>`` after each
-        caption; read but ignored by the ``unconditional`` variant.
+      tokens: [B, Ty] int caption word ids in ``[0, vocab_size)`` (``Vocabulary.encode``),
+        ``<pad>`` after each caption; checked, but ignored by the ``unconditional`` variant.
       lengths: [B] int, the words of each caption (``<eos>`` included), in ``[1, Ty]``.
       noise: optional [T, B, Z] standard normal ``eps`` of the posterior samples; drawn from
         the ``"sample"`` rng stream when None.
@@ -344,7 +319,7 @@ class AlignDRAW(nn.Module):
     """
     x, squeeze = as_image_batch(x, height=self.height, width=self.width, channels=self.channels)
     batch = x.shape[0]
-    check_captions(tokens, lengths, batch=batch, vocab_size=_vocab_size_to_check(self))
+    check_captions(tokens, lengths, batch=batch, vocab_size=self.vocab_size)
     noise = latent_noise(self, noise, (self.glimpses, batch, self.z_size))
 
     lang = self._encode_caption(tokens, lengths)
@@ -359,8 +334,8 @@ class AlignDRAW(nn.Module):
       aux["x_logsigma"] = self.x_logsigma
     return canvas[..., 0] if squeeze else canvas, aux
 
-  def generate(self, tokens: jax.Array, lengths: jax.Array, *,
-               glimpses: int | None = None) -> tuple[jax.Array, dict[str, Any]]:
+  def generate(self, tokens: jax.Array, lengths: jax.Array, *, glimpses: int | None = None,
+               noise: jax.Array | None = None) -> tuple[jax.Array, dict[str, Any]]:
     """Draws one image per caption from the generative model, ``z_t`` from the learned prior.
 
     Args:
@@ -368,6 +343,9 @@ class AlignDRAW(nn.Module):
         the ``unconditional`` variant only takes ``S`` from them.
       lengths: [S] int caption lengths in ``[1, Ty]``.
       glimpses: steps to draw for; ``self.glimpses`` when None.
+      noise: optional [T, S, Z] standard normal ``eps`` of ``z_t = mu_t + sigma_t eps``
+        (e.g. one draw per record, whatever the batch); from the ``"sample"`` stream when
+        None.
 
     Returns:
       ``(canvases, aux)``: canvases [T, S, H, W] (``channels == 1``) or [T, S, H, W, C], the
@@ -377,9 +355,9 @@ class AlignDRAW(nn.Module):
     """
     steps = self.glimpses if glimpses is None else glimpses
     check_positive_int("glimpses", steps)
-    check_captions(tokens, lengths, vocab_size=_vocab_size_to_check(self))
+    check_captions(tokens, lengths, vocab_size=self.vocab_size)
     num_samples = tokens.shape[0]
-    eps = jax.random.normal(self.make_rng("sample"), (steps, num_samples, self.z_size))
+    eps = latent_noise(self, noise, (steps, num_samples, self.z_size))
     lang = self._encode_caption(tokens, lengths)
     carry = (jnp.zeros((num_samples, self.height, self.width, self.channels)),
              zero_lstm_state(num_samples, self.gen_size))
@@ -416,48 +394,6 @@ def generate(model: AlignDRAW, params: Any, key: jax.Array, tokens: jax.Array,
     ``(canvases [T, S, H, W(, C)], aux)`` as ``AlignDRAW.generate``; ``aux["alignment"]``
     [T, S, Ty] shows which words each step attended to.
   """
-  check_captions(tokens, lengths, vocab_size=_vocab_size_to_check(model))
+  check_captions(tokens, lengths, vocab_size=model.vocab_size)
   return _generate(model, params, key, tokens, lengths, T=T)
 
-
-def generate_from_captions(model: AlignDRAW, params: Any, key: jax.Array,
-                           captions: Sequence[str], vocabulary: Vocabulary, *, max_len: int,
-                           T: int | None = None  # noqa: N803
-                           ) -> tuple[jax.Array, dict[str, Any]]:
-  """Host helper: encodes ``captions`` with ``vocabulary`` and draws one image for each.
-
-  Unlike ``Vocabulary.encode``, an unknown word is an error, not ``<unk>``: a caption the
-  model cannot read is not silently replaced by another one.
-
-  Args:
-    model: the AlignDRAW module, with ``vocab_size == len(vocabulary)``.
-    params: its ``"params"``.
-    key: PRNG key of the prior samples.
-    captions: S strings, e.g. ``["the digit three is at the top of the digit one"]``.
-    vocabulary: the vocabulary the model was trained with.
-    max_len: ``Ty``, the encoded length, ``<eos>`` included.
-    T: steps to draw for; ``model.glimpses`` when None.
-
-  Returns:
-    ``(canvases [T, S, H, W(, C)], aux)`` as ``generate``.
-
-  Raises:
-    ValueError: for a bare string, a vocabulary of another size than the model's, words
-      outside the vocabulary (all of them are named), or a caption longer than ``max_len``.
-  """
-  if isinstance(captions, str):
-    raise ValueError(f"captions must be a sequence of strings, got one string {captions!r}.")
-  if len(vocabulary) != model.vocab_size:
-    raise ValueError(f"vocabulary must have model.vocab_size = {model.vocab_size} ids, got "
-                     f"{len(vocabulary)}.")
-  unknown = {}
-  for n, caption in enumerate(captions):
-    for word in tokenize(caption):
-      if vocabulary.token_id(word) == UNK_ID:
-        unknown.setdefault(word, []).append(n)
-  if unknown:
-    listed = ", ".join(f"{word!r} (captions {where})" for word, where in sorted(unknown.items()))
-    raise ValueError(f"captions must use only words of the vocabulary, got unknown words: "
-                     f"{listed}.")
-  ids, lengths = vocabulary.encode(captions, max_len=max_len)
-  return generate(model, params, key, jnp.asarray(ids), jnp.asarray(lengths), T)

@@ -25,9 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vislang_jax.checks import check_choice
 from vislang_jax.objectives.draw import bernoulli_nll_nats
 
-OUTPUTS = ("bernoulli", "gaussian")
+OUTPUTS = ("bernoulli", "gaussian")  # P(x | y, Z) for binary or colour images
 
 
 def gaussian_kl_nats(q_mu: jax.Array, q_logsigma: jax.Array, p_mu: jax.Array,
@@ -125,8 +126,7 @@ def align_draw_loss(logits: jax.Array, x: jax.Array, q_mu: jax.Array, q_logsigma
     ValueError: for an unknown ``output``, ``x_logsigma`` missing or superfluous, or
       mismatched shapes.
   """
-  if output not in OUTPUTS:
-    raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}.")
+  check_choice("output", output, OUTPUTS)
   if (output == "gaussian") != (x_logsigma is not None):
     raise ValueError(f"x_logsigma must be given exactly when output == 'gaussian', got "
                      f"output={output!r} and x_logsigma="

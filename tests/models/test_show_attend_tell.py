@@ -16,7 +16,7 @@ import torch
 
 from vislang_jax import decoding
 from vislang_jax.models import show_attend_tell as sat
-from vislang_jax.objectives import captioning
+from vislang_jax.objectives import show_attend_tell as sat_objectives
 
 B, T, SIZE, V = 3, 5, 12, 9
 BOS, EOS = 1, 2
@@ -304,12 +304,12 @@ def test_losses_jit_and_give_finite_gradients_to_every_parameter(setup):
 
   def soft(params, key):
     logits, aux = _apply_model(model, params, images, tokens, key, deterministic=False)
-    return jnp.mean(captioning.soft_attention_loss(logits, targets, mask, aux["alpha"])[0])
+    return jnp.mean(sat_objectives.soft_attention_loss(logits, targets, mask, aux["alpha"])[0])
 
   def hard(params, key):
     logits, aux = _apply_model(model, params, images, tokens, key, attention="hard",
                          deterministic=False)
-    loss, _, _ = captioning.hard_attention_loss(
+    loss, _, _ = sat_objectives.hard_attention_loss(
         logits, targets, mask, aux["log_prob_locations"], aux["entropy"], jnp.float32(-10.0),
         entropy_weight=0.01, sampled=aux["sampled"])
     return jnp.mean(loss)

@@ -1,4 +1,4 @@
-"""Tests for vislang_jax.objectives.captioning against NumPy references and exact gradients.
+"""Tests for vislang_jax.objectives.show_attend_tell: NumPy references and exact gradients.
 
 The REINFORCE test is a toy problem with a known answer: one step, a categorical over L
 locations with logits theta, and a caption likelihood ``log p(y | s) = r(s)`` that depends on
@@ -13,12 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vislang_jax.objectives import captioning
+from vislang_jax.objectives import show_attend_tell as sat
 
 _jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
-soft_attention_loss = _jit(captioning.soft_attention_loss, static_argnames="penalty")
+soft_attention_loss = _jit(sat.soft_attention_loss, static_argnames="penalty")
 hard_attention_loss = _jit(
-    captioning.hard_attention_loss,
+    sat.hard_attention_loss,
     static_argnames=("entropy_weight", "reinforce_weight", "baseline_decay"))
 
 B, T, V, L = 3, 6, 7, 5
@@ -68,7 +68,7 @@ def test_padding_changes_neither_the_loss_nor_gets_a_gradient():
     loss, _ = soft_attention_loss(given[0], given[1], mask, given[2])
     np.testing.assert_allclose(loss, soft_attention_loss(logits, targets, mask, alpha)[0],
                                rtol=1e-6)
-  grads = _jit(jax.grad(lambda l, a: jnp.sum(captioning.soft_attention_loss(
+  grads = _jit(jax.grad(lambda l, a: jnp.sum(sat.soft_attention_loss(
       l, targets2, mask, a)[0]), argnums=(0, 1)))(logits2, alpha2)
   for grad in grads:
     assert np.all(np.isfinite(grad))
@@ -87,7 +87,7 @@ def test_doubly_stochastic_penalty_is_zero_when_attention_sums_to_one_over_time(
   alpha = np.eye(L, dtype=np.float32)[None].repeat(2, 0)
   mask = np.ones((2, L), bool)
   mask[1, -1] = False  # the second caption misses a step: location 4 is never attended
-  np.testing.assert_allclose(captioning.doubly_stochastic_penalty(alpha, mask), [0.0, 1.0])
+  np.testing.assert_allclose(sat.doubly_stochastic_penalty(alpha, mask), [0.0, 1.0])
 
 
 def _toy_problem(seed=0, n=20_000):
@@ -112,7 +112,7 @@ def _per_sample_grads(theta, reward, locations, baseline, *, entropy_weight):
   def surrogate(theta):
     log_alpha = jax.nn.log_softmax(theta)
     entropy = -jnp.sum(jnp.exp(log_alpha) * log_alpha)
-    loss, _, _ = captioning.hard_attention_loss(
+    loss, _, _ = sat.hard_attention_loss(
         logits, targets, mask, log_alpha[locations][:, None], jnp.full((n, 1), entropy),
         jnp.float32(baseline), entropy_weight=entropy_weight)
     return loss
@@ -149,14 +149,14 @@ def test_reward_and_baseline_are_constants_of_the_surrogate():
   kwargs = dict(entropy_weight=0.3, reinforce_weight=0.7, sampled=sampled)
 
   def total(logits, log_prob, entropy, baseline):
-    loss, _, _ = captioning.hard_attention_loss(logits, targets, mask, log_prob, entropy,
-                                                baseline, **kwargs)
+    loss, _, _ = sat.hard_attention_loss(logits, targets, mask, log_prob, entropy,
+                                         baseline, **kwargs)
     return jnp.sum(loss)
 
   g_logits, g_log_prob, g_entropy, g_baseline = _jit(jax.grad(total, argnums=(0, 1, 2, 3)))(
       logits, log_prob, entropy, baseline)
   # The likelihood term alone reaches the logits: the reward is held fixed.
-  g_nll = _jit(jax.grad(lambda l: jnp.sum(captioning.caption_nll(l, targets, mask)[0])))(logits)
+  g_nll = _jit(jax.grad(lambda l: jnp.sum(sat.caption_nll(l, targets, mask)[0])))(logits)
   np.testing.assert_allclose(g_logits, g_nll, rtol=1e-6, atol=1e-7)
   assert float(g_baseline) == 0.0
   reward = -_nll64(logits, targets, mask)
@@ -193,37 +193,37 @@ def test_bad_arguments_raise_value_errors_naming_them():
   zeros = np.zeros((B, T), np.float32)
   b = jnp.float32(0.0)
   cases = [
-      (lambda: captioning.soft_attention_loss(logits[0], targets, mask, alpha),
+      (lambda: sat.soft_attention_loss(logits[0], targets, mask, alpha),
        r"logits must have shape \[B, T, V\]"),
-      (lambda: captioning.soft_attention_loss(logits, targets[:, 1:], mask, alpha),
+      (lambda: sat.soft_attention_loss(logits, targets[:, 1:], mask, alpha),
        r"targets must have shape \[B, T\]"),
-      (lambda: captioning.soft_attention_loss(logits, targets, mask[:2], alpha),
+      (lambda: sat.soft_attention_loss(logits, targets, mask[:2], alpha),
        r"mask must have shape \[B, T\]"),
-      (lambda: captioning.soft_attention_loss(logits, targets, mask, alpha[:, :2]),
+      (lambda: sat.soft_attention_loss(logits, targets, mask, alpha[:, :2]),
        r"alpha must have shape \[B, T, L\]"),
-      (lambda: captioning.soft_attention_loss(logits, np.full_like(targets, V), mask, alpha),
-       r"targets must hold ids in \[0, V\) = \[0, 7\)"),
-      (lambda: captioning.soft_attention_loss(logits, targets.astype(np.float32), mask, alpha),
+      (lambda: sat.soft_attention_loss(logits, np.full_like(targets, V), mask, alpha),
+       r"targets must hold ids in \[0, vocab_size\) = \[0, 7\), got ids in \[7, 7\]"),
+      (lambda: sat.soft_attention_loss(logits, targets.astype(np.float32), mask, alpha),
        "targets must hold integer"),
-      (lambda: captioning.soft_attention_loss(logits, targets, mask, alpha, penalty=-1.0),
-       "penalty must be a finite float >= 0"),
-      (lambda: captioning.hard_attention_loss(logits, targets, mask, zeros[:, :2], zeros, b,
-                                              entropy_weight=0.0),
+      (lambda: sat.soft_attention_loss(logits, targets, mask, alpha, penalty=-1.0),
+       "penalty must be a finite float >= 0.0, got -1.0"),
+      (lambda: sat.hard_attention_loss(logits, targets, mask, zeros[:, :2], zeros, b,
+                                       entropy_weight=0.0),
        r"log_prob_locations must have shape \[B, T\]"),
-      (lambda: captioning.hard_attention_loss(logits, targets, mask, zeros, zeros[..., None],
-                                              b, entropy_weight=0.0),
+      (lambda: sat.hard_attention_loss(logits, targets, mask, zeros, zeros[..., None],
+                                       b, entropy_weight=0.0),
        r"entropy must have shape \[B, T\]"),
-      (lambda: captioning.hard_attention_loss(logits, targets, mask, zeros, zeros,
-                                              jnp.zeros(B), entropy_weight=0.0),
+      (lambda: sat.hard_attention_loss(logits, targets, mask, zeros, zeros,
+                                       jnp.zeros(B), entropy_weight=0.0),
        "baseline must be a scalar"),
-      (lambda: captioning.hard_attention_loss(logits, targets, mask, zeros, zeros, b,
-                                              entropy_weight=0.0, sampled=np.ones(2, bool)),
+      (lambda: sat.hard_attention_loss(logits, targets, mask, zeros, zeros, b,
+                                       entropy_weight=0.0, sampled=np.ones(2, bool)),
        r"sampled must have shape \[B\]"),
-      (lambda: captioning.hard_attention_loss(logits, targets, mask, zeros, zeros, b,
-                                              entropy_weight=0.0, baseline_decay=1.0),
-       r"baseline_decay must be a finite float \[0.0, 1\)"),
-      (lambda: captioning.hard_attention_loss(logits, targets, mask, zeros, zeros, b,
-                                              entropy_weight=float("nan")),
+      (lambda: sat.hard_attention_loss(logits, targets, mask, zeros, zeros, b,
+                                       entropy_weight=0.0, baseline_decay=1.0),
+       r"baseline_decay must be a finite float in \[0.0, 1.0\), got 1.0"),
+      (lambda: sat.hard_attention_loss(logits, targets, mask, zeros, zeros, b,
+                                       entropy_weight=float("nan")),
        "entropy_weight must be a finite float"),
   ]
   for call, match in cases:

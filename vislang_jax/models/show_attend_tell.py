@@ -25,10 +25,10 @@ computed once per image. The deep output is linear inside the softmax, as eq. (7
 (the authors' Theano code puts a tanh there). ``phi`` is
 
 * soft (Sec. 4.2): the expectation ``sum_i alpha_ti a_i``, trained by backpropagation with
-  ``objectives.captioning.soft_attention_loss``;
+  ``objectives.show_attend_tell.soft_attention_loss``;
 * hard (Sec. 4.1): ``a_{s_t}`` for one location ``s_t ~ Multinoulli_L(alpha_t)`` (eq. 8-9),
   trained with the REINFORCE-style learning rule that closes Sec. 4.1 in
-  ``objectives.captioning.hard_attention_loss``. With probability ``expectation_prob``
+  ``objectives.show_attend_tell.hard_attention_loss``. With probability ``expectation_prob``
   (the paper's 0.5) an example's whole caption uses the expectation instead (Sec. 4.1: "we
   set the sampled attention location s~ to its expected value alpha"); ``aux["sampled"]``
   says which examples drew locations, so the objective gives the others no REINFORCE term
@@ -49,6 +49,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from vislang_jax.checks import check_ids, check_positive_int, check_rank
 
 ATTENTIONS = ("soft", "hard")
 BACKBONES = ("convnet", "vgg16")
@@ -71,29 +73,6 @@ def _vgg16_conv_indices() -> tuple[int, ...]:
 
 
 VGG16_CONV_INDICES = _vgg16_conv_indices()  # (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ValueError(f"{name} must be a positive int, got {value!r}.")
-
-
-def _check_images(images: jax.Array) -> None:
-  if jnp.ndim(images) != 4:
-    raise ValueError(f"images must have shape [B, H, W, C], got {jnp.shape(images)}.")
-
-
-def _check_token_ids(name: str, tokens: jax.Array, vocab_size: int) -> None:
-  """Checks that concrete ids lie in [0, vocab_size); traced ids (under jit) pass unchecked."""
-  if not jnp.issubdtype(jnp.result_type(tokens), jnp.integer):
-    raise ValueError(f"{name} must hold integer token ids, got dtype {jnp.result_type(tokens)}.")
-  try:
-    ids = np.asarray(tokens)
-  except jax.errors.TracerArrayConversionError:
-    return
-  if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
-    raise ValueError(f"{name} must hold ids in [0, vocab_size) = [0, {vocab_size}), got ids in "
-                     f"[{ids.min()}, {ids.max()}].")
 
 
 class VGG16Features(nn.Module):
@@ -119,7 +98,7 @@ class VGG16Features(nn.Module):
 
     Sizes are floored at each pool, as in torch: 224 -> 14 (7 with the final pool).
     """
-    _check_images(images)
+    check_rank("images", images, "[B, H, W, C]")
     x = jnp.asarray(images, jnp.float32)
     conv_indices = iter(VGG16_CONV_INDICES)
     for position, item in enumerate(VGG16_CONFIG):
@@ -210,14 +189,14 @@ class Encoder(nn.Module):
       if len(self.widths) == 0:
         raise ValueError(f"widths must name at least one block, got {self.widths!r}.")
       for width in self.widths:
-        _check_positive_int("widths entries", width)
-      _check_positive_int("convs_per_block", self.convs_per_block)
+        check_positive_int("widths entries", width)
+      check_positive_int("convs_per_block", self.convs_per_block)
     super().__post_init__()
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
     """[B, H, W, C] float images -> [B, L, D] annotations, ``L = h w`` row-major."""
-    _check_images(images)
+    check_rank("images", images, "[B, H, W, C]")
     if self.backbone == "vgg16":
       x = VGG16Features(self.include_final_pool, name="vgg16")(images)
     else:
@@ -294,9 +273,9 @@ class Decoder(nn.Module):
 
   def __post_init__(self):
     for name in ("vocab_size", "embed_dim", "hidden_size", "attention_dim"):
-      _check_positive_int(name, getattr(self, name))
+      check_positive_int(name, getattr(self, name))
     for width in self.init_hidden:
-      _check_positive_int("init_hidden entries", width)
+      check_positive_int("init_hidden entries", width)
     for name, upper_ok in (("dropout_rate", False), ("expectation_prob", True)):
       value = getattr(self, name)
       if (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0
@@ -397,7 +376,7 @@ class Decoder(nn.Module):
       raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}.")
     if jnp.ndim(tokens_in) != 2:
       raise ValueError(f"tokens_in must have shape [B, T], got {jnp.shape(tokens_in)}.")
-    _check_token_ids("tokens_in", tokens_in, self.vocab_size)
+    check_ids("tokens_in", tokens_in, vocab_size=self.vocab_size)
     if jnp.ndim(annotations) != 3 or annotations.shape[0] != tokens_in.shape[0]:
       raise ValueError(f"annotations must have shape [B, L, D] with B = tokens_in.shape[0] = "
                        f"{tokens_in.shape[0]}, got {jnp.shape(annotations)}.")
@@ -435,7 +414,7 @@ class Decoder(nn.Module):
     if jnp.ndim(tokens) != 1 or tokens.shape[0] != state.hidden.shape[0]:
       raise ValueError(f"tokens must have shape [N] with N = {state.hidden.shape[0]} (the "
                        f"state's batch), got {jnp.shape(tokens)}.")
-    _check_token_ids("tokens", tokens, self.vocab_size)
+    check_ids("tokens", tokens, vocab_size=self.vocab_size)
     state, outputs = self._step(state, self.embed(tokens), None, hard=False, deterministic=True)
     return outputs.pop("logits"), state, outputs
 
@@ -473,7 +452,7 @@ class ShowAttendTell(nn.Module):
 
   def encode(self, images: jax.Array) -> jax.Array:
     """[B, H, W, C] images -> [B, L, D] annotations."""
-    _check_images(images)
+    check_rank("images", images, "[B, H, W, C]")
     annotations = self.encoder(images)
     if jnp.ndim(annotations) != 3:
       raise ValueError(f"encoder must return annotations of shape [B, L, D], got "

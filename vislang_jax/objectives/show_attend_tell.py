@@ -10,19 +10,10 @@ tokens, ``<eos>`` included, and 0 at padding. Every function returns per-example
 training step averages them over the batch. All quantities are in nats.
 """
 
-import numbers
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-
-def _check_float(name: str, value, *, minimum: float = 0.0,
-                 below_one: bool = False) -> None:
-  if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-      or not np.isfinite(value) or value < minimum or (below_one and value >= 1.0)):
-    bounds = f"[{minimum}, 1)" if below_one else f">= {minimum}"
-    raise ValueError(f"{name} must be a finite float {bounds}, got {value!r}.")
+from vislang_jax.checks import check_float, check_ids
 
 
 def _check_steps(logits: jax.Array, targets: jax.Array, mask: jax.Array,
@@ -40,16 +31,7 @@ def _check_steps(logits: jax.Array, targets: jax.Array, mask: jax.Array,
       expected = "[B, T]" if rank == 2 else "[B, T, L]"
       raise ValueError(f"{name} must have shape {expected} with (B, T) = {steps}, got "
                        f"{jnp.shape(array)}.")
-  if not jnp.issubdtype(jnp.result_type(targets), jnp.integer):
-    raise ValueError(f"targets must hold integer token ids, got {jnp.result_type(targets)}.")
-  try:
-    ids = np.asarray(targets)
-  except jax.errors.TracerArrayConversionError:
-    return  # traced (under jit): the range is not checkable
-  vocab = logits.shape[-1]
-  if ids.size and (ids.min() < 0 or ids.max() >= vocab):
-    raise ValueError(f"targets must hold ids in [0, V) = [0, {vocab}) (V from logits), got ids "
-                     f"in [{ids.min()}, {ids.max()}].")
+  check_ids("targets", targets, vocab_size=logits.shape[-1])
 
 
 def caption_nll(logits: jax.Array, targets: jax.Array,
@@ -120,7 +102,7 @@ def soft_attention_loss(logits: jax.Array, targets: jax.Array, mask: jax.Array,
     ``"nll_per_token"`` [B] (nats per real token), ``"attention_penalty"`` [B] (the
     unweighted sum of eq. 14) and ``"num_tokens"`` [B].
   """
-  _check_float("penalty", penalty)
+  check_float("penalty", penalty, low=0.0)
   _check_steps(logits, targets, mask, alpha=(alpha, 3))
   nll, num_tokens = _caption_nll(logits, targets, mask)
   attention_penalty = doubly_stochastic_penalty(alpha, mask)
@@ -194,9 +176,9 @@ def hard_attention_loss(
     (``log p(s~ | a)``) and ``"entropy"`` (``H[s~]``), each [B]. ``new_baseline`` is ``b``
     itself when no example of the batch was sampled.
   """
-  _check_float("entropy_weight", entropy_weight)
-  _check_float("reinforce_weight", reinforce_weight)
-  _check_float("baseline_decay", baseline_decay, below_one=True)
+  check_float("entropy_weight", entropy_weight, low=0.0)
+  check_float("reinforce_weight", reinforce_weight, low=0.0)
+  check_float("baseline_decay", baseline_decay, low=0.0, below=1.0)
   _check_steps(logits, targets, mask, log_prob_locations=(log_prob_locations, 2),
                entropy=(entropy, 2))
   batch = logits.shape[0]

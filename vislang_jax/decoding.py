@@ -46,6 +46,9 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from vislang_jax.checks import check_float, check_int, check_positive_int
+from vislang_jax.ops.sequence import length_mask
+
 PyTree = Any
 StepFn = Callable[[jax.Array, PyTree], tuple[jax.Array, PyTree, PyTree]]
 
@@ -139,7 +142,7 @@ def sample(key: jax.Array, step_fn: StepFn, init_state: PyTree, *, bos_id: int, 
   if (isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)
       or not math.isfinite(temperature) or temperature <= 0):
     raise ValueError(f"temperature must be a finite float > 0, got {temperature!r}.")
-  _check_int("max_len", max_len, minimum=1)
+  check_positive_int("max_len", max_len)
 
   def choose(step_key, logits):
     return jax.random.categorical(step_key, logits.astype(jnp.float32) / temperature, axis=-1)
@@ -187,11 +190,9 @@ def beam_search(step_fn: StepFn, init_state: PyTree, *, bos_id: int, eos_id: int
     ValueError: for a bad id, size or length penalty, or a step function or state that breaks
       the contract.
   """
-  _check_int("max_len", max_len, minimum=1)
-  _check_int("beam_size", beam_size, minimum=1)
-  if (isinstance(length_penalty, bool) or not isinstance(length_penalty, numbers.Real)
-      or not math.isfinite(length_penalty) or length_penalty < 0):
-    raise ValueError(f"length_penalty must be a finite float >= 0, got {length_penalty!r}.")
+  check_positive_int("max_len", max_len)
+  check_positive_int("beam_size", beam_size)
+  check_float("length_penalty", length_penalty, low=0.0)
   batch, k = _batch_size(init_state), beam_size
   n = batch * k
   state = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), init_state)
@@ -247,7 +248,7 @@ def _decode_one_per_row(step_fn: StepFn, init_state: PyTree,
                         keys: jax.Array | None, *, bos_id: int, eos_id: int, max_len: int,
                         pad_id: int) -> Decoded:
   """Greedy or sampled decoding; ``choose(key, logits [B, V]) -> [B]`` picks each token."""
-  _check_int("max_len", max_len, minimum=1)
+  check_positive_int("max_len", max_len)
   n = _batch_size(init_state)
   _check_step_fn(step_fn, init_state, n, bos_id=bos_id, eos_id=eos_id)
 
@@ -275,7 +276,7 @@ def _decode_one_per_row(step_fn: StepFn, init_state: PyTree,
 def _finish(tokens: jax.Array, extras: PyTree, lengths: jax.Array, scores: jax.Array, *,
             alpha: float, pad_id: int) -> Decoded:
   """Pads tokens [..., T] and zeroes extras [..., T, ...] at positions >= lengths [...]."""
-  valid = jnp.arange(tokens.shape[-1]) < lengths[..., None]  # [..., T]
+  valid = length_mask(lengths, tokens.shape[-1])  # [..., T]
 
   def zero_invalid(x):
     mask = valid.reshape(valid.shape + (1,) * (x.ndim - valid.ndim))
@@ -285,11 +286,6 @@ def _finish(tokens: jax.Array, extras: PyTree, lengths: jax.Array, scores: jax.A
                  lengths=lengths.astype(jnp.int32), scores=scores,
                  normalized_scores=scores / gnmt_length_penalty(lengths, alpha=alpha),
                  extras=jax.tree.map(zero_invalid, extras))
-
-
-def _check_int(name: str, value: Any, *, minimum: int) -> None:
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-    raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
 
 
 def _batch_size(init_state: PyTree) -> int:
@@ -323,8 +319,6 @@ def _check_step_fn(step_fn: StepFn, state: PyTree, n: int, *, bos_id: int,
     raise ValueError(f"step_fn must return extras whose leaves have leading axis N = {n}, got "
                      f"shapes {extra_shapes}.")
   vocab = logits.shape[1]
-  for name, value in (("bos_id", bos_id), ("eos_id", eos_id)):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not (
-        0 <= value < vocab):
-      raise ValueError(f"{name} must be an int in [0, V) = [0, {vocab}), got {value!r}.")
+  check_int("bos_id", bos_id, low=0, high=vocab - 1)
+  check_int("eos_id", eos_id, low=0, high=vocab - 1)
   return vocab

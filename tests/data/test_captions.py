@@ -94,8 +94,8 @@ def test_too_long_caption_names_max_len(digits, vocab):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(max_len=0), "max_len must be an integer >= 1, got 0"),
-        (dict(max_len=12.0), "max_len must be an integer"),
+        (dict(max_len=0), "max_len must be a positive int, got 0"),
+        (dict(max_len=12.0), "max_len must be a positive int, got 12.0"),
         (dict(max_len=12, truncate=1), "truncate must be a bool"),
     ],
 )
@@ -258,7 +258,7 @@ def test_resize_square_crop_and_squeeze():
     [
         (np.zeros((4, 4, 3), np.float32), 2, "image must be uint8"),
         (np.zeros((4, 4, 2), np.uint8), 2, r"image must be uint8 .*got uint8 \(4, 4, 2\)"),
-        (np.zeros((4, 4, 3), np.uint8), 0, "size must be an integer >= 1, got 0"),
+        (np.zeros((4, 4, 3), np.uint8), 0, "size must be a positive int, got 0"),
     ],
 )
 def test_resize_square_errors(image, size, match):
@@ -274,10 +274,10 @@ def test_resize_square_errors(image, size, match):
             r"split must be one of \('train', 'val', 'test', 'restval'\).*got 'validation'",
         ),
         (dict(split="train+valid[:10]"), "split must be one of"),
-        (dict(split="val", image_size=0), "image_size must be an integer >= 1, got 0"),
+        (dict(split="val", image_size=0), "image_size must be a positive int, got 0"),
         (
             dict(split="val", captions_per_image=0),
-            "captions_per_image must be an integer >= 1, got 0",
+            "captions_per_image must be a positive int, got 0",
         ),
     ],
 )

@@ -44,7 +44,7 @@ def test_place_digits_on_a_digit_sized_canvas():
         (dict(digits=np.zeros((28, 28))), r"digits must have shape \[K, 28, 28\]"),
         (
             dict(digits=np.zeros((2, 28, 28)), canvas_size=27),
-            "canvas_size must be an integer >= 28, got 27",
+            "canvas_size must be an int >= 28, got 27",
         ),
     ],
 )
@@ -119,9 +119,9 @@ def test_config_names_and_bad_parameters():
   for kwargs, match in [
       (dict(source="cifar"), "source must be one of"),
       (dict(source="sklearn_digits", mnist_dir="/x"), "mnist_dir is only for source='mnist'"),
-      (dict(source="mnist", num_digits=0), "num_digits must be an integer >= 1, got 0"),
-      (dict(source="mnist", canvas_size=20), "canvas_size must be an integer >= 28, got 20"),
-      (dict(source="mnist", seed=-1), "seed must be an integer >= 0, got -1"),
+      (dict(source="mnist", num_digits=0), "num_digits must be a positive int, got 0"),
+      (dict(source="mnist", canvas_size=20), "canvas_size must be an int >= 28, got 20"),
+      (dict(source="mnist", seed=-1), "seed must be an int >= 0, got -1"),
   ]:
     with pytest.raises(ValueError, match=match):
       MultiDigitConfig.make(**kwargs)

@@ -1,9 +1,8 @@
-"""make_loader: batch format, seeded order, epochs, per-process shards, checkpointable state."""
+"""make_loader: batch format, seeded order, epochs, per-process rows, checkpointable state."""
 
 import itertools
 
 import grain.python as pygrain
-import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -61,30 +60,33 @@ def test_infinite_epochs_reshuffle():
   assert epochs[0] != epochs[1]
 
 
-@pytest.mark.parametrize("num_records", [36, 37])
-def test_process_shards_are_disjoint_and_equal(monkeypatch, num_records):
-  monkeypatch.setattr(jax, "process_count", lambda: 2)
-  shards = []
-  for index in range(2):
-    monkeypatch.setattr(jax, "process_index", lambda index=index: index)
-    loader = make_loader(
-        RECORDS[:num_records],
-        batch_size=3,
-        seed=0,
-        shuffle=True,
-        num_epochs=1,
-        drop_remainder=False,
-    )
-    shards.append(_indices(loader))
-  assert not set(shards[0]) & set(shards[1])
-  # Every process reads the same number of records, so multi-host steps stay in lockstep;
-  # grain reads len // process_count per process, so an odd record out is skipped.
-  assert len(shards[0]) == len(shards[1]) == num_records // 2
-  assert set(shards[0]) | set(shards[1]) <= set(range(num_records))
-  if num_records % 2 == 0:
-    assert sorted(shards[0] + shards[1]) == list(range(num_records))
-  # shard_by_process=False: every process reads everything.
-  assert _indices(_loader(shuffle=False, shard_by_process=False)) == list(range(N))
+@pytest.mark.parametrize("rows", [[[0, 1, 2], [3, 4, 5]], [[0, 2, 4], [1, 3, 5]]])
+def test_processes_read_disjoint_rows_of_the_same_global_batches(rows):
+  # Six rows per global batch split over two processes, contiguously or interleaved: together
+  # they read exactly the batches one process reads alone, each record once.
+  options = dict(batch_size=6, seed=0, shuffle=True, num_epochs=2, drop_remainder=True)
+  alone = [_indices([b]) for b in make_loader(RECORDS, **options)]
+  shares = [[_indices([b]) for b in make_loader(RECORDS, process_rows=np.array(rows),
+                                                process_index=p, **options)]
+            for p in range(2)]
+  assert len(alone) == len(shares[0]) == len(shares[1]) == 2 * N // 6
+  for batch, first, second in zip(alone, *shares):
+    merged = [None] * 6
+    for p, share in enumerate((first, second)):
+      for row, record in zip(rows[p], share):
+        merged[row] = record
+    assert merged == batch and not set(first) & set(second)
+
+
+def test_a_last_partial_batch_is_split_by_rows():
+  rows = np.array([[0, 1, 2], [3, 4, 5]])
+  options = dict(batch_size=6, seed=0, shuffle=False, num_epochs=1, drop_remainder=False)
+  first, second = ([_indices([b]) for b in make_loader(RECORDS, process_rows=rows,
+                                                       process_index=p, **options)]
+                   for p in range(2))
+  # 37 = 6 * 6 + 1: the last global batch holds one record, in process 0's first row.
+  assert first[-1] == [36] and len(first) == 7 and len(second) == 6
+  assert sorted(sum(first + second, [])) == list(range(N))
 
 
 def test_state_round_trip():
@@ -138,6 +140,7 @@ def test_loader_over_built_dataset(tmp_path):
         (dict(batch_size=0), "batch_size"),
         (dict(num_epochs=0), "num_epochs"),
         (dict(worker_count=-1), "worker_count"),
+        (dict(process_rows=np.array([[0, 1], [1, 3]])), "process_rows must split the rows 0..3"),
     ],
 )
 def test_bad_arguments(kwargs, match):

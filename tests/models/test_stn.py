@@ -329,7 +329,8 @@ def test_bad_arguments_raise(build, match):
 @pytest.mark.parametrize("name", stn.CLASSIFIERS)
 def test_non_4d_images_raise(name):
   model = stn.make_classifier(name)
-  with pytest.raises(ValueError, match=r"images must be 4-D.*\(4, 16, 16\)"):
+  with pytest.raises(ValueError,
+                     match=r"images must have shape \[B, H, W, C\], got \(4, 16, 16\)"):
     model.init(KEY, jnp.zeros((4, 16, 16)))
 
 

@@ -1,14 +1,8 @@
-"""A TFDS builder for distorted and cluttered digits, written as array_record (no TensorFlow).
+"""A TFDS builder for distorted and cluttered digits (`digit_builder.DigitBuilder`).
 
-One builder, `DistortedDigits`, whose config holds every parameter that changes the data;
-the config name spells them all out, so different settings never share a folder in one
-`data_dir`. Each example's randomness comes from
-`np.random.default_rng([seed, split_id, index])`, so the records do not depend on the order
-or parallelism in which they are written.
-
-Splits: "train" (the source's train split less its last 10%, times `copies` distorted
-versions), "validation" (the last 10% of the source's train split, one version each),
-"test" (the source's test split, one version each).
+One builder, `DistortedDigits`, whose config holds every parameter that changes the data.
+Splits (`digit_builder.SPLITS`): "train" with `copies` distorted versions of each digit,
+"validation" and "test" with one version each.
 """
 
 from __future__ import annotations
@@ -19,13 +13,11 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vislang_jax.checks import check_choice, check_int
 from vislang_jax.data import distortions
-from vislang_jax.data.checks import check_choice, check_digit_source, check_int
-from vislang_jax.data.sources import load_digit_splits
+from vislang_jax.data.digit_builder import DigitBuilder, DigitConfig, prepare
 
 DISTORTIONS = ("none", "R", "RTS", "P", "E", "cluttered")
-SPLITS = ("train", "validation", "test")
-_SPLIT_IDS = {name: i for i, name in enumerate(SPLITS)}
 # Defaults of the cluttered canvas: RAM's 60x60 with 4 pieces of 8x8 clutter.
 CLUTTER_DEFAULTS = {"canvas_size": 60, "num_clutter": 4, "clutter_size": 8}
 _DISTORT = {
@@ -57,23 +49,16 @@ def image_shape(distortion: str, canvas_size: int | None = None) -> tuple[int, i
 
 
 @dataclasses.dataclass(kw_only=True)
-class DigitsConfig(tfds.core.BuilderConfig):
+class DigitsConfig(DigitConfig):
   """Every parameter of `DistortedDigits`; build with `DigitsConfig.make`, which validates.
 
-  Attributes:
+  Attributes (beyond `DigitConfig`'s source, mnist_dir, seed):
     distortion: one of DISTORTIONS.
-    source: one of `sources.SOURCES`.
-    mnist_dir: folder of MNIST IDX files (source="mnist" only); where the data comes
-      from, not what it is, so it is not part of the name.
-    seed: base seed of every example's generator.
     copies: distorted versions of each training digit.
     canvas_size, num_clutter, clutter_size: the cluttered canvas (None otherwise).
   """
 
   distortion: str
-  source: str
-  mnist_dir: str | None = None
-  seed: int = 0
   copies: int = 1
   canvas_size: int | None = None
   num_clutter: int | None = None
@@ -98,8 +83,6 @@ class DigitsConfig(tfds.core.BuilderConfig):
       ValueError: naming the argument, for any value out of range.
     """
     check_choice("distortion", distortion, DISTORTIONS)
-    check_digit_source(source, mnist_dir)
-    check_int("seed", seed, low=0)
     check_int("copies", copies, low=1)
     if distortion == "none" and copies != 1:
       raise ValueError(
@@ -117,20 +100,19 @@ class DigitsConfig(tfds.core.BuilderConfig):
             f"{', '.join(given)} only apply to distortion='cluttered', got {given} with {distortion!r}."
         )
       suffix = ""
-    name = f"{distortion}-{source}-seed{seed}-copies{copies}{suffix}"
-    return cls(
-        name=name,
+    return cls.create(
+        name=f"{distortion}-{source}-seed{seed}-copies{copies}{suffix}",
         description=f"{source} digits, distortion {distortion!r}, seed {seed}, {copies} train copies{suffix}.",
-        distortion=distortion,
         source=source,
-        mnist_dir=None if mnist_dir is None else os.fspath(mnist_dir),
-        seed=int(seed),
+        mnist_dir=mnist_dir,
+        seed=seed,
+        distortion=distortion,
         copies=int(copies),
         **clutter,
     )
 
 
-class DistortedDigits(tfds.core.GeneratorBasedBuilder):
+class DistortedDigits(DigitBuilder):
   """MNIST-style digits under one STN distortion (Jaderberg et al., 2015, Sec. 4.1) or clutter.
 
   Construct with a `DigitsConfig` instance: `DistortedDigits(config=DigitsConfig.make(...),
@@ -141,17 +123,6 @@ class DistortedDigits(tfds.core.GeneratorBasedBuilder):
   # Bump on any change to the generated data (distortions, split rule, sources).
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> None:
-    """None: this builder downloads nothing, so it has no checksums file beside its code.
-
-    TFDS only uses `code_path` to find that file, and its default implementation needs
-    `importlib_resources`, which TFDS 4.9.10 does not declare for Python >= 3.9
-    (tensorflow/datasets#11212).
-    """
-    return None
 
   def _info(self) -> tfds.core.DatasetInfo:
     config = self.builder_config
@@ -169,24 +140,19 @@ class DistortedDigits(tfds.core.GeneratorBasedBuilder):
         supervised_keys=("image", "label"),
     )
 
-  def _split_generators(self, dl_manager):
-    del dl_manager  # The sources load themselves.
-    config = self.builder_config
-    parts = load_digit_splits(config.source, mnist_dir=config.mnist_dir)
+  def _split_examples(self, digits):
+    copies = self.builder_config.copies
     return {
-        split: self._generate_examples(
-            split, images, labels, config.copies if split == "train" else 1
-        )
-        for split, (images, labels) in parts.items()
+        split: self._generate_examples(split, images, labels, copies if split == "train" else 1)
+        for split, (images, labels) in digits.items()
     }
 
   def _generate_examples(self, split: str, images: np.ndarray, labels: np.ndarray, copies: int):
     config = self.builder_config
-    split_id = _SPLIT_IDS[split]
     for copy in range(copies):
       for i in range(len(images)):
         index = copy * len(images) + i
-        rng = np.random.default_rng([config.seed, split_id, index])
+        rng = self.example_rng(split, index)
         # Clutter is cropped from the same split, so test clutter stays in test.
         if config.distortion == "cluttered":
           image = distortions.cluttered(
@@ -247,17 +213,4 @@ def build_digits_dataset(
       num_clutter=num_clutter,
       clutter_size=clutter_size,
   )
-  return prepare_sources(DistortedDigits, config, data_dir=data_dir)
-
-
-def prepare_sources(
-    builder_class: type[tfds.core.GeneratorBasedBuilder],
-    config: tfds.core.BuilderConfig,
-    *,
-    data_dir: str | os.PathLike | None,
-) -> dict[str, tfds.data_sources.ArrayRecordDataSource]:
-  """Writes `builder_class(config)` as array_record into `data_dir` once; returns every split's source."""
-  data_dir = None if data_dir is None else os.fspath(data_dir)  # None: TFDS picks its default
-  builder = builder_class(config=config, data_dir=data_dir, file_format="array_record")
-  builder.download_and_prepare()
-  return dict(builder.as_data_source())
+  return prepare(DistortedDigits, config, data_dir=data_dir)

@@ -35,9 +35,8 @@ Splits: "train" (the source's train split less its last 10%; `copies` examples p
 has the split's digit `index % n` as its first digit, a layout and (for two digits) a second
 digit of the same split drawn until the combination is not held out. "novel": `novel_size`
 examples, each a held-out combination drawn uniformly, with digits of the source's test
-split drawn uniformly among those of the needed classes. As in `builders.DistortedDigits`,
-example `index` of a split draws everything from `np.random.default_rng([seed, split_id,
-index])` and the config name spells out every parameter.
+split drawn uniformly among those of the needed classes. Seeds and naming as every
+`digit_builder.DigitBuilder`.
 """
 
 from __future__ import annotations
@@ -48,13 +47,10 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vislang_jax.data.checks import check_choice, check_digit_source, check_int, is_int
-from vislang_jax.data.builders import SPLITS as _SEEN_SPLITS, prepare_sources
+from vislang_jax.checks import check_choice, check_int, is_int
+from vislang_jax.data.digit_builder import DigitBuilder, DigitConfig, prepare
 from vislang_jax.data.distortions import to_uint8
-from vislang_jax.data.sources import load_digit_splits
 
-SPLITS = _SEEN_SPLITS + ("novel",)
-_SPLIT_IDS = {name: i for i, name in enumerate(SPLITS)}
 CANVAS_SIZE = 60
 DIGIT_SIZE = 28
 MAX_DIGITS = 2
@@ -186,20 +182,14 @@ def make_example(
 
 
 @dataclasses.dataclass(kw_only=True)
-class CaptionedDigitsConfig(tfds.core.BuilderConfig):
+class CaptionedDigitsConfig(DigitConfig):
   """Every parameter of `CaptionedDigits`; build with `CaptionedDigitsConfig.make`.
 
-  Attributes:
-    source: one of `sources.SOURCES`.
-    mnist_dir: folder of MNIST IDX files (source="mnist" only); not part of the name.
-    seed: base seed of every example's generator.
+  Attributes (beyond `DigitConfig`'s source, mnist_dir, seed):
     copies: examples per training digit (train split only).
     novel_size: examples in the "novel" split.
   """
 
-  source: str
-  mnist_dir: str | None = None
-  seed: int = 0
   copies: int = 1
   novel_size: int = 1000
 
@@ -218,25 +208,20 @@ class CaptionedDigitsConfig(tfds.core.BuilderConfig):
     Raises:
       ValueError: naming the argument, for any value out of range.
     """
-    check_digit_source(source, mnist_dir)
-    for name, value, low in (
-        ("seed", seed, 0),
-        ("copies", copies, 1),
-        ("novel_size", novel_size, 1),
-    ):
-      check_int(name, value, low=low)
-    return cls(
+    check_int("copies", copies, low=1)
+    check_int("novel_size", novel_size, low=1)
+    return cls.create(
         name=f"{source}-seed{seed}-copies{copies}-novel{novel_size}",
         description=f"Captioned {source} digits, seed {seed}, {copies} train copies, {novel_size} novel examples.",
         source=source,
-        mnist_dir=None if mnist_dir is None else os.fspath(mnist_dir),
-        seed=int(seed),
+        mnist_dir=mnist_dir,
+        seed=seed,
         copies=int(copies),
         novel_size=int(novel_size),
     )
 
 
-class CaptionedDigits(tfds.core.GeneratorBasedBuilder):
+class CaptionedDigits(DigitBuilder):
   """Captioned MNIST (Mansimov et al., 2016, Sec. 5.1) over any digit source.
 
   Construct with a `CaptionedDigitsConfig`: `CaptionedDigits(config=CaptionedDigitsConfig.make(...),
@@ -252,12 +237,6 @@ class CaptionedDigits(tfds.core.GeneratorBasedBuilder):
   # Bump on any change to the generated data (layouts, captions, held-out set, splits).
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> None:
-    """None: nothing is downloaded, so there is no checksums file (see DistortedDigits)."""
-    return None
 
   def _info(self) -> tfds.core.DatasetInfo:
     side = CANVAS_SIZE
@@ -275,29 +254,26 @@ class CaptionedDigits(tfds.core.GeneratorBasedBuilder):
         ),
     )
 
-  def _split_generators(self, dl_manager):
-    del dl_manager  # The sources load themselves.
+  def _split_examples(self, digits):
     config = self.builder_config
-    splits = load_digit_splits(config.source, mnist_dir=config.mnist_dir)
-    test_images, test_labels = splits["test"]
-    missing = sorted(set(d for _, digits in HELD_OUT for d in digits) - set(test_labels.tolist()))
+    test_images, test_labels = digits["test"]
+    missing = sorted(set(d for _, pair in HELD_OUT for d in pair) - set(test_labels.tolist()))
     if missing:
       raise ValueError(
           f"source={config.source!r}: its test split has no digit of classes {missing}, which the "
           "'novel' split needs."
       )
     return {
-        "train": self._generate_examples("train", *splits["train"], config.copies),
-        "validation": self._generate_examples("validation", *splits["validation"], 1),
+        "train": self._generate_examples("train", *digits["train"], config.copies),
+        "validation": self._generate_examples("validation", *digits["validation"], 1),
         "test": self._generate_examples("test", test_images, test_labels, 1),
         "novel": self._generate_novel(test_images, test_labels),
     }
 
   def _generate_examples(self, split: str, images: np.ndarray, labels: np.ndarray, copies: int):
     """The seen combinations of a train/validation/test split."""
-    config = self.builder_config
     for index in range(copies * len(images)):
-      rng = np.random.default_rng([config.seed, _SPLIT_IDS[split], index])
+      rng = self.example_rng(split, index)
       chosen = [index % len(images)]
       while True:  # Ends: every digit has layouts that are not held out.
         layout = LAYOUTS[rng.integers(len(LAYOUTS))]
@@ -310,7 +286,7 @@ class CaptionedDigits(tfds.core.GeneratorBasedBuilder):
   def _generate_novel(self, images: np.ndarray, labels: np.ndarray):
     config = self.builder_config
     for index in range(config.novel_size):
-      rng = np.random.default_rng([config.seed, _SPLIT_IDS["novel"], index])
+      rng = self.example_rng("novel", index)
       layout, digits = _HELD_OUT_ORDER[rng.integers(len(_HELD_OUT_ORDER))]
       chosen = [int(rng.choice(np.flatnonzero(labels == d))) for d in digits]
       yield index, make_example(layout, digits, images[chosen], rng)
@@ -350,4 +326,4 @@ def build_captioned_digits_dataset(
   config = CaptionedDigitsConfig.make(
       source=source, mnist_dir=mnist_dir, seed=seed, copies=copies, novel_size=novel_size
   )
-  return prepare_sources(CaptionedDigits, config, data_dir=data_dir)
+  return prepare(CaptionedDigits, config, data_dir=data_dir)

@@ -49,7 +49,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from vislang_jax.data.captioned_digits import build_captioned_digits_dataset
-from vislang_jax.data.checks import check_int
+from vislang_jax.checks import check_int
 from vislang_jax.data.vocabulary import Vocabulary
 
 COCO_SPLITS = ("train", "val", "test", "restval")

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.ndimage
 
+from vislang_jax.checks import check_int
+
 _DIGIT_SIZE = 28
 
 
@@ -246,18 +248,9 @@ def cluttered(
 
 def validate_clutter(*, canvas_size: int, num_clutter: int, clutter_size: int) -> None:
   """Raises ValueError, naming the argument, for cluttered-canvas sizes out of range."""
-  for name, value, low, high in (
-      ("canvas_size", canvas_size, _DIGIT_SIZE, None),
-      ("num_clutter", num_clutter, 0, None),
-      ("clutter_size", clutter_size, 1, _DIGIT_SIZE),
-  ):
-    if (
-        not isinstance(value, (int, np.integer))
-        or value < low
-        or (high is not None and value > high)
-    ):
-      bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-      raise ValueError(f"cluttered: {name} must be an integer {bound}, got {value!r}.")
+  check_int("cluttered: canvas_size", canvas_size, low=_DIGIT_SIZE)
+  check_int("cluttered: num_clutter", num_clutter, low=0)
+  check_int("cluttered: clutter_size", clutter_size, low=1, high=_DIGIT_SIZE)
 
 
 def _check_digit(digit: np.ndarray) -> np.ndarray:

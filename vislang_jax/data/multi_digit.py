@@ -7,10 +7,7 @@ intensities are added and clipped. (This description is from our reading of the 
 paper gives no further detail, e.g. how positions are distributed, so positions here are
 uniform over every place where a digit fits wholly on the canvas.)
 
-As in `builders.DistortedDigits`: the config name spells out every parameter that changes the
-data; each example's randomness comes from `np.random.default_rng([seed, split_id, index])`;
-splits are "train" (the source's train split less its last 10%), "validation" (that last
-10%) and "test" (the source's test split). The example with key `index` puts that split's
+Splits, seeds and naming as every `digit_builder.DigitBuilder`. The example with key `index` puts that split's
 digit `index` first and draws the other `num_digits - 1` from the same split, so every digit of
 a split appears first exactly once and test digits never appear in train. (TFDS stores the
 examples in an order shuffled by key, so a data source's record `i` is not the key-`i` one.)
@@ -24,12 +21,10 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vislang_jax.data.builders import SPLITS, prepare_sources
-from vislang_jax.data.checks import check_digit_source, check_int
+from vislang_jax.checks import check_int
+from vislang_jax.data.digit_builder import DigitBuilder, DigitConfig, prepare
 from vislang_jax.data.distortions import to_uint8
-from vislang_jax.data.sources import load_digit_splits
 
-_SPLIT_IDS = {name: i for i, name in enumerate(SPLITS)}
 _DIGIT_SIZE = 28
 
 
@@ -60,20 +55,14 @@ def place_digits(digits: np.ndarray, rng: np.random.Generator, *, canvas_size: i
 
 
 @dataclasses.dataclass(kw_only=True)
-class MultiDigitConfig(tfds.core.BuilderConfig):
+class MultiDigitConfig(DigitConfig):
   """Every parameter of `MultiDigit`; build with `MultiDigitConfig.make`, which validates.
 
-  Attributes:
-    source: one of `sources.SOURCES`.
-    mnist_dir: folder of MNIST IDX files (source="mnist" only); not part of the name.
-    seed: base seed of every example's generator.
+  Attributes (beyond `DigitConfig`'s source, mnist_dir, seed):
     num_digits: digits per canvas.
     canvas_size: side of the square canvas.
   """
 
-  source: str
-  mnist_dir: str | None = None
-  seed: int = 0
   num_digits: int = 2
   canvas_size: int = 60
 
@@ -92,26 +81,20 @@ class MultiDigitConfig(tfds.core.BuilderConfig):
     Raises:
       ValueError: naming the argument, for any value out of range.
     """
-    check_digit_source(source, mnist_dir)
-    for name, value, low in (
-        ("seed", seed, 0),
-        ("num_digits", num_digits, 1),
-        ("canvas_size", canvas_size, _DIGIT_SIZE),
-    ):
-      check_int(name, value, low=low)
-    name = f"{source}-seed{seed}-digits{num_digits}-canvas{canvas_size}"
-    return cls(
-        name=name,
+    check_int("num_digits", num_digits, low=1)
+    check_int("canvas_size", canvas_size, low=_DIGIT_SIZE)
+    return cls.create(
+        name=f"{source}-seed{seed}-digits{num_digits}-canvas{canvas_size}",
         description=f"{num_digits} {source} digits on a {canvas_size}x{canvas_size} canvas, seed {seed}.",
         source=source,
-        mnist_dir=None if mnist_dir is None else os.fspath(mnist_dir),
-        seed=int(seed),
+        mnist_dir=mnist_dir,
+        seed=seed,
         num_digits=int(num_digits),
         canvas_size=int(canvas_size),
     )
 
 
-class MultiDigit(tfds.core.GeneratorBasedBuilder):
+class MultiDigit(DigitBuilder):
   """Several digits per canvas (DRAW, Gregor et al., 2015, Sec. 4.3).
 
   Construct with a `MultiDigitConfig`: `MultiDigit(config=MultiDigitConfig.make(...),
@@ -123,12 +106,6 @@ class MultiDigit(tfds.core.GeneratorBasedBuilder):
   # Bump on any change to the generated data (placement, split rule, sources).
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> None:
-    """None: nothing is downloaded, so there is no checksums file (see DistortedDigits)."""
-    return None
 
   def _info(self) -> tfds.core.DatasetInfo:
     config = self.builder_config
@@ -144,16 +121,13 @@ class MultiDigit(tfds.core.GeneratorBasedBuilder):
         ),
     )
 
-  def _split_generators(self, dl_manager):
-    del dl_manager  # The sources load themselves.
-    config = self.builder_config
-    parts = load_digit_splits(config.source, mnist_dir=config.mnist_dir)
-    return {split: self._generate_examples(split, *part) for split, part in parts.items()}
+  def _split_examples(self, digits):
+    return {split: self._generate_examples(split, *part) for split, part in digits.items()}
 
   def _generate_examples(self, split: str, images: np.ndarray, labels: np.ndarray):
     config = self.builder_config
     for index in range(len(images)):
-      rng = np.random.default_rng([config.seed, _SPLIT_IDS[split], index])
+      rng = self.example_rng(split, index)
       chosen = np.concatenate([[index], rng.integers(0, len(images), size=config.num_digits - 1)])
       image = place_digits(images[chosen], rng, canvas_size=config.canvas_size)
       yield index, {"image": to_uint8(image)[..., None], "label": labels[chosen].astype(np.int64)}
@@ -192,4 +166,4 @@ def build_multi_digit_dataset(
   config = MultiDigitConfig.make(
       source=source, mnist_dir=mnist_dir, seed=seed, num_digits=num_digits, canvas_size=canvas_size
   )
-  return prepare_sources(MultiDigit, config, data_dir=data_dir)
+  return prepare(MultiDigit, config, data_dir=data_dir)

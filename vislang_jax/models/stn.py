@@ -55,6 +55,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vislang_jax.checks import (check_choice, check_hw, check_int, check_positive_int,
+                                check_rank)
 from vislang_jax.ops import sampling
 
 TRANSFORMS = ("affine", "projective", "tps")
@@ -63,43 +65,14 @@ CLASSIFIERS = ("fcn", "cnn", "st_fcn", "st_cnn")
 ARRANGEMENTS = ("parallel", "serial")
 
 
-def _check_choice(argument: str, value: Any, choices: Sequence[str]) -> None:
-  if value not in choices:
-    raise ValueError(f"{argument} must be one of {tuple(choices)}; got {value!r}.")
-
-
-def _check_tps_grid_size(tps_grid_size: Any) -> None:
-  if not isinstance(tps_grid_size, int) or tps_grid_size < 2:
-    raise ValueError(
-        f"tps_grid_size must be an integer >= 2; got {tps_grid_size!r}.")
-
-
-def _check_out_hw(out_hw: Any) -> tuple[int, int] | None:
-  """Returns out_hw as a (Ho, Wo) tuple of positive ints, or None."""
-  if out_hw is None:
-    return None
-  if (not isinstance(out_hw, (tuple, list)) or len(out_hw) != 2
-      or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
-                 for s in out_hw)):
-    raise ValueError(
-        f"out_hw must be None or a pair of positive ints (Ho, Wo); got {out_hw!r}.")
-  return (out_hw[0], out_hw[1])
-
-
-def _check_images(images: jax.Array) -> None:
-  if images.ndim != 4:
-    raise ValueError(
-        f"images must be 4-D [B, H, W, C]; got shape {tuple(images.shape)}.")
-
-
 def num_transform_params(transform: str, *, tps_grid_size: int = 4) -> int:
   """Number of parameters a localisation network regresses for `transform`."""
-  _check_choice("transform", transform, TRANSFORMS)
+  check_choice("transform", transform, TRANSFORMS)
   if transform == "affine":
     return 6
   if transform == "projective":
     return 8
-  _check_tps_grid_size(tps_grid_size)
+  check_int("tps_grid_size", tps_grid_size, low=2)
   return 2 * tps_grid_size * tps_grid_size
 
 
@@ -111,7 +84,7 @@ def identity_transform_params(transform: str, *, tps_grid_size: int = 4
   projective: h = I with h33 = 1 fixed, so the 8 free entries are
   [1, 0, 0, 0, 1, 0, 0, 0]; tps: zero control-point offsets.
   """
-  _check_choice("transform", transform, TRANSFORMS)
+  check_choice("transform", transform, TRANSFORMS)
   if transform == "affine":
     return (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
   if transform == "projective":
@@ -191,7 +164,7 @@ class LocalisationNet(nn.Module):
   padding: str = "SAME"
 
   def __post_init__(self):
-    _check_choice("localisation", self.kind, LOCALISATIONS)
+    check_choice("localisation", self.kind, LOCALISATIONS)
     if len(self.identity_params) == 0:
       raise ValueError("identity_params must be non-empty; got ().")
     super().__post_init__()
@@ -199,7 +172,7 @@ class LocalisationNet(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
     """images: [B, H, W, C] float -> params: [B, P] float."""
-    _check_images(images)
+    check_rank("images", images, "[B, H, W, C]")
     x = images
     if self.kind == "conv":
       for i, features in enumerate(self.conv_features):
@@ -242,10 +215,10 @@ class SpatialTransformer(nn.Module):
   padding_mode: str = "zeros"
 
   def __post_init__(self):
-    _check_choice("transform", self.transform, TRANSFORMS)
-    _check_choice("localisation", self.localisation, LOCALISATIONS)
-    _check_tps_grid_size(self.tps_grid_size)
-    object.__setattr__(self, "out_hw", _check_out_hw(self.out_hw))
+    check_choice("transform", self.transform, TRANSFORMS)
+    check_choice("localisation", self.localisation, LOCALISATIONS)
+    check_int("tps_grid_size", self.tps_grid_size, low=2)
+    object.__setattr__(self, "out_hw", check_hw("out_hw", self.out_hw, allow_none=True))
     super().__post_init__()
 
   @nn.compact
@@ -260,7 +233,7 @@ class SpatialTransformer(nn.Module):
       aux: {"theta": the structured transform (see `params_to_grid`),
             "grid": [B, Ho, Wo, 2] normalised (x, y) sampling points}.
     """
-    _check_images(images)
+    check_rank("images", images, "[B, H, W, C]")
     out_hw = self.out_hw or (images.shape[1], images.shape[2])
     identity = identity_transform_params(self.transform,
                                          tps_grid_size=self.tps_grid_size)
@@ -299,7 +272,7 @@ class ParallelTransformers(_TransformerGroup):
 
   def __call__(self, images: jax.Array) -> tuple[jax.Array, dict[str, Any]]:
     """images: [B, H, W, C] -> ([B, Ho, Wo, N*C], {"branches": (aux_1..aux_N)})."""
-    _check_images(images)
+    check_rank("images", images, "[B, H, W, C]")
     outputs, auxes = zip(*(t(images) for t in self.transformers))
     sizes = [o.shape[1:3] for o in outputs]
     if len(set(sizes)) != 1:
@@ -314,7 +287,7 @@ class SerialTransformers(_TransformerGroup):
 
   def __call__(self, images: jax.Array) -> tuple[jax.Array, dict[str, Any]]:
     """images: [B, H, W, C] -> ([B, Ho, Wo, C] of the last, {"stages": (aux_1..aux_N)})."""
-    _check_images(images)
+    check_rank("images", images, "[B, H, W, C]")
     x, auxes = images, []
     for transformer in self.transformers:
       x, aux = transformer(x)
@@ -335,7 +308,7 @@ class FCN(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array) -> tuple[jax.Array, dict[str, Any]]:
     """images: [B, H, W, C] float -> (logits [B, num_classes], {})."""
-    _check_images(images)
+    check_rank("images", images, "[B, H, W, C]")
     x = images.reshape(images.shape[0], -1)
     for i, features in enumerate(self.features):
       x = nn.relu(nn.Dense(features, name=f"dense_{i}")(x))
@@ -369,7 +342,7 @@ class CNN(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array) -> tuple[jax.Array, dict[str, Any]]:
     """images: [B, H, W, C] float -> (logits [B, num_classes], {})."""
-    _check_images(images)
+    check_rank("images", images, "[B, H, W, C]")
     x = images
     for i, (features, k) in enumerate(zip(self.features, self.kernel_sizes)):
       x = nn.Conv(features, (k, k), padding=self.padding, name=f"conv_{i}")(x)
@@ -397,7 +370,7 @@ class STClassifier(nn.Module):
     aux: the transformer's aux ("theta", "grid" for one transformer;
     "branches" / "stages" for several) plus "transformed" [B, Ho, Wo, C'].
     """
-    _check_images(images)
+    check_rank("images", images, "[B, H, W, C]")
     transformed, aux = self.transformer(images)
     logits, _ = self.head(transformed)
     return logits, {**aux, "transformed": transformed}
@@ -429,16 +402,13 @@ def make_classifier(name: str, *, transform: str = "affine",
   Returns:
     A module `images [B, H, W, C] -> (logits [B, num_classes], aux)`.
   """
-  _check_choice("name", name, CLASSIFIERS)
-  _check_choice("transform", transform, TRANSFORMS)
+  check_choice("name", name, CLASSIFIERS)
+  check_choice("transform", transform, TRANSFORMS)
   if localisation is not None:
-    _check_choice("localisation", localisation, LOCALISATIONS)
-  _check_choice("arrangement", arrangement, ARRANGEMENTS)
-  if not isinstance(num_classes, int) or num_classes < 1:
-    raise ValueError(f"num_classes must be a positive int; got {num_classes!r}.")
-  if not isinstance(num_transformers, int) or num_transformers < 1:
-    raise ValueError(
-        f"num_transformers must be a positive int; got {num_transformers!r}.")
+    check_choice("localisation", localisation, LOCALISATIONS)
+  check_choice("arrangement", arrangement, ARRANGEMENTS)
+  check_positive_int("num_classes", num_classes)
+  check_positive_int("num_transformers", num_transformers)
   head = FCN(num_classes) if name in ("fcn", "st_fcn") else CNN(num_classes)
   if name in ("fcn", "cnn"):
     return head

@@ -18,6 +18,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from vislang_jax.checks import check_positive_int
+
 
 class AttentionParams(NamedTuple):
   """The five attention parameters of one glimpse, in pixel units (eq. 21-22).
@@ -37,11 +39,6 @@ class AttentionParams(NamedTuple):
   gamma: jax.Array
 
 
-def _check_positive(name: str, value: int) -> None:
-  if not isinstance(value, int) or value < 1:
-    raise ValueError(f"{name} must be a positive int, got {value!r}.")
-
-
 def stride_scale(*, height: int, width: int, n: int) -> float:
   """The factor ``(max(A, B) - 1) / (N - 1)`` that turns delta~ into the stride delta (eq. 22).
 
@@ -52,9 +49,9 @@ def stride_scale(*, height: int, width: int, n: int) -> float:
   if it had a second filter; it keeps ``delta`` finite and meaningful (the extent of the
   glimpse) for plots and for initialisations that set ``sigma`` from ``delta``.
   """
-  _check_positive("height", height)
-  _check_positive("width", width)
-  _check_positive("n", n)
+  check_positive_int("height", height)
+  check_positive_int("width", width)
+  check_positive_int("n", n)
   return (max(height, width) - 1) / max(n - 1, 1)
 
 
@@ -130,9 +127,9 @@ def gaussian_filterbank(gx: jax.Array, gy: jax.Array, sigma2: jax.Array, delta: 
   Raises:
     ValueError: if the four parameter arrays differ in shape, or a size is not positive.
   """
-  _check_positive("n", n)
-  _check_positive("height", height)
-  _check_positive("width", width)
+  check_positive_int("n", n)
+  check_positive_int("height", height)
+  check_positive_int("width", width)
   shapes = {"gx": gx.shape, "gy": gy.shape, "sigma2": sigma2.shape, "delta": delta.shape}
   if len(set(shapes.values())) != 1:
     raise ValueError(f"gx, gy, sigma2 and delta must have the same shape [B], got {shapes}.")

@@ -22,15 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vislang_jax.checks import check_hw
+
 _PADDING_MODES = ("zeros", "border")
-
-
-def _check_out_hw(out_hw) -> tuple[int, int]:
-  if (not isinstance(out_hw, (tuple, list)) or len(out_hw) != 2
-      or not all(isinstance(n, (int, np.integer)) and n > 0 for n in out_hw)):
-    raise ValueError(
-        f"out_hw must be a pair of positive ints (height, width); got {out_hw!r}.")
-  return int(out_hw[0]), int(out_hw[1])
 
 
 def _pixel_centres(n: int) -> np.ndarray:
@@ -60,7 +54,7 @@ def affine_grid(theta: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
     ``[B, Ho, Wo, 2]`` source coordinates ``(x, y)`` for every target pixel centre, in the
     module's normalised convention (equal to PyTorch ``affine_grid(..., align_corners=False)``).
   """
-  out_hw = _check_out_hw(out_hw)
+  out_hw = check_hw("out_hw", out_hw)
   theta = jnp.asarray(theta)
   if theta.ndim != 3 or theta.shape[1:] != (2, 3):
     raise ValueError(f"theta must have shape [B, 2, 3]; got {theta.shape}.")
@@ -94,7 +88,7 @@ def projective_grid(h: jax.Array, out_hw: tuple[int, int], *,
   Returns:
     ``[B, Ho, Wo, 2]`` source coordinates ``(x, y)``.
   """
-  out_hw = _check_out_hw(out_hw)
+  out_hw = check_hw("out_hw", out_hw)
   h = jnp.asarray(h)
   if h.ndim != 3 or h.shape[1:] != (3, 3):
     raise ValueError(f"h must have shape [B, 3, 3]; got {h.shape}.")
@@ -175,7 +169,7 @@ def tps_grid(offsets: jax.Array, out_hw: tuple[int, int], *,
   Returns:
     ``[B, Ho, Wo, 2]`` source coordinates ``(x, y)``.
   """
-  out_hw = _check_out_hw(out_hw)
+  out_hw = check_hw("out_hw", out_hw)
   offsets = jnp.asarray(offsets)
   if offsets.ndim != 3 or offsets.shape[-1] != 2:
     raise ValueError(f"offsets must have shape [B, K, 2]; got {offsets.shape}.")

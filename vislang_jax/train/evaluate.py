@@ -95,7 +95,7 @@ def split_batches(source: Any, *, batch_size: int, mesh: jax.sharding.Mesh
   if size < 1:
     raise ValueError(f"an evaluation split must hold records, got an empty source {source!r}.")
   batch_sharding = sharding.batch_sharding(mesh)
-  rows = sharding.process_rows(batch_size, batch_sharding)
+  rows = sharding.process_rows(batch_size, batch_sharding)[jax.process_index()]
   to_arrays = ImageToFloat()
   padding = {k: np.zeros_like(v) for k, v in to_arrays.map(source[0]).items()}
   for start in range(0, size, batch_size):

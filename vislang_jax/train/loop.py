@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 import optax
 import tqdm
+from absl import logging
 
 from vislang_jax.checks import check_int
 from vislang_jax.data.pipeline import make_loader
@@ -141,7 +142,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
   # validation first (it is the one evaluated while training), then the rest as given.
   splits.sort(key=lambda s: s != "validation")
   mesh = sharding.make_mesh()
-  local_batch = sharding.per_process_batch_size(train_cfg.batch_size, mesh)
+  sharding.per_process_batch_size(train_cfg.batch_size, mesh)
   batch_sharding = sharding.batch_sharding(mesh)
   state_sharding = sharding.replicated(mesh)
 
@@ -153,8 +154,10 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
                        donate_argnums=0)
 
   train_iter = iter(make_loader(
-      datasets["train"], batch_size=local_batch, seed=config.seed, shuffle=True,
-      num_epochs=None, drop_remainder=True))
+      datasets["train"], batch_size=train_cfg.batch_size, seed=config.seed, shuffle=True,
+      num_epochs=None, drop_remainder=True,
+      process_rows=sharding.process_rows(train_cfg.batch_size, batch_sharding),
+      process_index=jax.process_index()))
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
                               save_every=train_cfg.checkpoint_every,
                               keep=train_cfg.keep_checkpoints)
@@ -187,6 +190,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
                                                   keys[figure.name]))
         if is_main:
           figure.write_fn(arrays, samples_dir, split, step)
+          logging.info("figure %s of split %s at step %d written to %s", figure.name, split,
+                       step, samples_dir)
     return results
 
   start = int(state.step)

@@ -42,16 +42,19 @@ def shard_batch(batch: dict, sharding: NamedSharding) -> dict:
 
 
 def process_rows(global_batch_size: int, sharding: NamedSharding) -> np.ndarray:
-  """The rows of a global batch that this process's devices hold, in ascending order.
+  """[process_count, rows per process]: the rows of a global batch each process's devices hold.
 
-  `make_array_from_process_local_data(sharding, local)` places `local` at these rows, so a
-  process that reads exactly these records of a split builds its part of the global batch.
+  Row p lists, in ascending order, where `make_array_from_process_local_data(sharding,
+  local)` places process p's `local` rows, so a process that reads exactly those records of
+  a split builds its part of the global batch.
   """
-  index_map = sharding.addressable_devices_indices_map((global_batch_size,))
-  rows = set()
-  for (rows_slice,) in index_map.values():
-    rows.update(range(*rows_slice.indices(global_batch_size)))
-  return np.asarray(sorted(rows), np.int64)
+  rows = [set() for _ in range(jax.process_count())]
+  for device, (rows_slice,) in sharding.devices_indices_map((global_batch_size,)).items():
+    rows[device.process_index].update(range(*rows_slice.indices(global_batch_size)))
+  if len({len(r) for r in rows}) != 1:
+    raise ValueError(f"the batch axis must be split evenly over processes, got rows per "
+                     f"process {[len(r) for r in rows]}.")
+  return np.asarray([sorted(r) for r in rows], np.int64)
 
 
 def gather(tree):

@@ -92,7 +92,7 @@ def check_ids(name: str, ids: Any, *, vocab_size: int) -> None:
 
   Traced ids pass the range check unchecked: their values are not known.
   """
-  dtype = np.result_type(getattr(ids, "dtype", np.asarray(ids).dtype))
+  dtype = ids.dtype if hasattr(ids, "dtype") else np.asarray(ids).dtype
   if not np.issubdtype(dtype, np.integer):
     raise ValueError(f"{name} must hold integer ids, got dtype {dtype}.")
   values = concrete(ids)

@@ -23,46 +23,39 @@ Two digits on a 60x60 canvas (Sec. 4.3, generation figure only, no number in the
 
 import ml_collections
 
+from experiments.configs import common
+
 PRESETS = ("quickstart", "paper", "two_digit")
 
 
 def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   """`preset`: "quickstart" (default), "paper" or "two_digit"."""
-  if preset not in PRESETS:
-    raise ValueError(f"preset must be one of {PRESETS}; got {preset!r}.")
-  config = ml_collections.ConfigDict()
-  config.seed = 0
-  config.attention = True      # False: read and write the whole image (Sec. 3.1)
-  config.glimpses = 10         # T
+  common.check_preset(preset, PRESETS)
+  config = common.base_config()
+  # Keyword arguments of `models.draw.DRAW` (the image shape comes from the data).
+  config.model.glimpses = 10   # T
   # N of the read grid. 5, not the paper's 2: with 2x2 reads, 10 glimpses and the blurry
   # upscaled scikit-learn digits, the posterior collapsed (KL -> 0, the bound stuck at
   # the pixel marginals' ~177 nats) for the whole quickstart; 5x5 reads escape it.
-  config.read_n = 5
-  config.write_n = 5           # N of the write grid
-  config.z_size = 10           # latent units per glimpse
-  config.lstm_size = 128       # encoder and decoder LSTM units
-  config.iwae_samples = 10     # K of the importance-weighted test bound; 0 = off
+  config.model.read_n = 5
+  config.model.write_n = 5     # N of the write grid
+  config.model.z_size = 10     # latent units per glimpse
+  config.model.enc_size = 128  # encoder LSTM units
+  config.model.dec_size = 128  # decoder LSTM units
+  # The paper's ablation, one switch for both of the model's `read_attention` and
+  # `write_attention`; False reads and writes the whole image (Sec. 3.1).
+  config.attention = True
+  config.iwae_samples = 10     # K of the importance-weighted bound; 0 = off
   config.num_samples = 8       # rows of samples/generation_over_time.png
 
-  config.data = ml_collections.ConfigDict()
-  config.data.dataset = "digits"         # digits (one 28x28 digit) | multi_digit
-  config.data.source = "sklearn_digits"  # sklearn_digits | mnist
-  config.data.mnist_dir = ""   # dir with the four MNIST *-idx?-ubyte.gz files
-  config.data.dir = ""         # TFDS data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
-  config.data.num_digits = 2   # multi_digit only
-  config.data.canvas_size = 60   # multi_digit only
+  config.data.dataset = "digits"   # digits (one 28x28 digit) | multi_digit
+  config.data.num_digits = 2       # multi_digit only
+  config.data.canvas_size = 60     # multi_digit only
 
-  config.train = ml_collections.ConfigDict()
   config.train.num_steps = 3000
-  config.train.batch_size = 64
-  config.train.learning_rate = 1e-3
-  config.train.grad_clip = 0.0   # global-norm clipping; 0 = off
   config.train.log_every = 100
   config.train.eval_every = 1000
   config.train.checkpoint_every = 1000
-  config.train.keep_checkpoints = 2
-
-  config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 300
 
   if preset in ("paper", "two_digit"):
@@ -72,11 +65,12 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
     # The paper's data is the fixed binarization of Salakhutdinov & Murray (2008) with
     # 50k/10k/10k splits; here train images are binarized afresh every step and
     # validation is the last 10% of MNIST's train split (see experiments/draw.py).
-    config.glimpses = 64
-    config.read_n = 2
-    config.write_n = 5
-    config.z_size = 100
-    config.lstm_size = 256
+    config.model.glimpses = 64
+    config.model.read_n = 2
+    config.model.write_n = 5
+    config.model.z_size = 100
+    config.model.enc_size = 256
+    config.model.dec_size = 256
     config.iwae_samples = 0   # the paper's Table 2 numbers are variational bounds
     config.num_samples = 10
     config.data.source = "mnist"
@@ -91,6 +85,6 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
     # no row for this model (to our reading), so it keeps the MNIST model's glimpses,
     # sizes and latents above; only the read grid is widened to 5x5 for the larger
     # canvas. Both are our choices, not the paper's.
-    config.read_n = 5
+    config.model.read_n = 5
     config.data.dataset = "multi_digit"
   return config

@@ -1,7 +1,7 @@
-"""experiments/draw end to end on a tiny config: learning, figures, binarization, errors.
+"""experiments/draw end to end on a tiny config: learning, figures, evaluation keys, errors.
 
-The runs go through the real command line in subprocesses (as tests/train/test_loop.py
-does), with XLA's CPU backend optimisations off: compilation is nearly all their time.
+The run goes through the real command line in a subprocess (as tests/train/test_loop.py
+does), with XLA's CPU backend optimisations off: compilation is nearly all its time.
 """
 
 import json
@@ -11,42 +11,45 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
 from experiments import draw as experiment
 from experiments.configs import draw as configs
-from vislang_jax.data import builders
+from vislang_jax.train import evaluate, sharding
 from vislang_jax.train.metrics import read_metrics
+from vislang_jax.viz.grid import grid_shape
 
 T, SAMPLES, SIDE = 3, 4, 28
-MODEL = dict(glimpses=T, read_n=2, write_n=3, z_size=4, lstm_size=16, iwae_samples=2,
-             num_samples=SAMPLES)
-TRAIN = dict(num_steps=60, batch_size=32, learning_rate=1e-2, log_every=1, eval_every=60,
+MODEL = dict(glimpses=T, read_n=2, write_n=3, z_size=4, enc_size=16, dec_size=16)
+OPTIONS = dict(iwae_samples=2, num_samples=SAMPLES)
+TRAIN = dict(num_steps=60, batch_size=32, learning_rate=1e-2, log_every=1, eval_every=30,
              checkpoint_every=60, keep_checkpoints=1)
+EVAL_BATCH = 150
 
 
 def tiny_config(data_dir, **train):
   config = configs.get_config()
-  config.update(MODEL)
+  config.model.update(MODEL)
+  config.update(OPTIONS)
   config.data.dir = str(data_dir)
   config.train.update({**TRAIN, **train})
-  config.eval.batch_size = 150
+  config.eval.batch_size = EVAL_BATCH
   return config
 
 
 def run_cli(workdir, data_dir, **train):
   """`python -m experiments.draw` with the tiny config; returns the finished process."""
-  flags = [f"--config.{k}={v}" for k, v in MODEL.items()]
+  flags = [f"--config.model.{k}={v}" for k, v in MODEL.items()]
+  flags += [f"--config.{k}={v}" for k, v in OPTIONS.items()]
   flags += [f"--config.train.{k}={v}" for k, v in {**TRAIN, **train}.items()]
-  flags += [f"--config.data.dir={data_dir}", "--config.eval.batch_size=150"]
+  flags += [f"--config.data.dir={data_dir}", f"--config.eval.batch_size={EVAL_BATCH}"]
   env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0",
              JAX_PLATFORMS="cpu")
   return subprocess.run(
       [sys.executable, "-m", "experiments.draw", f"--workdir={workdir}", *flags],
-      capture_output=True, text=True, timeout=300, env=env,
+      capture_output=True, text=True, timeout=600, env=env,
       cwd=os.path.dirname(os.path.dirname(experiment.__file__)))
 
 
@@ -66,7 +69,10 @@ def run(tmp_path_factory, data_dir):
 def test_training_lowers_the_test_bound(run):
   workdir, records = run
   with open(workdir / "config.json") as f:
-    assert json.load(f)["glimpses"] == T
+    assert json.load(f)["model"]["glimpses"] == T
+  # validation while training (step 30) and at the end; test only at the end.
+  evaluated = [(r["step"], r["split"]) for r in records if r["split"] != "train"]
+  assert evaluated == [(30, "validation"), (60, "validation"), (60, "test")]
   (test,) = [r for r in records if r["split"] == "test"]
   for name in ("nll_bound_nats", "recon_nats", "kl_nats", "iwae_nll_bound_nats"):
     assert math.isfinite(test[name]), name
@@ -90,56 +96,70 @@ def test_figures_have_one_cell_per_sample_and_glimpse(run):
     assert np.asarray(png).std() > 0
   with Image.open(workdir / "samples" / "reconstruction_over_time.png") as png:
     assert png.size == (side(T + 1), side(SAMPLES))  # the input is the last column
-  rows, cols = experiment.grid_shape(SAMPLES)
-  assert (rows, cols) == (2, 2)
+    grid = np.asarray(png)
+  # The last column holds the binarized validation digits: only black and white pixels.
+  for row in range(SAMPLES):
+    top, left = 2 * (row * cell + 1), 2 * (T * cell + 1)
+    digit = grid[top:top + 2 * SIDE, left:left + 2 * SIDE]
+    assert set(np.unique(digit)) == {0, 255}, row
+  rows, cols = grid_shape(SAMPLES)
   with Image.open(workdir / "samples" / "generation.gif") as gif:
     assert gif.n_frames == T and gif.size == (side(cols), side(rows))
 
 
-def test_evaluation_data_is_binarized_once(data_dir):
+def test_the_bound_is_per_record_independent_of_batching(data_dir):
+  """Each record's bits and samples come from its own key: the per-record values, and so
+  the split's means, do not depend on the batch size; repeated evaluations agree exactly."""
   config = tiny_config(data_dir)
-  grey_test = builders.build_digits_dataset(distortion="none", source="sklearn_digits",
-                                            data_dir=str(data_dir))["test"]
-  read = lambda source, order: np.stack([source[i]["image"] for i in order])
-  order = range(100)
-  first = read(experiment.load_datasets(config)["test"], order)
-  again = read(experiment.load_datasets(config)["test"], reversed(order))[::-1]
-  assert np.array_equal(first, again)
-  assert np.array_equal(first, read(experiment.FixedBinarization(grey_test, seed=0), order))
-  other_seed = experiment.FixedBinarization(grey_test, seed=1)
-  assert not np.array_equal(first, read(other_seed, order))
-  assert repr(other_seed) == f"FixedBinarization({grey_test!r}, seed=1)"
-  # Bernoulli(grey): only 0 or 255; black stays black, white stays white, the mean is kept.
-  grey = read(grey_test, order).astype(np.float32) / 255
-  assert set(np.unique(first)) == {0, 255}
-  assert not first[grey == 0].any() and (first[grey == 1] == 255).all()
-  assert (first / 255).mean() == pytest.approx(grey.mean(), abs=0.01)
-
-
-def test_training_binarization_changes_with_the_key():
-  grey = jnp.full((64, SIDE, SIDE, 1), 0.3)
-  a, b = (experiment.binarize(jax.random.PRNGKey(k), grey) for k in (1, 2))
-  assert set(np.unique(a)) == {0.0, 1.0}
-  assert not np.array_equal(a, b)
-  assert np.array_equal(a, experiment.binarize(jax.random.PRNGKey(1), grey))
-  assert float(a.mean()) == pytest.approx(0.3, abs=0.01)
+  shape = experiment.image_shape(config)
+  model = experiment.make_model(config, shape)
+  params = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)},
+                      np.zeros((1,) + shape, np.float32))["params"]
+  test = experiment.load_datasets(config)["test"]
+  mesh = sharding.make_mesh()
+  metric_fn = experiment.make_metric_fn(model, iwae_samples=2)
+  key = evaluate.named_key(0, "bound")
+  per_record = [evaluate.predict(jax.jit(metric_fn), params, test, key, batch_size=size,
+                                 mesh=mesh) for size in (100, 297)]  # 3 padded batches, 1
+  assert per_record[0]["nll_bound_nats"].shape == (len(test),) == (297,)
+  for name, values in per_record[0].items():
+    np.testing.assert_allclose(values, per_record[1][name], rtol=1e-5, err_msg=name)
+  means = [evaluate.MeanMetrics(name="bound", metric_fn=metric_fn, batch_size=size)(
+      params, test, key, mesh) for size in (100, 297, 100)]
+  assert means[0] == means[2]  # the same parameters, the same numbers
+  for name, value in means[0].items():
+    assert value == pytest.approx(means[1][name], rel=1e-6), name
+    assert value == pytest.approx(np.mean(per_record[1][name]), rel=1e-5), name
+  # The key matters: another one draws other bits and samples.
+  other = evaluate.MeanMetrics(name="bound", metric_fn=metric_fn, batch_size=297)(
+      params, test, jax.random.PRNGKey(1), mesh)
+  assert other["nll_bound_nats"] != means[1]["nll_bound_nats"]
 
 
 def test_non_finite_loss_stops_training(run, data_dir, tmp_path):
-  proc = run_cli(tmp_path, data_dir, learning_rate="nan", num_steps=3)
+  # Adam's first update moves every weight by about the rate: step 2's bound overflows.
+  proc = run_cli(tmp_path, data_dir, learning_rate=1e30, num_steps=3)
   assert proc.returncode != 0
-  assert "NonFiniteLossError: Non-finite loss or update at step 1" in proc.stderr
+  assert "NonFiniteLossError: Non-finite loss or update at step 2" in proc.stderr
 
 
 @pytest.mark.parametrize("field,value,match", [
-    ("read_n", 40, r"config.read_n must be an int in \[1, 28\].*got 40"),
-    ("write_n", 0, r"config.write_n"),
-    ("glimpses", 0, r"config.glimpses must be a positive int; got 0"),
-    ("iwae_samples", -1, r"config.iwae_samples"),
+    ("model.read_n", 40, r"config.model.read_n \(the N of an N x N grid on a 28x28 image\) "
+                         r"must be an int in \[1, 28\], got 40"),
+    ("model.write_n", 0, r"config.model.write_n .*got 0"),
+    ("model.glimpses", 0, r"config.model.glimpses must be a positive int, got 0"),
+    ("attention", "yes", r"config.attention must be one of \(True, False\), got 'yes'"),
+    ("iwae_samples", -1, r"config.iwae_samples \(0 = off\) must be an int >= 0, got -1"),
+    ("num_samples", 0, r"config.num_samples must be a positive int, got 0"),
 ])
 def test_bad_config_values_raise(tmp_path, field, value, match):
   config = tiny_config(tmp_path)
-  config[field] = value
+  *parents, name = field.split(".")
+  target = config
+  for parent in parents:
+    target = target[parent]
+  with target.ignore_type():  # e.g. a str where a bool belongs, as a typo would give
+    target[name] = value
   with pytest.raises(ValueError, match=match):
     experiment.train_and_evaluate(config, str(tmp_path / "work"))
 
@@ -147,8 +167,8 @@ def test_bad_config_values_raise(tmp_path, field, value, match):
 def test_bad_dataset_and_grad_clip_raise(tmp_path):
   config = tiny_config(tmp_path)
   config.data.dataset = "cifar"
-  with pytest.raises(ValueError, match="data.dataset must be one of"):
+  with pytest.raises(ValueError, match="config.data.dataset must be one of"):
     experiment.train_and_evaluate(config, str(tmp_path / "work"))
-  config = tiny_config(tmp_path, grad_clip=-1.0)
-  with pytest.raises(ValueError, match="train.grad_clip"):
+  config = tiny_config(tmp_path, grad_clip_norm=-1.0)
+  with pytest.raises(ValueError, match="train.grad_clip_norm must be a finite float >= 0"):
     experiment.train_and_evaluate(config, str(tmp_path / "work"))

@@ -19,47 +19,40 @@ Table 1 of the paper, 100x100 cluttered translated MNIST: Differentiable RAM wit
 
 import ml_collections
 
+from experiments.configs import common
+
+PRESETS = ("quickstart", "paper")
+
 
 def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   """`preset`: "quickstart" (default) or "paper"."""
-  if preset not in ("quickstart", "paper"):
-    raise ValueError(f"preset must be 'quickstart' or 'paper'; got {preset!r}.")
-  config = ml_collections.ConfigDict()
-  config.seed = 0
-  config.glimpses = 8           # T
-  config.read_n = 12            # N: each glimpse is N x N
-  config.hidden_size = 128      # LSTM units
-  config.glimpse_features = 0   # Dense+ReLU units before the LSTM; 0 = none
-  config.num_samples = 4        # test images in samples/glimpses_*.png
+  common.check_preset(preset, PRESETS)
+  config = common.base_config()
+  # Keyword arguments of `models.draw_classifier.RecurrentAttentionClassifier`.
+  config.model.num_classes = 10
+  config.model.glimpses = 8           # T
+  config.model.read_n = 12            # N: each glimpse is N x N
+  config.model.hidden_size = 128      # LSTM units
+  config.model.glimpse_features = 0   # Dense+ReLU units before the LSTM; 0 = none
+  config.num_samples = 4        # validation images in samples/glimpses_*.png
 
-  config.data = ml_collections.ConfigDict()
-  config.data.source = "sklearn_digits"  # sklearn_digits | mnist
-  config.data.mnist_dir = ""    # dir with the four MNIST *-idx?-ubyte.gz files
-  config.data.dir = ""          # TFDS data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
   config.data.copies = 8        # cluttered copies of each training digit
   config.data.canvas_size = 60
   config.data.num_clutter = 4
   config.data.clutter_size = 8
 
-  config.train = ml_collections.ConfigDict()
   config.train.num_steps = 3000
-  config.train.batch_size = 64
-  config.train.learning_rate = 1e-3  # Adam
-  config.train.grad_clip_norm = 1.0  # global-norm clipping before Adam; 0 = off
+  config.train.grad_clip_norm = 1.0  # global-norm clipping before Adam
   config.train.log_every = 100
   config.train.eval_every = 1000
   config.train.checkpoint_every = 1000
-  config.train.keep_checkpoints = 2
-
-  config.eval = ml_collections.ConfigDict()
-  config.eval.batch_size = 256
 
   if preset == "paper":
     # Sec. 4.1: 100x100 canvases with 8 pieces of 8x8 clutter (RAM's setting), 8 glimpses
     # of 12x12, 256 LSTM units. The optimiser, batch size, learning rate, step count and
     # clipping are not taken from the paper (unverified): Adam at 1e-3, batch 128, ~50
     # epochs of 54k images, as a starting point.
-    config.hidden_size = 256
+    config.model.hidden_size = 256
     config.data.source = "mnist"
     config.data.copies = 1
     config.data.canvas_size = 100

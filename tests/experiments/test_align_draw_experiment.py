@@ -1,5 +1,7 @@
-"""`experiments/align_draw.py` end to end, its consistency judge's targets and its variants."""
+"""`experiments/align_draw.py` end to end, its evaluators against independent values, variants."""
 
+import functools
+import glob
 import os
 
 import jax
@@ -9,10 +11,17 @@ import pytest
 
 from experiments import align_draw as ad
 from experiments.configs import align_draw as ad_config
-from vislang_jax.data import captioned_digits
+from vislang_jax.data import digit_scenes
+from vislang_jax.data.captions import build_encoded_captioned_digits
+from vislang_jax.data.pipeline import stack_records
 from vislang_jax.data.vocabulary import Vocabulary
+from vislang_jax.metrics import judge as judges
+from vislang_jax.metrics.retrieval import AllPairs
 from vislang_jax.models import align_draw
+from vislang_jax.train import evaluate, sharding
 from vislang_jax.train.metrics import read_metrics
+
+SCENE_FIELDS = ("labels", "boxes", "num_digits")
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +31,8 @@ def data_dir(tmp_path_factory):
 
 def tiny_config(data_dir, **overrides):
   config = ad_config.get_config()
-  config.glimpses, config.z_size = 4, 4
-  config.read_n, config.write_n = 3, 3
-  config.enc_size = config.gen_size = 32
-  config.lang_size = config.embed_size = config.align_size = 16
+  config.model.update(glimpses=4, z_size=4, read_n=3, write_n=3, enc_size=32, gen_size=32,
+                      lang_size=16, embed_size=16, align_size=16)
   config.num_samples = 2
   config.data.dir = data_dir
   config.data.copies = 1
@@ -41,128 +48,147 @@ def tiny_config(data_dir, **overrides):
   config.eval.retrieval_chunk = 200
   config.eval.consistency_samples = 30
   config.eval.figure_captions = 2
-  config.classifier.num_steps = 30
-  config.classifier.widths = (8, 8, 8)
+  config.judge.num_steps = 30
+  config.judge.widths = (8, 8, 8)
   config.update(overrides)
   return config
 
 
+def _datasets(config):
+  data = config.data
+  return build_encoded_captioned_digits(
+      source=data.source, data_dir=data.dir, max_len=config.max_len, seed=config.seed,
+      copies=data.copies, novel_size=data.novel_size)
+
+
 def test_trains_scores_and_draws_every_split(tmp_path, data_dir):
   workdir = str(tmp_path / "align")
-  test = ad.train_and_evaluate(tiny_config(data_dir), workdir)
+  config = tiny_config(data_dir)
+  final = ad.train_and_evaluate(config, workdir)
   logs = read_metrics(workdir)
   train = [r for r in logs if r["split"] == "train"]
   assert train[-1]["loss"] < train[0]["loss"]
-  splits = {r["split"]: r for r in logs if r["split"] in ("eval", "test", "novel")}
-  assert set(splits) == {"eval", "test", "novel"}
-  for record in splits.values():
-    assert np.isfinite(record["nll_bound_nats"]) and record["kl_nats"] >= 0.0
+  splits = {r["split"]: r for r in logs if r["split"] in ("validation", "test", "novel")}
+  assert set(splits) == set(final) == {"validation", "test", "novel"}
+  for split, record in splits.items():
+    assert record["step"] == 40
     assert record["nll_bound_nats"] == pytest.approx(record["recon_nats"] + record["kl_nats"],
                                                      rel=1e-4)
+    assert np.isfinite(record["nll_bound_nats"]) and record["kl_nats"] >= 0.0
+    for name, value in final[split].items():
+      assert record[name] == pytest.approx(value), (split, name)
+  assert "consistency" not in final["validation"] and "r_at_1" not in final["validation"]
+  # The judge was trained once, into the data dir's cache (none in the workdir).
+  (cached,) = glob.glob(os.path.join(data_dir, "judges", "*.msgpack"))
+  assert not glob.glob(os.path.join(workdir, "*.msgpack"))
+  datasets, _ = _datasets(config)
+  judge, judge_params = ad.build_judge(config, datasets["train"])  # read back from the cache
+  assert glob.glob(os.path.join(data_dir, "judges", "*.msgpack")) == [cached]
   for split in ("test", "novel"):
-    record = splits[split]
-    assert 0.0 <= record["consistency"] <= 1.0 and 0.0 <= record["classifier_accuracy"] <= 1.0
-    assert 0.0 <= record["r_at_1"] <= record["r_at_5"] <= record["r_at_10"] <= 1.0
-    assert record["r_at_50"] == 1.0  # the pool holds 20 images
-    assert 1.0 <= record["median_rank"] <= 20.0
-  assert "consistency" not in splits["eval"]
-  assert test["nll_bound_nats"] == pytest.approx(splits["test"]["nll_bound_nats"])
+    metrics = final[split]
+    # Independently of the evaluator: the judge on the first 30 real images, in NumPy order.
+    records = stack_records(datasets[split], ("image",) + SCENE_FIELDS, count=30)
+    targets = digit_scenes.scene_classes(*(records[k] for k in SCENE_FIELDS))
+    readings = judges.read_scenes(judge, judge_params, jnp.asarray(records["image"]))
+    assert metrics["classifier_accuracy"] == pytest.approx(
+        np.mean(np.all(np.asarray(readings) == targets, axis=1)))
+    # Consistency counts whole images of 30: a multiple of 1/30.
+    assert metrics["consistency"] * 30 == pytest.approx(round(metrics["consistency"] * 30))
+    assert metrics["r_at_1"] <= metrics["r_at_5"] <= metrics["r_at_10"]
+    assert metrics["r_at_50"] == 1.0  # the pool holds 20 images
+    # The median rank of 20 targets: an integer or a half; at most 10 when R@10 >= 0.55.
+    assert (2 * metrics["median_rank"]).is_integer()
+    if metrics["r_at_10"] >= 0.55:
+      assert metrics["median_rank"] <= 10
   assert Vocabulary.load(os.path.join(workdir, "vocabulary.json")).token_id("digit") > 3
-  for split in ("eval", "test", "novel"):
+  for split in ("validation", "test", "novel"):
     for figure in ("captions", "alignment"):
       assert os.path.exists(os.path.join(workdir, "samples", f"{figure}_{split}_40.png"))
-  # The judge is trained once and cached: a resumed run reads it back.
-  assert os.path.exists(os.path.join(workdir, "classifier.msgpack"))
+
+
+def test_consistency_of_the_real_images_is_the_judge_accuracy(data_dir):
+  # The same path with the real images in place of the drawn ones: consistency must equal
+  # classifier_accuracy (drawn and real readings meet the same targets in the same order),
+  # and both the NumPy accuracy of the judge on those records.
+  config = tiny_config(data_dir)
+  datasets, _ = _datasets(config)
+  judge, judge_params = ad.build_judge(config, datasets["train"])
+  read = lambda images: judges.read_scenes(judge, judge_params, images)
+  evaluator = ad.consistency_evaluator(lambda params, batch, key: batch["image"], read,
+                                       batch_size=8, count=20)  # 3 batches, the last padded
+  metrics = evaluator({}, datasets["test"], jax.random.PRNGKey(0), sharding.make_mesh())
+  assert metrics["consistency"] == metrics["classifier_accuracy"]
+  records = stack_records(datasets["test"], ("image",) + SCENE_FIELDS, count=20)
+  targets = digit_scenes.scene_classes(*(records[k] for k in SCENE_FIELDS))
+  assert metrics["classifier_accuracy"] == pytest.approx(
+      judges.agreement(read(jnp.asarray(records["image"])), targets))
+
+
+def _fake_records(num, max_len=12, vocab_size=12, seed=0):
+  rng = np.random.default_rng(seed)
+  return [{"image": rng.random((60, 60, 1)).astype(np.float32),
+           "tokens": rng.integers(4, vocab_size, max_len).astype(np.int32),
+           "length": np.int32(rng.integers(2, max_len + 1))} for _ in range(num)]
+
+
+def test_retrieval_ranks_the_pool_by_the_pair_scores():
+  mesh, key = sharding.make_mesh(), jax.random.PRNGKey(0)
+  source = _fake_records(25)  # a pool of the first 20; batches of 7 pairs, the last padded
+  retrieval = lambda score_fn: ad.PairRetrieval(score_fn=score_fn, pool=20, batch_size=7)(
+      {}, source, key, mesh)
+  perfect = retrieval(lambda params, batch, key: (batch["query"] == batch["candidate"]) * 1.0)
+  assert perfect == {"r_at_1": 1.0, "r_at_5": 1.0, "r_at_10": 1.0, "r_at_50": 1.0,
+                     "median_rank": 1.0}
+  # Scores that grow with the image's position: caption q's image ranks 20 - q (a
+  # transposed matrix would tie every image and rank every target last).
+  growing = retrieval(lambda params, batch, key: batch["candidate"] * 1.0)
+  assert growing == {"r_at_1": 0.05, "r_at_5": 0.25, "r_at_10": 0.5, "r_at_50": 1.0,
+                     "median_rank": 10.5}
 
 
 @pytest.mark.parametrize("variant", ["noalign", "unconditional"])
 def test_every_variant_takes_a_step_and_draws(variant):
   # The full loop is exercised above with "align"; here the others' loss, gradient,
-  # evaluation bound, sampler and retrieval scores, on two captions padded differently.
-  config = tiny_config("/nonexistent", variant=variant)
+  # evaluation bound, sampler and retrieval scores, on captions padded differently.
+  config = tiny_config("/nonexistent", model={"variant": variant})
   model = ad.make_model(config, 12)
   params = ad.init_params(model, jax.random.PRNGKey(0), max_len=config.max_len)
-  rng = np.random.default_rng(0)
-  batch = {"image": jnp.asarray(rng.random((2, 60, 60, 1)), jnp.float32),
-           "tokens": jnp.asarray(rng.integers(4, 12, (2, config.max_len)), jnp.int32),
-           "length": jnp.array([3, config.max_len], jnp.int32),
-           "index": jnp.array([0, 1], jnp.int32)}
-  (loss, parts), grads = jax.value_and_grad(ad.make_loss_fn(model), has_aux=True)(
-      params, batch, jax.random.PRNGKey(1))
+  records = _fake_records(3)
+  batch = {k: jnp.stack([r[k] for r in records]) for k in records[0]}
+  batch["index"] = jnp.arange(3, dtype=jnp.int32)
+
+  def mean_loss(params):
+    values = ad.train_example(model, params, batch, jax.random.PRNGKey(1))
+    return jnp.mean(values["loss"]), values
+
+  (loss, parts), grads = jax.value_and_grad(mean_loss, has_aux=True)(params)
   assert np.isfinite(loss) and all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
-  assert float(loss) == pytest.approx(float(parts["recon_nats"] + parts["kl_nats"]), rel=1e-5)
-  binarize_key, noise_key = ad.eval_keys(0)
-  metrics = jax.jit(ad.make_metric_fn(model, binarize_key=binarize_key, noise_key=noise_key))(
-      params, batch)
-  assert metrics["nll_bound_nats"].shape == (2,)
-  canvases, aux = align_draw.generate(model, params, jax.random.PRNGKey(2), batch["tokens"],
+  np.testing.assert_allclose(parts["loss"], parts["recon_nats"] + parts["kl_nats"], rtol=1e-5)
+  key = jax.random.PRNGKey(2)
+  metrics = jax.jit(functools.partial(ad.bound_metrics, model))(params, batch, key)
+  assert metrics["nll_bound_nats"].shape == (3,)
+  canvases, aux = align_draw.generate(model, params, jax.random.PRNGKey(3), batch["tokens"],
                                       batch["length"])
-  assert canvases.shape == (config.glimpses, 2, 60, 60)
+  assert canvases.shape == (config.model.glimpses, 3, 60, 60)
   assert ("alignment" in aux) == (variant != "unconditional")
-  # Retrieval scores: image p under caption q. The diagonal is the evaluation bound of each
-  # record although the pairs are batched differently: noise and bits follow the record.
-  scores = ad.make_pair_scorer(model, chunk=3)(
-      params, ad.fixed_binarization(binarize_key, batch["index"], batch["image"]),
-      ad.fixed_noise(noise_key, batch["index"], (config.glimpses, config.z_size)),
-      batch["tokens"], batch["length"])
+  drawn = jax.jit(functools.partial(ad.draw, model))(params, batch, key)
+  assert drawn.shape == (3, 60, 60, 1) and bool(jnp.all((drawn >= 0) & (drawn <= 1)))
+  # Pair scores: image n under caption q. The diagonal is each record's evaluation bound,
+  # although the pairs are batched differently: bits and noise follow the image.
+  pairs = AllPairs({"tokens": np.asarray(batch["tokens"]), "length": np.asarray(batch["length"])},
+                   {"image": np.asarray(batch["image"])})
+  score = jax.jit(lambda params, batch, key: {"score": ad.pair_score(model, params, batch, key)})
+  scores = evaluate.predict(score, params, pairs, key, batch_size=4,
+                            mesh=sharding.make_mesh())["score"].reshape(3, 3)
   np.testing.assert_allclose(np.diag(scores), -metrics["nll_bound_nats"], rtol=1e-4)
-  if variant == "unconditional":  # the caption is ignored: both rows are the same
+  if variant == "unconditional":  # the caption is ignored: every row is the same
     np.testing.assert_allclose(scores[0], scores[1], rtol=1e-5)
-
-
-def test_scene_classes_match_the_generator():
-  # Records made by the dataset's own generator, for every layout: the boxes give back the
-  # scene, whose canonical caption is the record's own for left/top/corners and its converse
-  # for right/bottom.
-  rng = np.random.default_rng(0)
-  patches = rng.random((2, 28, 28))
-  converse = {"the digit three is on the right of the digit five":
-              "the digit five is on the left of the digit three",
-              "the digit three is at the bottom of the digit five":
-              "the digit five is at the top of the digit three"}
-  for layout in captioned_digits.LAYOUTS:
-    digits = (3,) if layout in captioned_digits.POSITIONS else (3, 5)
-    for _ in range(5):
-      record = captioned_digits.make_example(layout, digits, patches[:len(digits)], rng)
-      classes = ad.scene_classes(record["labels"][None], record["boxes"][None],
-                                 np.array([record["num_digits"]]))[0]
-      assert ad.caption_of(classes) == converse.get(record["caption"], record["caption"])
-      assert ad.scene_of(layout, digits) == (ad.SCENE_LAYOUTS[classes[0]],
-                                             tuple(d for d in classes[1:] if d != ad.NO_DIGIT))
-      # The judge reads each digit of the scene from a window that holds its whole patch.
-      scene_digits = [d for d in classes[1:] if d != ad.NO_DIGIT]
-      for slot, digit in enumerate(scene_digits):
-        y0, x0, y1, x1 = record["boxes"][list(record["labels"]).index(digit)]
-        row, col = ad._WINDOWS[classes[0], slot]
-        assert row <= y0 and y1 <= row + ad.WINDOW and col <= x0 and x1 <= col + ad.WINDOW
-
-
-def test_fixed_binarization_and_noise_follow_the_record_index():
-  key = jax.random.PRNGKey(0)
-  images = jnp.full((3, 4, 4, 1), 0.5)
-  first = ad.fixed_binarization(key, jnp.array([7, 8, 9]), images)
-  again = ad.fixed_binarization(key, jnp.array([9, 7]), images[:2])
-  np.testing.assert_array_equal(again, first[jnp.array([2, 0])])
-  noise = ad.fixed_noise(key, jnp.array([7, 8]), (5, 2))
-  assert noise.shape == (5, 2, 2)
-  np.testing.assert_array_equal(ad.fixed_noise(key, jnp.array([8]), (5, 2))[:, 0], noise[:, 1])
-
-
-def test_flipped_captions_change_one_thing():
-  classes = np.array([[ad.SCENE_LAYOUTS.index("left"), 3, 5]])
-  captions = ad.figure_captions("test", classes, 1)
-  assert captions == ["the digit three is on the left of the digit five",
-                      "the digit four is on the left of the digit five",
-                      "the digit three is at the top of the digit five"]
-  corner = np.array([[ad.SCENE_LAYOUTS.index("bottom right"), 7, ad.NO_DIGIT]])
-  assert ad.figure_captions("eval", corner, 1)[1:] == [
-      "the digit eight is at the bottom right of the image",
-      "the digit seven is at the top left of the image"]
-  assert len(ad.figure_captions("novel", classes, 1)) == len(captioned_digits.HELD_OUT)
+  else:
+    assert not np.allclose(scores[0], scores[1], rtol=1e-5)
 
 
 def test_bad_variant_and_preset_are_named():
   with pytest.raises(ValueError, match="variant must be one of"):
-    ad.make_model(tiny_config("/nonexistent", variant="draw"), 10)
+    ad.make_model(tiny_config("/nonexistent", model={"variant": "draw"}), 10)
   with pytest.raises(ValueError, match="preset must be"):
     ad_config.get_config("coco")

@@ -5,9 +5,13 @@ candidate. The rank of the target is 1 + the number of OTHER candidates that sco
 high as it: ties are broken pessimistically, against the target, so a model that gives every
 candidate the same score ranks every target last (rank ``N``), never first. A NaN score
 counts as ``-inf``. Pure NumPy, host side.
+
+A model that scores one (query, candidate) pair at a time (e.g. alignDRAW's bound of an image
+given a caption) scores ``AllPairs``, a random-access source of every pair that a sharded
+evaluation reads like any split; its scores in record order reshape to ``[Q, N]``.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -76,3 +80,44 @@ def median_rank(scores: np.ndarray, targets: np.ndarray) -> float:
     The median rank, a float in [1, N] (the mean of the two middle ranks for even Q).
   """
   return float(np.median(target_ranks(scores, targets)))
+
+
+class AllPairs:
+  """Every (query, candidate) pair of two sets of records, query-major, as a source.
+
+  Record ``q * N + n`` holds the fields of query ``q`` and of candidate ``n``, and ``query``
+  = q and ``candidate`` = n (int32), so scores of the records in order reshape to ``[Q, N]``.
+
+  Args:
+    queries: {field: [Q, ...] array}, e.g. captions' ``tokens`` and ``length``.
+    candidates: {field: [N, ...] array}, e.g. ``image``; no field name in both.
+  """
+
+  def __init__(self, queries: Mapping[str, np.ndarray], candidates: Mapping[str, np.ndarray]):
+    names = [*queries, *candidates]
+    clash = sorted({n for n in names if names.count(n) > 1} | ({"query", "candidate"} & {*names}))
+    if clash:
+      raise ValueError(f"queries and candidates must have distinct field names other than "
+                       f"'query' and 'candidate', got {clash}.")
+    self.queries = {k: np.asarray(v) for k, v in queries.items()}
+    self.candidates = {k: np.asarray(v) for k, v in candidates.items()}
+    for name, fields in (("queries", self.queries), ("candidates", self.candidates)):
+      if not fields or len({len(v) for v in fields.values()}) != 1:
+        raise ValueError(f"{name} must hold fields of one length, got lengths "
+                         f"{ {k: len(v) for k, v in fields.items()} }.")
+    self.num_queries = len(next(iter(self.queries.values())))
+    self.num_candidates = len(next(iter(self.candidates.values())))
+
+  def __len__(self) -> int:
+    return self.num_queries * self.num_candidates
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    if not 0 <= index < len(self):
+      raise IndexError(f"pair {index} outside the {len(self)} pairs")
+    q, n = divmod(index, self.num_candidates)
+    return {**{k: v[q] for k, v in self.queries.items()},
+            **{k: v[n] for k, v in self.candidates.items()},
+            "query": np.int32(q), "candidate": np.int32(n)}
+
+  def __repr__(self) -> str:
+    return f"AllPairs({self.num_queries} queries x {self.num_candidates} candidates)"

@@ -1,0 +1,30 @@
+"""Images generated from captions, one row per caption (Mansimov et al. 2016, Fig. 2-4)."""
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from vislang_jax.viz import figure
+from vislang_jax.viz.grid import image_grid
+
+
+def save_caption_rows(path: str, captions: Sequence[str], images: np.ndarray) -> None:
+  """Writes a PNG with a row per caption: the caption above its images.
+
+  Args:
+    path: the PNG to write (its folder is created).
+    captions: S strings.
+    images: [S, K, H, W] (grey) or [S, K, H, W, C] in [0, 1], K images per caption.
+  """
+  images = np.asarray(images)
+  if images.ndim not in (4, 5) or len(images) != len(captions):
+    raise ValueError(f"images must be [S, K, H, W(, C)] with S = len(captions) = "
+                     f"{len(captions)}, got shape {images.shape}.")
+  rows = len(captions)
+  fig, axes = figure.subplots(rows, 1, figsize=(1.0 * images.shape[1] + 0.5, 1.25 * rows))
+  for r, text in enumerate(captions):
+    ax = axes[r, 0]
+    ax.imshow(image_grid(images[r][None]), cmap="gray", vmin=0, vmax=1)
+    ax.set_title(text, fontsize=7)
+    ax.axis("off")
+  figure.save(fig, path)

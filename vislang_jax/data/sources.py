@@ -16,7 +16,7 @@ import scipy.ndimage
 from vislang_jax.data.idx import read_idx
 
 SOURCES = ("mnist", "sklearn_digits")
-SPLITS = ("train", "test")
+SOURCE_SPLITS = ("train", "test")  # what a source provides; derived datasets: digit_builder.SPLITS
 
 # Base names of the files on the MNIST site, per split: (images, labels).
 MNIST_FILES = {
@@ -67,8 +67,8 @@ def load_digits(
   """
   if source not in SOURCES:
     raise ValueError(f"load_digits: source must be one of {SOURCES}, got {source!r}.")
-  if split not in SPLITS:
-    raise ValueError(f"load_digits: split must be one of {SPLITS}, got {split!r}.")
+  if split not in SOURCE_SPLITS:
+    raise ValueError(f"load_digits: split must be one of {SOURCE_SPLITS}, got {split!r}.")
   if source == "sklearn_digits":
     if mnist_dir is not None:
       raise ValueError(

@@ -20,8 +20,9 @@ import numpy as np
 
 from experiments import draw as experiment
 from experiments.configs import draw as configs
+from vislang_jax.train.optimizers import make_optimizer
 from vislang_jax.train.state import TrainState
-from vislang_jax.train.step import make_train_step
+from vislang_jax.train.step import gradient_update, make_train_step, mean_loss
 
 # name: (preset, attention); the model sizes and batch are the preset's.
 CASES = {
@@ -42,14 +43,14 @@ def time_train_step(case: str, *, repeats: int, warmup: int) -> tuple[int, float
   config.attention = attention
   shape = experiment.image_shape(config)
   model = experiment.make_model(config, shape)
-  optimizer = experiment.make_optimizer(config)
+  optimizer = make_optimizer(config.train)
   batch_size = config.train.batch_size
   params_key, sample_key, rng = jax.random.split(jax.random.PRNGKey(0), 3)
   params = model.init({"params": params_key, "sample": sample_key},
                       np.zeros((1,) + shape, np.float32))["params"]
-  state = TrainState.create(params=params, optimizer=optimizer, rng=rng)
-  step = jax.jit(make_train_step(experiment.make_loss_fn(model), optimizer),
-                 donate_argnums=0)
+  state = TrainState.create(params=params, opt_state=optimizer.init(params), rng=rng)
+  loss_fn = mean_loss(experiment.make_per_example(model))
+  step = jax.jit(make_train_step(gradient_update(loss_fn, optimizer)), donate_argnums=0)
   batch = {"image": jax.device_put(np.random.default_rng(0).uniform(
       size=(batch_size,) + shape).astype(np.float32))}
   for _ in range(1 + warmup):  # the first call compiles

@@ -17,6 +17,7 @@ import numpy as np
 
 from vislang_jax import viz
 from vislang_jax.data.builders import build_digits_dataset
+from vislang_jax.data.pipeline import stack_records
 from vislang_jax.models.stn import make_classifier
 from vislang_jax.objectives.classification import classification_loss
 from vislang_jax.train import cli, evaluate
@@ -36,12 +37,6 @@ def load_datasets(config: ml_collections.ConfigDict) -> dict:
       clutter_size=data.clutter_size if clutter else None)
 
 
-def first_images(source, count: int) -> np.ndarray:
-  """The first `count` images of a split as float32 [count, H, W, C] in [0, 1]."""
-  return np.stack([np.asarray(source[i]["image"], np.float32) / 255.0
-                   for i in range(min(count, len(source)))])
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> dict[str, dict[str, float]]:
   """Trains `config.model` on `config.distortion` digits; returns the final metrics."""
@@ -59,7 +54,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
 
   def transforms(params, source, key):
     del key  # deterministic model
-    images = first_images(source, config.num_samples)
+    images = stack_records(source, ("image",), count=config.num_samples)["image"]
+    images = images / np.float32(255)
     columns = [images]
     out = apply(params, images).get("transformed")
     if out is not None:

@@ -106,7 +106,8 @@ class DigitBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 
 def prepare(builder_class: type[DigitBuilder], config: DigitConfig, *,
-            data_dir: str | os.PathLike | None) -> dict[str, tfds.data_sources.ArrayRecordDataSource]:
+            data_dir: str | os.PathLike | None
+            ) -> dict[str, tfds.data_sources.ArrayRecordDataSource]:
   """Writes `builder_class(config)` into `data_dir` once; returns every split's source.
 
   `data_dir` None is TFDS's default ($TFDS_DATA_DIR, else ~/tensorflow_datasets). On several

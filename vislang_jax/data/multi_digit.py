@@ -7,10 +7,11 @@ intensities are added and clipped. (This description is from our reading of the 
 paper gives no further detail, e.g. how positions are distributed, so positions here are
 uniform over every place where a digit fits wholly on the canvas.)
 
-Splits, seeds and naming as every `digit_builder.DigitBuilder`. The example with key `index` puts that split's
-digit `index` first and draws the other `num_digits - 1` from the same split, so every digit of
-a split appears first exactly once and test digits never appear in train. (TFDS stores the
-examples in an order shuffled by key, so a data source's record `i` is not the key-`i` one.)
+Splits, seeds and naming as every `digit_builder.DigitBuilder`. The example with key `index`
+puts that split's digit `index` first and draws the other `num_digits - 1` from the same
+split, so every digit of a split appears first exactly once and test digits never appear in
+train. (TFDS stores the examples in an order shuffled by key, so a data source's record `i`
+is not the key-`i` one.)
 """
 
 from __future__ import annotations

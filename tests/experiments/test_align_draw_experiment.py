@@ -180,11 +180,13 @@ def test_every_variant_takes_a_step_and_draws(variant):
   score = jax.jit(lambda params, batch, key: {"score": ad.pair_score(model, params, batch, key)})
   scores = evaluate.predict(score, params, pairs, key, batch_size=4,
                             mesh=sharding.make_mesh())["score"].reshape(3, 3)
-  np.testing.assert_allclose(np.diag(scores), -metrics["nll_bound_nats"], rtol=1e-4)
+  # At initialisation the canvas logits are near 0, so other bits change the bound by only
+  # ~1e-5 of it: hence tolerances of 1e-6 (equal computations agree to the last bit here).
+  np.testing.assert_allclose(np.diag(scores), -metrics["nll_bound_nats"], rtol=1e-6)
   if variant == "unconditional":  # the caption is ignored: every row is the same
-    np.testing.assert_allclose(scores[0], scores[1], rtol=1e-5)
+    np.testing.assert_allclose(scores[0], scores[1], rtol=1e-6)
   else:
-    assert not np.allclose(scores[0], scores[1], rtol=1e-5)
+    assert not np.allclose(scores[0], scores[1], rtol=1e-6)
 
 
 def test_bad_variant_and_preset_are_named():

@@ -243,6 +243,7 @@ def load_or_fit(fit_fn: Callable[[], Any], *, template: Any, cache_dir: str | No
     os.makedirs(cache_dir, exist_ok=True)
     with tempfile.NamedTemporaryFile("wb", dir=cache_dir, suffix=".tmp", delete=False) as f:
       f.write(flax.serialization.to_bytes(params))
+    os.chmod(f.name, 0o644)  # a temporary file is private; the cache is shared
     os.replace(f.name, path)
   return params
 

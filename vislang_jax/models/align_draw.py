@@ -55,7 +55,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from vislang_jax.checks import check_choice, check_ids, check_positive_int, check_rank, concrete
 from vislang_jax.models.draw import (FilterbankRead, FilterbankWrite, as_image_batch,
@@ -81,10 +80,7 @@ def check_captions(tokens: jax.Array, lengths: jax.Array, *, vocab_size: int,
       (outside ``jax.jit``), for lengths outside ``[1, Ty]`` or ids outside the vocabulary.
   """
   check_rank("tokens", tokens, "[B, Ty]")
-  # checks.check_ids evaluates np.asarray(ids) even for a traced array (its getattr
-  # default); until that is fixed, traced ids are checked through their dtype alone.
-  check_ids("tokens", tokens if concrete(tokens) is not None else np.zeros((0,), tokens.dtype),
-            vocab_size=vocab_size)
+  check_ids("tokens", tokens, vocab_size=vocab_size)
   num, max_len = tokens.shape
   if batch is not None and num != batch:
     raise ValueError(f"tokens must have B = {batch} rows (one caption per image), got "

@@ -26,7 +26,6 @@ Evaluators (`train.evaluate`, each with its own key):
     perfect model when the pool repeats a scene.
 """
 
-import dataclasses
 import functools
 import os
 from typing import Any, Callable
@@ -34,15 +33,14 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import tensorflow_datasets as tfds
 
 from vislang_jax.data import digit_scenes
 from vislang_jax.data.captions import build_encoded_captioned_digits
 from vislang_jax.data.pipeline import stack_records
 from vislang_jax.metrics import judge as judges
-from vislang_jax.metrics.retrieval import AllPairs, median_rank, recall_at_k
 from vislang_jax.models import align_draw
+from vislang_jax.models import draw as draw_model
 from vislang_jax.objectives.align_draw import align_draw_loss
 from vislang_jax.ops.binarize import binarize, binarize_records
 from vislang_jax.train import cli, evaluate
@@ -63,10 +61,10 @@ def make_model(config: ml_collections.ConfigDict, vocab_size: int) -> align_draw
                               channels=1)
 
 
-def record_noise(key: jax.Array, index: jax.Array, shape: tuple[int, int]) -> jax.Array:
-  """Standard normal eps [T, B, Z] (`shape` = (T, Z)), record b's from `fold_in(key, index[b])`."""
-  eps = jax.vmap(lambda k: jax.random.normal(k, shape))(evaluate.record_keys(key, index))
-  return jnp.swapaxes(eps, 0, 1)
+def record_noise(model: align_draw.AlignDRAW, key: jax.Array, index: jax.Array) -> jax.Array:
+  """Standard normal eps [T, B, Z], record b's from `fold_in(key, index[b])`."""
+  return draw_model.record_noise(evaluate.record_keys(key, index), glimpses=model.glimpses,
+                                 z_size=model.z_size)
 
 
 def bound(model: align_draw.AlignDRAW, params, x: jax.Array, batch: dict, *,
@@ -83,7 +81,7 @@ def record_bound(model: align_draw.AlignDRAW, params, batch: dict, key: jax.Arra
   """`bound` with the bits and posterior noise of each image drawn from its `image_index`."""
   bits_key, noise_key = jax.random.split(key)
   x = binarize_records(bits_key, image_index, batch["image"])
-  noise = record_noise(noise_key, image_index, (model.glimpses, model.z_size))
+  noise = record_noise(model, noise_key, image_index)
   return bound(model, params, x, batch, noise=noise)
 
 
@@ -117,39 +115,9 @@ def draw(model: align_draw.AlignDRAW, params, batch: dict, key: jax.Array) -> ja
   """One image [B, 60, 60, 1] in [0, 1] per record's caption, its prior noise its own."""
   canvases, _ = model.apply(
       {"params": params}, batch["tokens"], batch["length"],
-      noise=record_noise(key, batch["index"], (model.glimpses, model.z_size)),
+      noise=record_noise(model, key, batch["index"]),
       method=align_draw.AlignDRAW.generate)
   return jax.nn.sigmoid(canvases[-1])[..., None]
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class PairRetrieval(evaluate.Evaluator):
-  """Caption->image retrieval among the split's first `pool` records.
-
-  Every (caption q, image n) pair (`metrics.retrieval.AllPairs`) is scored by
-  `score_fn(params, batch, key) -> [b]` (higher: better), sharded over the mesh
-  (`evaluate.predict`); record q's image is caption q's target.
-  """
-
-  score_fn: Callable[[Any, dict, jax.Array], jax.Array]
-  pool: int
-  batch_size: int
-  name: str = "retrieval"
-
-  def __post_init__(self):
-    super().__post_init__()
-    object.__setattr__(self, "_scores", jax.jit(
-        lambda params, batch, key: {"score": self.score_fn(params, batch, key)}))
-
-  def __call__(self, params, source, key, mesh):
-    records = stack_records(source, ("image", "tokens", "length"), count=self.pool)
-    pairs = AllPairs({"tokens": records["tokens"], "length": records["length"]},
-                     {"image": records["image"]})
-    scores = evaluate.predict(self._scores, params, pairs, key, batch_size=self.batch_size,
-                              mesh=mesh)["score"].reshape(pairs.num_queries, -1)
-    targets = np.arange(len(scores))
-    return {**recall_at_k(scores, targets, ks=RETRIEVAL_KS),
-            "median_rank": median_rank(scores, targets)}
 
 
 def consistency_evaluator(draw_fn: Callable, read_fn: Callable, *, batch_size: int,
@@ -247,9 +215,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       consistency_evaluator(functools.partial(draw, model), read,
                             batch_size=config.eval.batch_size,
                             count=config.eval.consistency_samples),
-      PairRetrieval(score_fn=functools.partial(pair_score, model),
-                    pool=config.eval.retrieval_pool, batch_size=config.eval.retrieval_chunk,
-                    every=0, splits=EXPENSIVE_SPLITS),
+      evaluate.PairRetrieval(
+          score_fn=functools.partial(pair_score, model), query_fields=("tokens", "length"),
+          candidate_fields=("image",), pool=config.eval.retrieval_pool,
+          batch_size=config.eval.retrieval_chunk, ks=RETRIEVAL_KS, every=0,
+          splits=EXPENSIVE_SPLITS),
   ]
   figures = [evaluate.Figure(name="captions", arrays_fn=caption_samples,
                              write_fn=write_captions)]

@@ -179,3 +179,25 @@ def test_fit_names_clashing_metrics(tmp_path):
   with pytest.raises(ValueError, match="evaluator 'two' reports metrics \\['w'\\]"):
     fit(config, str(tmp_path), task, {"train": Source(8), "validation": Source(4)},
         evaluators=evaluators)
+
+
+def test_pair_retrieval_ranks_every_candidate_for_every_query(mesh):
+  source = Source(25)  # a pool of the first 20; batches of 7 pairs, the last one padded
+  retrieval = lambda score_fn: evaluate.PairRetrieval(
+      score_fn=score_fn, query_fields=("label",), candidate_fields=("image",), pool=20,
+      batch_size=7, ks=(1, 5, 10, 50))(None, source, jax.random.PRNGKey(0), mesh)
+  perfect = retrieval(lambda params, batch, key: (batch["query"] == batch["candidate"]) * 1.0)
+  assert perfect == {"r_at_1": 1.0, "r_at_5": 1.0, "r_at_10": 1.0, "r_at_50": 1.0,
+                     "median_rank": 1.0}
+  # Scores growing with the candidate's position: query q's own candidate ranks 20 - q (a
+  # transposed score matrix would tie every candidate and rank every target last).
+  growing = retrieval(lambda params, batch, key: batch["candidate"] * 1.0)
+  assert growing == {"r_at_1": 0.05, "r_at_5": 0.25, "r_at_10": 0.5, "r_at_50": 1.0,
+                     "median_rank": 10.5}
+  # The pair's fields are the query's and the candidate's own records.
+  fields = retrieval(lambda params, batch, key: jnp.where(
+      (batch["label"] == jnp.asarray(source.labels)[batch["query"]])
+      & jnp.all(batch["image"][:, :, :, 0] * 255.0 == jnp.asarray(
+          source.images, jnp.float32)[batch["candidate"], :, :, 0], axis=(1, 2)),
+      batch["query"] == batch["candidate"], -1.0) * 1.0)
+  assert fields["r_at_1"] == 1.0

@@ -33,7 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from vislang_jax.checks import check_int
-from vislang_jax.data.pipeline import ImageToFloat
+from vislang_jax.data.pipeline import ImageToFloat, stack_records
+from vislang_jax.metrics.retrieval import AllPairs, median_rank, recall_at_k
 from vislang_jax.train import sharding
 
 # metric_fn(params, batch, key) -> {name: [b] per-example values}
@@ -240,6 +241,48 @@ class CorpusMetrics(Evaluator):
     predictions = predict(self._predict, params, source, key, batch_size=self.batch_size,
                           mesh=mesh)
     return {k: float(v) for k, v in self.score_fn(predictions, source).items()}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PairRetrieval(Evaluator):
+  """Retrieval among a split's first `pool` records by a score of every (query, candidate) pair.
+
+  Record q's `query_fields` meet record n's `candidate_fields` for every q and n
+  (`metrics.retrieval.AllPairs`, with `query` = q and `candidate` = n in each batch); the
+  pairs are scored by `score_fn(params, batch, key) -> [b]` (higher: better), sharded over
+  the mesh. Record q's own candidate is query q's target. Reports `r_at_<k>` for each of `ks`
+  and `median_rank` (ties ranked pessimistically).
+
+  Attributes:
+    score_fn: the pair score; jitted here.
+    query_fields, candidate_fields: the record fields of a query (e.g. a caption's `tokens`,
+      `length`) and of a candidate (e.g. its `image`).
+    pool: records ranked; the split's first `pool`.
+    batch_size: pairs per global batch.
+    ks: the cut-offs of recall at K.
+  """
+
+  score_fn: Callable[[Any, dict, jax.Array], jax.Array]
+  query_fields: tuple[str, ...]
+  candidate_fields: tuple[str, ...]
+  pool: int
+  batch_size: int
+  ks: tuple[int, ...] = (1, 5, 10)
+  name: str = "retrieval"
+
+  def __post_init__(self):
+    super().__post_init__()
+    object.__setattr__(self, "_scores", jax.jit(
+        lambda params, batch, key: {"score": self.score_fn(params, batch, key)}))
+
+  def __call__(self, params, source, key, mesh):
+    records = stack_records(source, self.query_fields + self.candidate_fields, count=self.pool)
+    pairs = AllPairs({k: records[k] for k in self.query_fields},
+                     {k: records[k] for k in self.candidate_fields})
+    scores = predict(self._scores, params, pairs, key, batch_size=self.batch_size,
+                     mesh=mesh)["score"].reshape(pairs.num_queries, pairs.num_candidates)
+    targets = np.arange(pairs.num_queries)
+    return {**recall_at_k(scores, targets, ks=self.ks), "median_rank": median_rank(scores, targets)}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

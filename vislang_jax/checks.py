@@ -68,6 +68,14 @@ def check_rank(name: str, array: Any, layout: str) -> None:
     raise ValueError(f"{name} must have shape {layout}, got {np.shape(array)}.")
 
 
+def check_same_shape(layout: str, **arrays: Any) -> None:
+  """A ValueError unless `arrays` share one shape with as many axes as `layout` names."""
+  shapes = {name: tuple(np.shape(a)) for name, a in arrays.items()}
+  if len(set(shapes.values())) != 1:
+    raise ValueError(f"{', '.join(shapes)} must share one shape {layout}, got {shapes}.")
+  check_rank(", ".join(shapes), next(iter(arrays.values())), layout)
+
+
 def check_hw(name: str, value: Any, *, allow_none: bool = False) -> tuple[int, int] | None:
   """An output size as a (height, width) pair of positive ints (or None when allowed)."""
   if value is None and allow_none:

@@ -100,7 +100,7 @@ def test_agreement_counts_whole_scenes():
   targets = np.array([[0, 1, 3], [1, 2, 0], [1, 0, 0]])
   readings = np.array([[0, 1, 3], [1, 2, 1], [0, 0, 0]])
   assert judge_lib.agreement(readings, targets) == pytest.approx(1 / 3)
-  with pytest.raises(ValueError, match=r"readings and targets must share one shape"):
+  with pytest.raises(ValueError, match=r"readings, targets must share one shape \[B, 1 \+ S\]"):
     judge_lib.agreement(readings[:, :2], targets)
 
 

@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vislang_jax.checks import check_float, check_int, check_positive_int, check_rank, is_int
+from vislang_jax.checks import (check_float, check_int, check_positive_int, check_rank,
+                                check_same_shape, is_int)
 
 
 class ConvNet(nn.Module):
@@ -160,9 +161,7 @@ def read_scenes(judge: SceneJudge, params: Any, images: jax.Array) -> jax.Array:
 def agreement(readings: np.ndarray, targets: np.ndarray) -> float:
   """The fraction of images read exactly as their targets (layout and every slot)."""
   readings, targets = np.asarray(readings), np.asarray(targets)
-  if readings.shape != targets.shape or readings.ndim != 2:
-    raise ValueError(f"readings and targets must share one shape [B, 1 + S], got "
-                     f"{readings.shape} and {targets.shape}.")
+  check_same_shape("[B, 1 + S]", readings=readings, targets=targets)
   return float(np.mean(np.all(readings == targets, axis=1)))
 
 

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vislang_jax.checks import check_choice
+from vislang_jax.checks import check_choice, check_same_shape
 from vislang_jax.objectives.draw import bernoulli_nll_nats
 
 OUTPUTS = ("bernoulli", "gaussian")  # P(x | y, Z) for binary or colour images
@@ -52,11 +52,8 @@ def gaussian_kl_nats(q_mu: jax.Array, q_logsigma: jax.Array, p_mu: jax.Array,
   Raises:
     ValueError: unless the four arrays share one shape [T, B, Z].
   """
-  shapes = {"q_mu": q_mu.shape, "q_logsigma": q_logsigma.shape, "p_mu": p_mu.shape,
-            "p_logsigma": p_logsigma.shape}
-  if q_mu.ndim != 3 or len(set(shapes.values())) != 1:
-    raise ValueError(f"q_mu, q_logsigma, p_mu and p_logsigma must share one shape [T, B, Z], "
-                     f"got {shapes}.")
+  check_same_shape("[T, B, Z]", q_mu=q_mu, q_logsigma=q_logsigma, p_mu=p_mu,
+                   p_logsigma=p_logsigma)
   variance_ratio = jnp.exp(2.0 * (q_logsigma - p_logsigma))  # q_sigma^2 / p_sigma^2
   scaled_gap = jnp.square((q_mu - p_mu) * jnp.exp(-p_logsigma))  # (q_mu - p_mu)^2 / p_sigma^2
   kl = p_logsigma - q_logsigma + 0.5 * (variance_ratio + scaled_gap) - 0.5

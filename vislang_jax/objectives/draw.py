@@ -17,15 +17,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from vislang_jax.checks import check_rank
-
-
-def _check_shared_shape(layout: str, **arrays: jax.Array) -> None:
-  """A ValueError unless ``arrays`` share one shape with the axes ``layout`` names."""
-  shapes = {name: jnp.shape(a) for name, a in arrays.items()}
-  if len(set(shapes.values())) != 1:
-    raise ValueError(f"{', '.join(shapes)} must share one shape {layout}, got {shapes}.")
-  check_rank(", ".join(shapes), next(iter(arrays.values())), layout)
+from vislang_jax.checks import check_same_shape
 
 
 def bernoulli_nll_nats(logits: jax.Array, x: jax.Array) -> jax.Array:
@@ -62,7 +54,7 @@ def kl_to_standard_normal_nats(mu: jax.Array, logsigma: jax.Array) -> jax.Array:
   Returns:
     [B] float.
   """
-  _check_shared_shape("[T, B, Z]", mu=mu, logsigma=logsigma)
+  check_same_shape("[T, B, Z]", mu=mu, logsigma=logsigma)
   kl = 0.5 * (jnp.square(mu) + jnp.exp(2.0 * logsigma) - 2.0 * logsigma - 1.0)
   return jnp.sum(kl, axis=(0, 2))
 
@@ -102,7 +94,7 @@ def standard_normal_log_prob(z: jax.Array) -> jax.Array:
   Returns:
     [B] float, in nats.
   """
-  _check_shared_shape("[T, B, Z]", z=z)
+  check_same_shape("[T, B, Z]", z=z)
   return jnp.sum(-0.5 * jnp.square(z) - 0.5 * math.log(2 * math.pi), axis=(0, 2))
 
 
@@ -121,7 +113,7 @@ def diag_gaussian_log_prob(z: jax.Array, mu: jax.Array, logsigma: jax.Array) -> 
   Returns:
     [B] float, in nats.
   """
-  _check_shared_shape("[T, B, Z]", z=z, mu=mu, logsigma=logsigma)
+  check_same_shape("[T, B, Z]", z=z, mu=mu, logsigma=logsigma)
   scaled = (z - mu) * jnp.exp(-logsigma)
   log_prob = -0.5 * jnp.square(scaled) - logsigma - 0.5 * math.log(2 * math.pi)
   return jnp.sum(log_prob, axis=(0, 2))
@@ -149,6 +141,6 @@ def iwae_bound_nats(log_px_given_z: jax.Array, log_pz: jax.Array,
   Returns:
     [B] float, the bound in nats.
   """
-  _check_shared_shape("[K, B]", log_px_given_z=log_px_given_z, log_pz=log_pz, log_qz=log_qz)
+  check_same_shape("[K, B]", log_px_given_z=log_px_given_z, log_pz=log_pz, log_qz=log_qz)
   log_weights = log_px_given_z + log_pz - log_qz
   return jax.nn.logsumexp(log_weights, axis=0) - math.log(log_weights.shape[0])

@@ -18,8 +18,10 @@ def check_preset(preset: str, presets: tuple[str, ...]) -> str:
 def data_config() -> ml_collections.ConfigDict:
   """Where the digits come from (`vislang_jax.data.sources`)."""
   return ml_collections.ConfigDict({
-      "source": "sklearn_digits",  # sklearn_digits (bundled, offline) | mnist
-      "mnist_dir": "",  # folder of the four MNIST *-idx?-ubyte.gz files ("" = tfds download)
+      # sklearn_digits (bundled, offline) | mnist | mnist_test (MNIST's 10,000 test digits
+      # alone: 8,000 train (7,200 + 800 validation) / 2,000 test, e.g. ../shared/data/mnist)
+      "source": "sklearn_digits",
+      "mnist_dir": "",  # folder of the MNIST *-idx?-ubyte.gz files ("" = tfds download)
       "dir": "",  # TFDS data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
   })
 

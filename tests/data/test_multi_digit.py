@@ -118,7 +118,7 @@ def test_config_names_and_bad_parameters():
   )
   for kwargs, match in [
       (dict(source="cifar"), "source must be one of"),
-      (dict(source="sklearn_digits", mnist_dir="/x"), "mnist_dir is only for source='mnist'"),
+      (dict(source="sklearn_digits", mnist_dir="/x"), "mnist_dir is only for source='mnist' or 'mnist_test'"),
       (dict(source="mnist", num_digits=0), "num_digits must be a positive int, got 0"),
       (dict(source="mnist", canvas_size=20), "canvas_size must be an int >= 28, got 20"),
       (dict(source="mnist", seed=-1), "seed must be an int >= 0, got -1"),

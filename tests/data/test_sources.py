@@ -50,6 +50,31 @@ def test_real_mnist_dir_without_train_images_lists_files():
   assert "train-labels-idx1-ubyte.gz" in str(info.value)  # The full list of what is expected.
 
 
+def test_mnist_test_source_splits_the_test_digits(tmp_path, monkeypatch):
+  # A folder with only MNIST's test files, as ../shared/data/mnist: 8,000 train, the rest test.
+  monkeypatch.setattr(sources, "MNIST_TEST_TRAIN_SIZE", 7)
+  rng = np.random.default_rng(1)
+  images = rng.integers(0, 256, (10, 28, 28), dtype=np.uint8)
+  write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
+  write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", (np.arange(10) % 10).astype(np.uint8))
+  train = load_digits("mnist_test", "train", mnist_dir=tmp_path)
+  test = load_digits("mnist_test", "test", mnist_dir=tmp_path)
+  np.testing.assert_array_equal(train[0], images[:7])
+  np.testing.assert_array_equal(test[0], images[7:])
+  np.testing.assert_array_equal(np.concatenate([train[1], test[1]]), np.arange(10))
+  with pytest.raises(ValueError, match="lacks train-images-idx3-ubyte.gz"):
+    load_digits("mnist", "train", mnist_dir=tmp_path)
+
+
+def test_real_mnist_test_source():
+  if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists():
+    pytest.skip(f"no local MNIST at {MNIST_DIR}")
+  splits = sources.load_digit_splits("mnist_test", mnist_dir=str(MNIST_DIR))
+  assert {k: len(v[0]) for k, v in splits.items()} == {"train": 7200, "validation": 800,
+                                                        "test": 2000}
+  np.testing.assert_array_equal(splits["train"][1][:10], [7, 2, 1, 0, 4, 1, 4, 9, 5, 9])
+
+
 def test_fake_mnist_dir_both_splits(fake_mnist_dir):
   train_images, train_labels = load_digits("mnist", "train", mnist_dir=fake_mnist_dir)
   test_images, test_labels = load_digits("mnist", "test", mnist_dir=fake_mnist_dir)
@@ -105,7 +130,7 @@ def test_sklearn_digits_deterministic_and_not_aliased():
         (
             ("emnist", "train"),
             {},
-            r"source must be one of \('mnist', 'sklearn_digits'\), got 'emnist'",
+            r"source must be one of \('mnist', 'sklearn_digits', 'mnist_test'\), got 'emnist'",
         ),
         (
             ("sklearn_digits", "validation"),
@@ -115,7 +140,7 @@ def test_sklearn_digits_deterministic_and_not_aliased():
         (
             ("sklearn_digits", "train"),
             {"mnist_dir": "/tmp"},
-            "mnist_dir is only used with source='mnist'",
+            "mnist_dir is only used with source='mnist' or 'mnist_test'",
         ),
     ],
 )

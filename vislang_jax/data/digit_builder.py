@@ -34,12 +34,12 @@ SPLIT_IDS = {"train": 0, "validation": 1, "test": 2, "novel": 3}
 
 
 def check_digit_source(source: str, mnist_dir: str | os.PathLike | None) -> None:
-  """`source` is one of `sources.SOURCES`; `mnist_dir` is given only with source="mnist"."""
+  """`source` is one of `sources.SOURCES`; `mnist_dir` is given only with an MNIST source."""
   check_choice("source", source, SOURCES)
-  if mnist_dir is not None and source != "mnist":
+  if mnist_dir is not None and source not in ("mnist", "mnist_test"):
     raise ValueError(
-        f"mnist_dir is only for source='mnist', got mnist_dir={mnist_dir!r} with "
-        f"source={source!r}.")
+        f"mnist_dir is only for source='mnist' or 'mnist_test', got mnist_dir={mnist_dir!r} "
+        f"with source={source!r}.")
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -15,7 +15,9 @@ import scipy.ndimage
 
 from vislang_jax.data.idx import read_idx
 
-SOURCES = ("mnist", "sklearn_digits")
+SOURCES = ("mnist", "sklearn_digits", "mnist_test")
+# mnist_test: MNIST's 10,000 test digits alone, the first MNIST_TEST_TRAIN_SIZE as "train".
+MNIST_TEST_TRAIN_SIZE = 8000
 SOURCE_SPLITS = ("train", "test")  # what a source provides; derived datasets: digit_builder.SPLITS
 
 # Base names of the files on the MNIST site, per split: (images, labels).
@@ -43,7 +45,7 @@ def load_digits(
   """Loads one split of a digit source.
 
   Args:
-    source: "mnist" or "sklearn_digits".
+    source: "mnist", "sklearn_digits" or "mnist_test".
       "mnist": with `mnist_dir`, the IDX files of the MNIST site in that folder
         (`train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz` for "train",
         `t10k-images-idx3-ubyte.gz`, `t10k-labels-idx1-ubyte.gz` for "test"; the names
@@ -54,8 +56,13 @@ def load_digits(
         bilinearly (`scipy.ndimage.zoom`, order 1, pixels treated as areas) to 20x20 and
         centred in 28x28, like MNIST's 20x20 box. Fixed split: the first 1,500 in
         scikit-learn's order are "train", the last 297 "test".
+      "mnist_test": real MNIST digits for machines that hold only MNIST's test files
+        (`t10k-*`; from `mnist_dir`, else TFDS): its first 8,000 digits are "train", the
+        last 2,000 "test". MNIST's test set has the 5,000 digits of SD-3 (Census employees)
+        first and the 5,000 of SD-1 (students) last, so this "test" holds SD-1 writers only
+        (harder than MNIST's whole test set).
     split: "train" or "test".
-    mnist_dir: folder with the MNIST IDX files; only for source="mnist".
+    mnist_dir: folder with the MNIST IDX files; only for source="mnist" or "mnist_test".
 
   Returns:
     `(images, labels)`: images uint8 `[N, 28, 28]`, labels int64 `[N]` in 0..9.
@@ -72,11 +79,15 @@ def load_digits(
   if source == "sklearn_digits":
     if mnist_dir is not None:
       raise ValueError(
-          f"load_digits: mnist_dir is only used with source='mnist', got mnist_dir={mnist_dir!r} "
-          "with source='sklearn_digits'."
+          f"load_digits: mnist_dir is only used with source='mnist' or 'mnist_test', got "
+          f"mnist_dir={mnist_dir!r} with source='sklearn_digits'."
       )
     images, labels = _sklearn_digits()
     part = slice(None, -SKLEARN_TEST_SIZE) if split == "train" else slice(-SKLEARN_TEST_SIZE, None)
+    return images[part].copy(), labels[part].copy()
+  if source == "mnist_test":
+    images, labels = load_digits("mnist", "test", mnist_dir=mnist_dir)
+    part = slice(None, MNIST_TEST_TRAIN_SIZE) if split == "train" else slice(MNIST_TEST_TRAIN_SIZE, None)
     return images[part].copy(), labels[part].copy()
   if mnist_dir is not None:
     return _mnist_from_idx(os.fspath(mnist_dir), split)

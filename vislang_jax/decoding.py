@@ -12,16 +12,18 @@ is a pytree of per-step outputs to record, each leaf ``[N, ...]`` (for example t
 weights ``alpha: [N, L]``). ``N`` is the flattened batch: ``B`` for ``greedy`` and ``sample``,
 ``B * K`` for ``beam_search``, whose row ``b * K + k`` is beam ``k`` of example ``b``.
 
-Semantics shared by the three decoders, all with a fixed number ``T = max_len`` of steps
-(``lax.scan``), so that shapes are static and everything jits:
+Semantics shared by the three decoders, all with at most ``T = max_len`` steps (``greedy``
+and ``sample``: ``lax.scan`` over ``T``; ``beam_search``: a ``lax.while_loop`` that may stop
+early), so that shapes are static and everything jits:
 
 * Step ``t`` (0-based) feeds token ``y_{t-1}`` (``y_{-1} = BOS``) and emits ``y_t``; the
   extras recorded at time ``t`` are those of that step, so an attention map at time ``t`` is
   the one used to predict ``y_t``.
 * A sequence ends at the first EOS, which it keeps: its length counts the tokens up to and
   including EOS (``T`` if it never emits EOS). Afterwards its tokens are ``pad_id``, its
-  recorded extras are zeros and its score no longer changes; the step function is still
-  called on it (with ``eos_id`` as input), and what it returns for it is ignored.
+  recorded extras are zeros and its score no longer changes. (``greedy`` and ``sample`` still
+  call the step function on it, with ``eos_id`` as input, and ignore what it returns for it;
+  ``beam_search`` moves it out of the live beams.)
 * Scores are sums of the model's log-probabilities ``log_softmax(logits)`` (temperature 1,
   whatever the sampling temperature) of the emitted tokens, EOS included.
 
@@ -154,31 +156,44 @@ def sample(key: jax.Array, step_fn: StepFn, init_state: PyTree, *, bos_id: int, 
 def beam_search(step_fn: StepFn, init_state: PyTree, *, bos_id: int, eos_id: int,
                 max_len: int, beam_size: int, length_penalty: float = 0.0,
                 pad_id: int = 0) -> Decoded:
-  """Beam search keeping the ``K`` best hypotheses, finished and live together.
+  """Beam search with ``K`` live beams and a separate pool of the ``K`` best finished ones.
 
-  Each step, every live beam proposes its ``V`` one-token extensions and every finished beam
-  proposes itself, unchanged, once (so it is never copied into several beams); the ``K``
-  candidates with the highest ranking score ``log P / gnmt_length_penalty(length, alpha)``
-  become the new beams (a live candidate is ranked as if it ended now). A candidate that emits
-  EOS is finished; after ``T`` steps all beams are finished, ranked by their final
-  normalised scores. With ``K`` at least the number of hypotheses (finished or not) after
-  ``T - 1`` steps nothing is pruned and the result is the exact ``K`` best sequences; below
-  that it is the usual approximation. ``K = 1`` is ``greedy``. If fewer than ``K`` sequences
-  of non-zero probability exist, the remaining beams have score ``-inf``, length 0 and only
-  pad tokens.
+  The textbook search of Flax's and Tensor2Tensor's beam search (arctic-captions'
+  ``gen_sample`` also sets finished hypotheses aside, though it shrinks the live beam as they
+  accumulate). Step ``t`` extends every live beam by each of the ``V`` tokens. The candidates
+  that end (emit EOS, or reach ``T = max_len`` tokens at the last step) enter the finished
+  pool, which keeps the ``K`` best finished hypotheses seen so far by ``log P /
+  gnmt_length_penalty(length, alpha)``, the pool's older members first among equals; the ``K``
+  most probable of the others become the live beams. A finished hypothesis therefore stays
+  until ``K`` better finished ones replace it: live beams never evict it. The pool after the
+  last step is the result.
 
-  The step function runs on ``N = B * K`` rows: ``init_state`` is repeated ``K`` times per
-  example (row ``b * K + k``), and after each step the state rows are gathered by the
-  surviving beams' parents. Tokens and extras are recorded per step together with these
-  backpointers and traced back at the end, so each returned beam carries its own history.
+  Early stop: log-probabilities are <= 0, so a live hypothesis of score ``s`` has no
+  continuation scoring more than ``s``, and with ``alpha >= 0`` the penalty grows with the
+  length, so none of its finished continuations (of length ``<= T``) ranks above ``s /
+  lp(T)``. Once the best live beam's ``s / lp(T)`` is at most the pool's worst rank (or no
+  live beam has non-zero probability) for every example, no later step can change the pool,
+  and the search stops: the result is that of all ``T`` steps (a ``lax.while_loop`` of at
+  most ``T`` steps, so shapes stay static and everything jits).
+
+  With ``K >= (V - 1) ** (T - 1)`` nothing is pruned and the result is the exact ``K`` best
+  sequences; below that it is the usual approximation. ``K = 1`` keeps greedy's own
+  hypothesis among its candidates, so it never ranks below greedy (for ``alpha = 0``). If fewer
+  than ``K`` sequences of non-zero probability exist, the remaining beams have score ``-inf``,
+  length 0 and only pad tokens.
+
+  The step function runs on ``N = B * K`` rows, the live beams: ``init_state`` is repeated
+  ``K`` times per example (row ``b * K + k``), and after each step the state rows are gathered
+  by the new live beams' parents. Every live and finished beam carries its own tokens and
+  extras, gathered with it, so each returned beam has its own history.
 
   Args:
     step_fn: the decoder step (module docstring), with ``N = B * K``.
     init_state: the decoder state before the first step, one row per example; leaves [B, ...].
     bos_id: the token fed at the first step, in ``[0, V)``.
     eos_id: the token that ends a sequence, in ``[0, V)``.
-    max_len: ``T >= 1``, the number of decoding steps.
-    beam_size: ``K >= 1``, the number of beams kept and returned.
+    max_len: ``T >= 1``, the largest number of decoding steps.
+    beam_size: ``K >= 1``, the number of live beams and of finished hypotheses returned.
     length_penalty: GNMT's ``alpha >= 0`` (0: rank by log-probability, no normalisation).
     pad_id: the token written after EOS.
 
@@ -196,51 +211,62 @@ def beam_search(step_fn: StepFn, init_state: PyTree, *, bos_id: int, eos_id: int
   batch, k = _batch_size(init_state), beam_size
   n = batch * k
   state = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), init_state)
-  vocab = _check_step_fn(step_fn, state, n, bos_id=bos_id, eos_id=eos_id)
+  vocab, extras_shape = _check_step_fn(step_fn, state, n, bos_id=bos_id, eos_id=eos_id)
   rows = jnp.arange(batch)[:, None]  # [B, 1], pairs with [B, K] beam indices
-  only_first = jnp.arange(vocab) == 0  # [V]: the one continuation of a finished beam
 
-  def step(carry, t):
-    state, inputs, scores, lengths, finished = carry
+  def rank(scores, lengths):
+    return scores / gnmt_length_penalty(lengths, alpha=length_penalty)
+
+  def searching(carry):
+    """Below ``T`` steps, while a live beam of some example may end above its pool's worst."""
+    t, _, _, live, pool = carry
+    best_live = jnp.max(rank(live["scores"], max_len), axis=1)  # the bound s / lp(T)
+    worst_pool = jnp.min(rank(pool["scores"], pool["lengths"]), axis=1)
+    return (t < max_len) & jnp.any(best_live > worst_pool)
+
+  def step(carry):
+    t, state, inputs, live, pool = carry
     logits, state, extras = step_fn(inputs, state)
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(batch, k, vocab)
-    cand_scores = jnp.where(finished[..., None],
-                            jnp.where(only_first, scores[..., None], -jnp.inf),
-                            scores[..., None] + log_probs)  # [B, K, V]
-    cand_lengths = jnp.where(finished, lengths, t + 1)  # [B, K], same for all V candidates
-    ranks = cand_scores / gnmt_length_penalty(cand_lengths, alpha=length_penalty)[..., None]
-    _, best = jax.lax.top_k(ranks.reshape(batch, k * vocab), k)  # [B, K], sorted
-    parents, chosen = best // vocab, (best % vocab).astype(jnp.int32)
-    parent_finished = finished[rows, parents]
-    scores = jnp.take_along_axis(cand_scores.reshape(batch, k * vocab), best, axis=1)
-    lengths = cand_lengths[rows, parents]
-    tokens = jnp.where(parent_finished, pad_id, chosen)
-    # A candidate of probability zero is dead: finished, so that it is never extended.
-    finished = parent_finished | (chosen == eos_id) | (scores == -jnp.inf)
-    inputs = jnp.where(finished, eos_id, chosen).reshape(n)
-    state = jax.tree.map(lambda x: x[(rows * k + parents).reshape(n)], state)
+    scores = (live["scores"][..., None] + log_probs).reshape(batch, k * vocab)
+    ending = (jnp.arange(k * vocab) % vocab == eos_id) | (t == max_len - 1)  # [K * V]
     extras = jax.tree.map(lambda x: x.reshape(batch, k, *x.shape[1:]), extras)
-    return (state, inputs, scores, lengths, finished), (parents, tokens, extras)
 
-  carry = (state,
-           jnp.full((n,), bos_id, jnp.int32),
-           jnp.full((batch, k), -jnp.inf, jnp.float32).at[:, 0].set(0.0),
-           jnp.zeros((batch, k), jnp.int32),
-           jnp.broadcast_to(jnp.arange(k) > 0, (batch, k)))  # all beams but one start dead
-  (_, _, scores, lengths, _), history = jax.lax.scan(step, carry, jnp.arange(max_len))
+    def extend(candidate_scores):
+      """The K best of candidates [B, K * V] as beams, their parents and tokens [B, K]."""
+      scores, best = jax.lax.top_k(candidate_scores, k)
+      parents, chosen = best // vocab, (best % vocab).astype(jnp.int32)
 
-  def trace_back(beams, history_t):
-    """Beam indices after step t -> after step t - 1, with those beams' step-t records."""
-    parents, tokens, extras = history_t
-    parents_of_beams = parents[rows, beams]
-    return parents_of_beams, (tokens[rows, beams],
-                              jax.tree.map(lambda x: x[rows, parents_of_beams], extras))
+      def record(history, now):  # the parent's history [B, K, T, ...], step t's record at t
+        return history[rows, parents].at[:, :, t].set(now)
 
-  final_beams = jnp.broadcast_to(jnp.arange(k), (batch, k))
-  _, (tokens, extras) = jax.lax.scan(trace_back, final_beams, history, reverse=True)
-  lengths = jnp.where(scores == -jnp.inf, 0, lengths)
-  return _finish(jnp.moveaxis(tokens, 0, -1), jax.tree.map(lambda x: jnp.moveaxis(x, 0, 2), extras),
-                 lengths, scores, alpha=length_penalty, pad_id=pad_id)
+      beam = {"scores": scores, "lengths": jnp.full((batch, k), t + 1, jnp.int32),
+              "tokens": record(live["tokens"], chosen),
+              "extras": jax.tree.map(lambda h, x: record(h, x[rows, parents]), live["extras"],
+                                     extras)}
+      return beam, parents, chosen
+
+    ended, _, _ = extend(jnp.where(ending, scores, -jnp.inf))
+    merged = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=1), pool, ended)
+    _, keep = jax.lax.top_k(rank(merged["scores"], merged["lengths"]), k)  # pool first on ties
+    pool = jax.tree.map(lambda x: x[rows, keep], merged)
+    live, parents, chosen = extend(jnp.where(ending, -jnp.inf, scores))
+    state = jax.tree.map(lambda x: x[(rows * k + parents).reshape(n)], state)
+    return t + 1, state, chosen.reshape(n), live, pool
+
+  def beams(scores):
+    return {"scores": scores, "lengths": jnp.zeros((batch, k), jnp.int32),
+            "tokens": jnp.full((batch, k, max_len), pad_id, jnp.int32),
+            "extras": jax.tree.map(
+                lambda x: jnp.zeros((batch, k, max_len, *x.shape[1:]), x.dtype), extras_shape)}
+
+  live = beams(jnp.full((batch, k), -jnp.inf, jnp.float32).at[:, 0].set(0.0))  # one live beam
+  carry = (jnp.zeros((), jnp.int32), state, jnp.full((n,), bos_id, jnp.int32), live,
+           beams(jnp.full((batch, k), -jnp.inf, jnp.float32)))
+  *_, pool = jax.lax.while_loop(searching, step, carry)
+  lengths = jnp.where(pool["scores"] == -jnp.inf, 0, pool["lengths"])
+  return _finish(pool["tokens"], pool["extras"], lengths, pool["scores"], alpha=length_penalty,
+                 pad_id=pad_id)
 
 
 def _decode_one_per_row(step_fn: StepFn, init_state: PyTree,
@@ -298,8 +324,12 @@ def _batch_size(init_state: PyTree) -> int:
 
 
 def _check_step_fn(step_fn: StepFn, state: PyTree, n: int, *, bos_id: int,
-                   eos_id: int) -> int:
-  """Traces ``step_fn`` on ``n`` rows (no computation), checks its outputs, returns ``V``."""
+                   eos_id: int) -> tuple[int, PyTree]:
+  """Traces ``step_fn`` on ``n`` rows (no computation), checks its outputs.
+
+  Returns:
+    ``V`` and the extras' shapes and dtypes (``jax.ShapeDtypeStruct`` leaves [N, ...]).
+  """
   out = jax.eval_shape(step_fn, jax.ShapeDtypeStruct((n,), jnp.int32), state)
   if not isinstance(out, tuple) or len(out) != 3:
     raise ValueError(f"step_fn must return a triple (logits, state, extras), got {out!r}.")
@@ -321,4 +351,4 @@ def _check_step_fn(step_fn: StepFn, state: PyTree, n: int, *, bos_id: int,
   vocab = logits.shape[1]
   check_int("bos_id", bos_id, low=0, high=vocab - 1)
   check_int("eos_id", eos_id, low=0, high=vocab - 1)
-  return vocab
+  return vocab, extras

@@ -67,8 +67,9 @@ def _mean_loss(model, params, x, tokens, lengths, key):
 
 @pytest.fixture(scope="module")
 def aligned():
-  """alignDRAW in colour with a Gaussian output (the paper's COCO setting), its params, a
-  batch of 8x8 RGB images and their captions, each padded differently."""
+  """alignDRAW in colour with the Gaussian output option, its params, a batch of 8x8 RGB
+  images and their captions, each padded differently. (The released COCO code scores colour
+  pixels in [0, 1] with binary cross-entropy; the Gaussian is this library's option.)"""
   model = _model(channels=3, output="gaussian")
   x = jnp.asarray(np.random.default_rng(0).uniform(size=(BATCH, SIZE, SIZE, 3)), jnp.float32)
   tokens, lengths = _captions()
@@ -140,6 +141,8 @@ def test_both_language_lstms_read_each_caption_within_its_length():
   encoder = CaptionEncoder(vocab_size=len(VOCABULARY), embed_size=6, lang_size=LANG)
   tokens, lengths = _captions()
   params = _jit(encoder.init)(jax.random.key(6), tokens, lengths)["params"]
+  h0 = jnp.linspace(-0.5, 0.5, LANG)  # a learned initial state (zero at initialisation)
+  params = {**params, "h0": h0}
   encode = _jit(encoder.apply)
   h_lang = np.asarray(encode({"params": params}, tokens, lengths))  # [B, Ty, 2L]
   assert h_lang.shape == (BATCH, TY, 2 * LANG)
@@ -149,13 +152,13 @@ def test_both_language_lstms_read_each_caption_within_its_length():
     np.testing.assert_allclose(h_lang[b, :length], alone[0], atol=1e-6)
     np.testing.assert_array_equal(h_lang[b, length:], 0.0)
   # Independently of nn.RNN: the forward state at the first word, and the backward state at
-  # the last word, are one LSTM step from the zero state on that word's embedding.
+  # the last word, are one LSTM step from (zero cell, h0) on that word's embedding.
   embedding = params["embed"]["embedding"]
   cell = nn.OptimizedLSTMCell(LANG)
-  zero = (jnp.zeros((BATCH, LANG)), jnp.zeros((BATCH, LANG)))
+  start = (jnp.zeros((BATCH, LANG)), jnp.broadcast_to(h0, (BATCH, LANG)))
   last_words = tokens[jnp.arange(BATCH), lengths - 1]
-  _, first_forward = cell.apply({"params": params["forward"]}, zero, embedding[tokens[:, 0]])
-  _, last_backward = cell.apply({"params": params["backward"]}, zero, embedding[last_words])
+  _, first_forward = cell.apply({"params": params["forward"]}, start, embedding[tokens[:, 0]])
+  _, last_backward = cell.apply({"params": params["backward"]}, start, embedding[last_words])
   np.testing.assert_allclose(h_lang[:, 0, :LANG], first_forward, atol=1e-6)
   np.testing.assert_allclose(h_lang[np.arange(BATCH), lengths - 1, LANG:], last_backward,
                              atol=1e-6)
@@ -187,16 +190,17 @@ def test_context_is_the_alignment_weighted_sum_and_noalign_takes_the_mean(varian
 
 def test_the_caption_conditions_the_prior_from_the_second_step(aligned):
   model, params, x, tokens, lengths = aligned
+  # Non-zero prior biases and initial state: P(Z_1) must still be N(0, I) exactly.
+  params = {**params, "prior_mu": {**params["prior_mu"], "bias": jnp.full((Z,), 0.7)},
+            "prior_logsigma": {**params["prior_logsigma"], "bias": jnp.full((Z,), -0.4)},
+            "h0_gen": jnp.full_like(params["h0_gen"], 0.3)}
   key = jax.random.key(8)
   _, aux = _apply(model, params, x, tokens, lengths, key)
   other_tokens, other_lengths = _captions(CAPTIONS[::-1])
   _, other = _apply(model, params, x, other_tokens, other_lengths, key)
-  # P(Z_1) comes from h^gen_0 = 0: the learned constant tanh(b_mu), whatever the caption.
-  for a in (aux, other):
-    np.testing.assert_allclose(a["p_mu"][0], np.broadcast_to(
-        np.tanh(params["prior_mu"]["bias"]), (BATCH, Z)), atol=1e-7)
-    np.testing.assert_allclose(a["p_logsigma"][0], np.broadcast_to(
-        np.tanh(params["prior_logsigma"]["bias"]), (BATCH, Z)), atol=1e-7)
+  for a in (aux, other):  # P(Z_1) = N(0, I), whatever the caption (the released code's)
+    np.testing.assert_array_equal(a["p_mu"][0], 0.0)
+    np.testing.assert_array_equal(a["p_logsigma"][0], 0.0)
   for b in (0, 2):  # the middle caption is the same in both batches
     for t in range(1, T):
       assert not np.allclose(aux["p_mu"][t, b], other["p_mu"][t, b], atol=1e-6), (t, b)

@@ -7,7 +7,8 @@ whose generative LSTM attends to the words at every step. Step ``t = 1..T`` of t
 generative model:
 
     z_t ~ P(Z_t | Z_1:t-1, y) = N(mu_t, sigma_t),                              (prior)
-          mu_t = tanh(W_mu h^gen_{t-1}),  sigma_t = exp(tanh(W_sigma h^gen_{t-1}))
+          mu_t = tanh(W_mu h^gen_{t-1} + b_mu),
+          sigma_t = exp(tanh(W_sigma h^gen_{t-1} + b_sigma))    (t >= 2; P(Z_1) = N(0, I))
     s_t  = align(h^gen_{t-1}, h^lang) = sum_j alpha_tj h^lang_j,                (align)
           alpha_tj proportional to exp(v^T tanh(U h^lang_j + W h^gen_{t-1} + b))
     h^gen_t = LSTM^gen(h^gen_{t-1}, [z_t, s_t])
@@ -23,22 +24,34 @@ and ``x ~ P(x | y, Z_1:T)``, a Bernoulli (binary images) or a Gaussian (colour) 
 
 The loss, the negative variational bound of section 3.3, is in ``objectives/align_draw.py``.
 ``read`` and ``write`` are DRAW's Gaussian filterbanks (``models.draw.FilterbankRead`` and
-``FilterbankWrite``). ``c_0``, ``h^gen_0``, ``h^infer_0`` and the LSTM cells start
-at zero.
+``FilterbankWrite``).
 
-Choices this implementation makes where the paper leaves room (each documented where it
-applies):
+Where the paper is silent this follows the authors' released Theano code (emansim/text2image,
+``alignDraw.py``, function ``build_lang_encoder_and_attention_vae_decoder``):
 
-* ``P(Z_1)``: the bound has ``KL(Q(Z_1 | x, y) || P(Z_1))`` with a prior for ``Z_1`` that does
-  not depend on ``y``. Here it is the same learned prior evaluated at ``h^gen_0 = 0``:
-  ``mu_1 = tanh(b_mu)``, ``sigma_1 = exp(tanh(b_sigma))``, a learned constant (``N(0, I)`` at
-  initialisation, where the biases are zero). Captions change the prior from ``t = 2`` on.
+* Initial states: the canvas ``c_0`` (one learned value per pixel, initialised at -10, so
+  ``sigmoid(c_0)`` is a black canvas, as the code's comment says) and the hidden states
+  ``h^gen_0``, ``h^infer_0`` and ``h^lang_0`` (one vector each, shared by the forward and
+  backward language LSTMs as there) are parameters; the LSTM cells start at zero. A learned
+  black canvas lets the model spend its writes on ink instead of first erasing a grey
+  ``sigmoid(0) = 0.5`` background that covers most of a 60x60 digit canvas.
+* ``P(Z_1) = N(0, I)``, fixed: the code starts its scan with ``mu_prior_0 = log_sigma_prior_0
+  = 0`` and computes the prior of ``Z_{t+1}`` from ``h^gen_t`` at the end of step ``t``
+  (``tanh`` of one linear layer, split into ``mu`` and ``log sigma``); so does this model.
+  The caption changes the prior from ``t = 2`` on.
+* Differences kept: the posterior's ``log sigma`` is one linear layer (the code halves a
+  linear layer: the same family); words are embedded (``embed_size``) before the language
+  LSTMs, where the code feeds one-hot words (the same family when ``embed_size`` is at
+  least the vocabulary size); padding is masked (the code batches captions of one length).
+
+Choices this implementation makes where neither says more:
+
 * Variants (section 5, the paper's ablations): ``"align"`` is alignDRAW; ``"noalign"``
   replaces ``s_t`` by the mean of ``h^lang`` over the caption's words (every ``alpha_tj =
   1 / length``); ``"unconditional"`` ignores the caption (no language model, no ``s_t``) and
   keeps the learned recurrent prior, so the three variants share one loss and one sampler.
-  Its prior family contains DRAW's ``N(0, I)`` (``W_mu = W_sigma = 0``); the exact DRAW
-  baseline is ``models.draw.DRAW``.
+  Its prior family contains DRAW's ``N(0, I)`` (``W_mu = W_sigma = 0``, zero biases); the
+  exact DRAW baseline is ``models.draw.DRAW``.
 * Padding: token ``j`` of example ``b`` is a word iff ``j < lengths[b]``. The backward LSTM
   reads each caption from its own last word (each sequence is reversed within its length),
   ``h^lang`` is zero on padding and the alignment gives padding exactly zero weight, so
@@ -58,11 +71,12 @@ import jax.numpy as jnp
 
 from vislang_jax.checks import check_choice, check_ids, check_positive_int, check_rank, concrete
 from vislang_jax.models.draw import (FilterbankRead, FilterbankWrite, as_image_batch,
-                                     check_grid_size, latent_noise, scan_aux, zero_lstm_state)
+                                     check_grid_size, latent_noise, scan_aux)
 from vislang_jax.objectives.align_draw import OUTPUTS
 from vislang_jax.ops.sequence import length_mask
 
 VARIANTS = ("align", "noalign", "unconditional")
+CANVAS_INIT = -10.0  # c_0 at initialisation: sigmoid(-10) ~ 5e-5, a black canvas (released code)
 
 
 def check_captions(tokens: jax.Array, lengths: jax.Array, *, vocab_size: int,
@@ -95,6 +109,12 @@ def check_captions(tokens: jax.Array, lengths: jax.Array, *, vocab_size: int,
                      f"word), got values in [{values.min()}, {values.max()}].")
 
 
+def initial_lstm_state(h0: jax.Array, batch: int) -> tuple[jax.Array, jax.Array]:
+  """The ``(cell, hidden)`` carry of an ``nn.OptimizedLSTMCell``: zero cells, ``h0`` [D]
+  (a learned initial state) in every row; each [batch, D]."""
+  return jnp.zeros((batch,) + h0.shape, h0.dtype), jnp.broadcast_to(h0, (batch,) + h0.shape)
+
+
 def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
   """The alignment probabilities: softmax of ``scores`` [B, Ty] over ``mask``'s words only.
 
@@ -110,7 +130,9 @@ class CaptionEncoder(nn.Module):
   The forward LSTM reads ``y_1..y_L`` and the backward LSTM ``y_L..y_1``, where ``L`` is each
   caption's own length (the sequence is reversed within its length, read, and reversed back,
   ``nn.RNN(reverse=True, keep_order=True, seq_lengths=...)``), so neither direction ever
-  reads padding before a word.
+  reads padding before a word. Both directions start from zero cells and the learned hidden
+  state ``h0`` [lang_size] (initialised at zero), one vector shared by the two as in the
+  released code's ``h0_lang``.
 
   Attributes:
     vocab_size: the number of word ids (``len(vocabulary)``, specials included).
@@ -130,10 +152,12 @@ class CaptionEncoder(nn.Module):
     state after reading words ``L-1, ..., j`` (0-based, ``L = lengths[b]``).
     """
     embedded = nn.Embed(self.vocab_size, self.embed_size, name="embed")(tokens)
+    h0 = self.param("h0", nn.initializers.zeros, (self.lang_size,))
+    start = initial_lstm_state(h0, tokens.shape[0])
     forward = nn.RNN(nn.OptimizedLSTMCell(self.lang_size, name="forward"))(
-        embedded, seq_lengths=lengths)
+        embedded, initial_carry=start, seq_lengths=lengths)
     backward = nn.RNN(nn.OptimizedLSTMCell(self.lang_size, name="backward"), reverse=True,
-                      keep_order=True)(embedded, seq_lengths=lengths)
+                      keep_order=True)(embedded, initial_carry=start, seq_lengths=lengths)
     h_lang = jnp.concatenate([forward, backward], axis=-1)
     return jnp.where(length_mask(lengths, tokens.shape[1])[..., None], h_lang, 0.0)
 
@@ -197,10 +221,15 @@ class AlignDRAW(nn.Module):
     self.gen_lstm = nn.OptimizedLSTMCell(self.gen_size)
     self.q_mu = nn.Dense(self.z_size)
     self.q_logsigma = nn.Dense(self.z_size)
-    self.prior_mu = nn.Dense(self.z_size)  # W_mu (and b_mu: P(Z_1), see the module doc)
+    self.prior_mu = nn.Dense(self.z_size)  # W_mu, b_mu
     self.prior_logsigma = nn.Dense(self.z_size)  # W_sigma, b_sigma
     self.reader = FilterbankRead(self.height, self.width, self.read_n)  # read(x, x^, h^gen)
     self.writer = FilterbankWrite(self.height, self.width, self.write_n, self.channels)
+    # The learned initial states (module docstring): c_0 per pixel, h^infer_0, h^gen_0.
+    self.c0 = self.param("c0", nn.initializers.constant(CANVAS_INIT),
+                         (self.height, self.width, self.channels))
+    self.h0_infer = self.param("h0_infer", nn.initializers.zeros, (self.enc_size,))
+    self.h0_gen = self.param("h0_gen", nn.initializers.zeros, (self.gen_size,))
     if self.variant != "unconditional":
       self.caption_encoder = CaptionEncoder(self.vocab_size, self.embed_size, self.lang_size)
     if self.variant == "align":
@@ -228,64 +257,69 @@ class AlignDRAW(nn.Module):
     uniform = mask / lengths[:, None].astype(h_lang.dtype)
     return h_lang, uniform, mask
 
-  def _condition(self, h_gen: jax.Array, lang: Any) -> dict[str, jax.Array | None]:
-    """The prior of ``Z_t`` and the sentence representation ``s_t`` from ``h^gen_{t-1}``.
-
-    Returns ``p_mu``, ``p_logsigma`` [B, Z] (``log sigma_t = tanh(W_sigma h^gen_{t-1})``),
-    ``context`` = ``s_t`` [B, 2L] and ``alignment`` = ``alpha_t`` [B, Ty] (None without a
-    caption).
-    """
-    out = {"p_mu": jnp.tanh(self.prior_mu(h_gen)),
-           "p_logsigma": jnp.tanh(self.prior_logsigma(h_gen)),
-           "context": None, "alignment": None}
+  def _attend(self, h_gen: jax.Array, lang: Any) -> dict[str, jax.Array | None]:
+    """``context`` = ``s_t`` [B, 2L] and ``alignment`` = ``alpha_t`` [B, Ty] from
+    ``h^gen_{t-1}`` [B, gen_size] (both None without a caption)."""
     if lang is None:
-      return out
+      return {"context": None, "alignment": None}
     h_lang, keys_or_weights, mask = lang
     if self.variant == "align":
       hidden = jnp.tanh(keys_or_weights + self.align_w(h_gen)[:, None, :])  # [B, Ty, A]
       alpha = masked_softmax(self.align_v(hidden)[..., 0], mask)
     else:
       alpha = keys_or_weights
-    out["alignment"] = alpha
-    out["context"] = jnp.einsum("bj,bjd->bd", alpha, h_lang)
-    return out
+    return {"context": jnp.einsum("bj,bjd->bd", alpha, h_lang), "alignment": alpha}
 
   # -- image ----------------------------------------------------------------------------
 
+  def _initial_carry(self, batch: int) -> tuple[jax.Array, Any, tuple[jax.Array, jax.Array]]:
+    """``(c_0, (cell, h^gen_0), P(Z_1))`` for ``batch`` rows: the learned canvas and hidden
+    state, zero cells, and ``P(Z_1) = N(0, I)`` as ``(mu, log sigma)`` [B, Z] zeros."""
+    canvas = jnp.broadcast_to(self.c0, (batch,) + self.c0.shape)
+    prior = (jnp.zeros((batch, self.z_size)), jnp.zeros((batch, self.z_size)))
+    return canvas, initial_lstm_state(self.h0_gen, batch), prior
+
   def _draw_step(self, canvas: jax.Array, gen_state: Any, z: jax.Array,
-                 context: jax.Array | None) -> tuple[jax.Array, Any, dict[str, Any]]:
-    """``h^gen_t = LSTM^gen(h^gen_{t-1}, [z_t, s_t])``, ``c_t = c_{t-1} + write(h^gen_t)``."""
+                 context: jax.Array | None
+                 ) -> tuple[jax.Array, Any, tuple[jax.Array, jax.Array], dict[str, Any]]:
+    """``h^gen_t = LSTM^gen(h^gen_{t-1}, [z_t, s_t])``, ``c_t = c_{t-1} + write(h^gen_t)``
+    and the prior of the next step, ``(tanh(W_mu h^gen_t + b_mu), tanh(W_sigma h^gen_t +
+    b_sigma))`` = ``(mu_{t+1}, log sigma_{t+1})``."""
     inputs = z if context is None else jnp.concatenate([z, context], axis=-1)
     gen_state, h_gen = self.gen_lstm(gen_state, inputs)
     update, write_att = self.writer(h_gen)
     canvas = canvas + update
-    return canvas, gen_state, {"canvas": canvas, "write": write_att, "z": z}
+    prior = (jnp.tanh(self.prior_mu(h_gen)), jnp.tanh(self.prior_logsigma(h_gen)))
+    return canvas, gen_state, prior, {"canvas": canvas, "write": write_att, "z": z}
 
-  def _infer_step(self, carry: tuple[jax.Array, Any, Any], x: jax.Array, lang: Any,
-                  eps: jax.Array) -> tuple[tuple[jax.Array, Any, Any], dict[str, Any]]:
-    """One step with ``z_t`` from the posterior; ``carry = (c, infer state, gen state)``."""
-    canvas, infer_state, gen_state = carry
+  def _infer_step(self, carry: tuple[jax.Array, Any, Any, Any], x: jax.Array, lang: Any,
+                  eps: jax.Array) -> tuple[tuple[jax.Array, Any, Any, Any], dict[str, Any]]:
+    """One step with ``z_t`` from the posterior; ``carry = (c, infer state, gen state,
+    (mu_t, log sigma_t) of the prior)``."""
+    canvas, infer_state, gen_state, (p_mu, p_logsigma) = carry
     h_gen = gen_state[1]
-    out = self._condition(h_gen, lang)
+    out = self._attend(h_gen, lang)
     x_hat = x - jax.nn.sigmoid(canvas)
     r, read_att = self.reader(x, x_hat, h_gen)
     infer_state, h_infer = self.infer_lstm(infer_state, jnp.concatenate([r, h_gen], axis=-1))
     q_mu = self.q_mu(h_infer)
     q_logsigma = self.q_logsigma(h_infer)
     z = q_mu + jnp.exp(q_logsigma) * eps  # reparameterisation
-    canvas, gen_state, drawn = self._draw_step(canvas, gen_state, z, out["context"])
-    out.update(drawn, q_mu=q_mu, q_logsigma=q_logsigma, read=read_att)
-    return (canvas, infer_state, gen_state), out
+    canvas, gen_state, prior, drawn = self._draw_step(canvas, gen_state, z, out["context"])
+    out.update(drawn, q_mu=q_mu, q_logsigma=q_logsigma, p_mu=p_mu, p_logsigma=p_logsigma,
+               read=read_att)
+    return (canvas, infer_state, gen_state, prior), out
 
-  def _prior_step(self, carry: tuple[jax.Array, Any], lang: Any,
-                  eps: jax.Array) -> tuple[tuple[jax.Array, Any], dict[str, Any]]:
-    """One step with ``z_t = mu_t + sigma_t eps`` from the prior; ``carry = (c, gen state)``."""
-    canvas, gen_state = carry
-    out = self._condition(gen_state[1], lang)
-    z = out["p_mu"] + jnp.exp(out["p_logsigma"]) * eps
-    canvas, gen_state, drawn = self._draw_step(canvas, gen_state, z, out["context"])
-    out.update(drawn)
-    return (canvas, gen_state), out
+  def _prior_step(self, carry: tuple[jax.Array, Any, Any], lang: Any,
+                  eps: jax.Array) -> tuple[tuple[jax.Array, Any, Any], dict[str, Any]]:
+    """One step with ``z_t = mu_t + sigma_t eps`` from the prior; ``carry = (c, gen state,
+    (mu_t, log sigma_t))``."""
+    canvas, gen_state, (p_mu, p_logsigma) = carry
+    out = self._attend(gen_state[1], lang)
+    z = p_mu + jnp.exp(p_logsigma) * eps
+    canvas, gen_state, prior, drawn = self._draw_step(canvas, gen_state, z, out["context"])
+    out.update(drawn, p_mu=p_mu, p_logsigma=p_logsigma)
+    return (canvas, gen_state, prior), out
 
   def __call__(self, x: jax.Array, tokens: jax.Array, lengths: jax.Array, *,
                noise: jax.Array | None = None) -> tuple[jax.Array, dict[str, Any]]:
@@ -302,12 +336,12 @@ class AlignDRAW(nn.Module):
     Returns:
       ``(logits, aux)``: ``logits`` = ``c_T``, the shape of ``x``; ``sigmoid(c_T)`` is the
       mean of ``P(x | y, Z)``. ``aux`` holds ``canvases`` [T, B, H, W(, C)] (``c_1..c_T``);
-      ``q_mu``, ``q_logsigma`` (posterior), ``p_mu``, ``p_logsigma`` (prior, ``p_*[0]`` is
-      ``P(Z_1)``) and ``z`` (the posterior samples), each [T, B, Z]; ``read`` and ``write``:
-      ``AttentionParams`` with each field [T, B] (step ``t`` reads from ``h^gen_{t-1}`` and
-      writes from ``h^gen_t``); unless ``unconditional``: ``alignment`` [T, B, Ty]
-      (``alpha_t``, zero on padding, rows summing to one) and ``context`` [T, B, 2 lang_size]
-      (``s_t``); for ``output == "gaussian"``: ``x_logsigma`` [C].
+      ``q_mu``, ``q_logsigma`` (posterior), ``p_mu``, ``p_logsigma`` (prior; ``p_*[0] = 0``
+      is ``P(Z_1) = N(0, I)``) and ``z`` (the posterior samples), each [T, B, Z]; ``read``
+      and ``write``: ``AttentionParams`` with each field [T, B] (step ``t`` reads from
+      ``h^gen_{t-1}`` and writes from ``h^gen_t``); unless ``unconditional``: ``alignment``
+      [T, B, Ty] (``alpha_t``, zero on padding, rows summing to one) and ``context``
+      [T, B, 2 lang_size] (``s_t``); for ``output == "gaussian"``: ``x_logsigma`` [C].
 
     Raises:
       ValueError: if ``x``, ``tokens``, ``lengths`` or ``noise`` has the wrong shape or
@@ -319,12 +353,12 @@ class AlignDRAW(nn.Module):
     noise = latent_noise(self, noise, (self.glimpses, batch, self.z_size))
 
     lang = self._encode_caption(tokens, lengths)
-    carry = (jnp.zeros_like(x), zero_lstm_state(batch, self.enc_size),
-             zero_lstm_state(batch, self.gen_size))
+    canvas, gen_state, prior = self._initial_carry(batch)
+    carry = (canvas, initial_lstm_state(self.h0_infer, batch), gen_state, prior)
     scan = nn.scan(AlignDRAW._infer_step, variable_broadcast="params",
                    split_rngs={"params": False}, in_axes=(nn.broadcast, nn.broadcast, 0),
                    length=self.glimpses)
-    (canvas, _, _), outs = scan(self, carry, x, lang, noise)
+    (canvas, _, _, _), outs = scan(self, carry, x, lang, noise)
     aux = scan_aux(outs, squeeze)
     if self.output == "gaussian":
       aux["x_logsigma"] = self.x_logsigma
@@ -355,11 +389,9 @@ class AlignDRAW(nn.Module):
     num_samples = tokens.shape[0]
     eps = latent_noise(self, noise, (steps, num_samples, self.z_size))
     lang = self._encode_caption(tokens, lengths)
-    carry = (jnp.zeros((num_samples, self.height, self.width, self.channels)),
-             zero_lstm_state(num_samples, self.gen_size))
     scan = nn.scan(AlignDRAW._prior_step, variable_broadcast="params",
                    split_rngs={"params": False}, in_axes=(nn.broadcast, 0))
-    _, outs = scan(self, carry, lang, eps)
+    _, outs = scan(self, self._initial_carry(num_samples), lang, eps)
     aux = scan_aux(outs, self.channels == 1)
     return aux.pop("canvases"), aux
 

@@ -67,3 +67,14 @@ def test_bad_optimizer_and_preset_are_named(tmp_path):
                            str(tmp_path / "run"))
   with pytest.raises(ValueError, match="preset must be"):
     stn_config.get_config("huge")
+
+
+def test_presets_optimizer_and_align_corners():
+  quick, paper = stn_config.get_config(), stn_config.get_config("paper")
+  assert quick.model.align_corners is False and paper.model.align_corners is False
+  # Sec. 4.1 states plain SGD; the preset must not inherit common's sgd momentum of 0.9.
+  assert (paper.train.optimizer, paper.train.momentum) == ("sgd", 0.0)
+  assert (paper.train.batch_size, paper.train.num_steps, paper.train.learning_rate) == (
+      256, 150_000, 0.01)
+  model = make_classifier(**{**quick.model, "align_corners": True})
+  assert model.transformer.align_corners

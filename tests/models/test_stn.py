@@ -198,6 +198,59 @@ def test_paper_layer_sizes():
   assert loc["regressor"]["kernel"] == (32, 32)
 
 
+# --- align_corners: the Torch reference's convention ------------------------------------
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS)
+@pytest.mark.parametrize("align_corners", (False, True))
+def test_identity_returns_the_input_in_both_conventions(transform, align_corners):
+  x = _images()
+  model = stn.SpatialTransformer(transform=transform, localisation="fc",
+                                 align_corners=align_corners)
+  y, aux = model.apply({"params": _init(model, x)}, x)
+  np.testing.assert_allclose(y, x, atol=1e-5)
+  # The identity grid: stnbhwd's -1 + (i-1)/(n-1)*2 (corner centres) or the edge
+  # convention's (2i + 1)/n - 1.
+  centres = (lambda n: np.linspace(-1.0, 1.0, n)) if align_corners else _pixel_centres
+  gy, gx = np.meshgrid(centres(H), centres(W), indexing="ij")
+  np.testing.assert_allclose(aux["grid"][0], np.stack([gx, gy], -1), atol=1e-6)
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_align_corners_reaches_grid_and_sampler(transform):
+  x = _images()
+  bias = _perturbed(transform)
+  flat = jnp.broadcast_to(jnp.asarray(bias, jnp.float32), (B, bias.size))
+  outputs = {}
+  for align_corners in (False, True):
+    model = stn.SpatialTransformer(transform=transform, localisation="fc", out_hw=(12, 10),
+                                   align_corners=align_corners)
+    params = _set_bias(_init(model, x), ("localisation",), bias)
+    y, aux = model.apply({"params": params}, x)
+    # The ops with the same convention, called directly.
+    if transform == "affine":
+      grid = sampling.affine_grid(flat.reshape(B, 2, 3), (12, 10), align_corners=align_corners)
+    elif transform == "projective":
+      h = jnp.concatenate([flat, jnp.ones((B, 1))], -1).reshape(B, 3, 3)
+      grid = sampling.projective_grid(h, (12, 10), align_corners=align_corners)
+    else:
+      grid = sampling.tps_grid(flat.reshape(B, 16, 2), (12, 10), align_corners=align_corners)
+    np.testing.assert_allclose(aux["grid"], grid, atol=1e-6)
+    np.testing.assert_allclose(
+        y, sampling.bilinear_sample(x, grid, align_corners=align_corners), atol=1e-5)
+    outputs[align_corners] = np.asarray(y)
+  # The conventions are different warps for the same theta.
+  assert np.abs(outputs[True] - outputs[False]).max() > 1e-2
+
+
+def test_make_classifier_passes_align_corners_to_every_transformer():
+  model = stn.make_classifier("st_cnn", num_transformers=2, align_corners=True)
+  assert all(t.align_corners for t in model.transformer.transformers)
+  assert not stn.make_classifier("st_fcn").transformer.align_corners
+  with pytest.raises(ValueError, match="align_corners must be a bool, got 'yes'"):
+    jax.eval_shape(stn.SpatialTransformer(align_corners="yes").init, KEY, _images())
+
+
 # --- several transformers ---------------------------------------------------------------
 
 

@@ -8,9 +8,19 @@ and a *sampler* reads U at the transformed points with a bilinear kernel
 `vislang_jax.ops.sampling`; this file holds the learned parts and the paper's
 MNIST classifiers (Sec. 4.1, Appendix A).
 
-Coordinates follow `vislang_jax.ops.sampling`: normalised (x, y) in [-1, 1] with
-the align_corners=False convention, theta mapping *output* coordinates to *input*
-(source) coordinates (Eq. 1). Images are NHWC.
+Coordinates follow `vislang_jax.ops.sampling`: normalised (x, y) in [-1, 1], theta
+mapping *output* coordinates to *input* (source) coordinates (Eq. 1). Images are NHWC.
+`align_corners` picks where -1 and +1 lie, for the grid generator and the sampler
+together (so the identity transform returns its input either way):
+  False (default)  on the outer edges of the image (PyTorch's default);
+  True             on the centres of the corner pixels, as in the Torch reference
+                   qassemoquab/stnbhwd: its AffineGridGeneratorBHWD.lua builds the target
+                   grid as -1 + (i-1)/(height-1)*2 and its BilinearSamplerBHWD reads source
+                   pixel (x+1)*(width-1)/2. (Checked on the copies of both files in the
+                   code index: ankurhanda/gvnn's AffineGridGeneratorBHWD.lua and a C port
+                   of the sampler; the paper itself only says -1..1 spans the image.)
+The two differ by a scale of (n-1)/n about the centre, so a theta learned under one
+convention is a slightly different warp under the other.
 
 Transformations (Sec. 3.2, Sec. 4.1 "Aff", "Proj", "TPS"):
   affine      6 parameters, theta [B, 2, 3]; identity [1, 0, 0, 0, 1, 0].
@@ -93,7 +103,8 @@ def identity_transform_params(transform: str, *, tps_grid_size: int = 4
 
 
 def params_to_grid(params: jax.Array, transform: str, out_hw: tuple[int, int],
-                   *, tps_grid_size: int = 4) -> tuple[jax.Array, jax.Array]:
+                   *, tps_grid_size: int = 4, align_corners: bool = False
+                   ) -> tuple[jax.Array, jax.Array]:
   """Turns regressed parameters into the transform and its sampling grid.
 
   Args:
@@ -102,6 +113,7 @@ def params_to_grid(params: jax.Array, transform: str, out_hw: tuple[int, int],
     transform: "affine", "projective" or "tps".
     out_hw: (Ho, Wo) of the output grid.
     tps_grid_size: g, the TPS control points lie on a g x g grid.
+    align_corners: the normalisation of the target grid (module docstring).
 
   Returns:
     theta: the structured transform, [B, 2, 3] (affine), [B, 3, 3] with
@@ -118,14 +130,14 @@ def params_to_grid(params: jax.Array, transform: str, out_hw: tuple[int, int],
   batch = params.shape[0]
   if transform == "affine":
     theta = params.reshape(batch, 2, 3)
-    return theta, sampling.affine_grid(theta, out_hw)
+    return theta, sampling.affine_grid(theta, out_hw, align_corners=align_corners)
   if transform == "projective":
     ones = jnp.ones((batch, 1), params.dtype)
     theta = jnp.concatenate([params, ones], axis=-1).reshape(batch, 3, 3)
-    return theta, sampling.projective_grid(theta, out_hw)
+    return theta, sampling.projective_grid(theta, out_hw, align_corners=align_corners)
   # The default control points of tps_grid are tps_control_points(tps_grid_size).
   theta = params.reshape(batch, tps_grid_size * tps_grid_size, 2)
-  return theta, sampling.tps_grid(theta, out_hw)
+  return theta, sampling.tps_grid(theta, out_hw, align_corners=align_corners)
 
 
 def _identity_bias_init(identity: Sequence[float]):
@@ -203,6 +215,9 @@ class SpatialTransformer(nn.Module):
     tps_grid_size: g for "tps": g x g control points (Sec. 4.1: 16 points).
     fc_features, conv_features, conv_kernel, conv_dense: localisation sizes.
     padding_mode: the sampler's out-of-image value ("zeros" as in the paper).
+    align_corners: where -1 and +1 lie, for the grid and the sampler alike (module
+      docstring): the outer image edges (False) or the corner pixel centres (True, the
+      Torch reference stnbhwd).
   """
   transform: str = "affine"
   out_hw: tuple[int, int] | None = None
@@ -213,6 +228,7 @@ class SpatialTransformer(nn.Module):
   conv_kernel: int = 5
   conv_dense: int = 20
   padding_mode: str = "zeros"
+  align_corners: bool = False
 
   def __post_init__(self):
     check_choice("transform", self.transform, TRANSFORMS)
@@ -243,9 +259,10 @@ class SpatialTransformer(nn.Module):
         conv_kernel=self.conv_kernel, conv_dense=self.conv_dense,
         name="localisation")(images)
     theta, grid = params_to_grid(params, self.transform, out_hw,
-                                 tps_grid_size=self.tps_grid_size)
-    transformed = sampling.bilinear_sample(images, grid,
-                                           padding_mode=self.padding_mode)
+                                 tps_grid_size=self.tps_grid_size,
+                                 align_corners=self.align_corners)
+    transformed = sampling.bilinear_sample(images, grid, padding_mode=self.padding_mode,
+                                           align_corners=self.align_corners)
     return transformed, {"theta": theta, "grid": grid}
 
 
@@ -383,7 +400,8 @@ def make_classifier(name: str, *, transform: str = "affine",
                     tps_grid_size: int = 4,
                     num_transformers: int = 1,
                     arrangement: str = "parallel",
-                    padding_mode: str = "zeros") -> nn.Module:
+                    padding_mode: str = "zeros",
+                    align_corners: bool = False) -> nn.Module:
   """Builds one of the paper's MNIST classifiers (Sec. 4.1, Table 1).
 
   Args:
@@ -398,6 +416,7 @@ def make_classifier(name: str, *, transform: str = "affine",
     arrangement: "parallel" (channel concat) or "serial", for
       num_transformers > 1.
     padding_mode: the sampler's out-of-image value.
+    align_corners: the grid and sampler convention (see `SpatialTransformer`).
 
   Returns:
     A module `images [B, H, W, C] -> (logits [B, num_classes], aux)`.
@@ -417,7 +436,7 @@ def make_classifier(name: str, *, transform: str = "affine",
   transformers = tuple(
       SpatialTransformer(transform=transform, out_hw=out_hw,
                          localisation=localisation, tps_grid_size=tps_grid_size,
-                         padding_mode=padding_mode)
+                         padding_mode=padding_mode, align_corners=align_corners)
       for _ in range(num_transformers))
   if num_transformers == 1:
     transformer = transformers[0]

@@ -3,7 +3,10 @@
 The REINFORCE test is a toy problem with a known answer: one step, a categorical over L
 locations with logits theta, and a caption likelihood ``log p(y | s) = r(s)`` that depends on
 the drawn location only, so ``d E_s[r(s)] / d theta`` is available in closed form and the
-surrogate's per-sample gradients must average to it.
+surrogate's per-sample gradients must average to ``lambda_r`` times it. The hard-attention
+surrogate's gradient is also checked against a float64 NumPy transcription of the released
+code's update (kelvinxu/arctic-captions ``capgen.py``, ``train()``: the ``known_grads`` on
+``alphas`` and the ``baseline_time`` update), chained through the softmax by hand.
 """
 
 import functools
@@ -100,7 +103,8 @@ def _toy_problem(seed=0, n=20_000):
   return theta, reward, p, locations
 
 
-def _per_sample_grads(theta, reward, locations, baseline, *, entropy_weight):
+def _per_sample_grads(theta, reward, locations, baseline, *, entropy_weight,
+                      reinforce_weight):
   """The gradients of the per-example surrogate w.r.t. theta, one row per drawn location."""
   n = locations.shape[0]
   r = reward[locations]
@@ -114,28 +118,31 @@ def _per_sample_grads(theta, reward, locations, baseline, *, entropy_weight):
     entropy = -jnp.sum(jnp.exp(log_alpha) * log_alpha)
     loss, _, _ = sat.hard_attention_loss(
         logits, targets, mask, log_alpha[locations][:, None], jnp.full((n, 1), entropy),
-        jnp.float32(baseline), entropy_weight=entropy_weight)
+        jnp.float32(baseline), entropy_weight=entropy_weight,
+        reinforce_weight=reinforce_weight)
     return loss
 
   return np.asarray(_jit(jax.jacfwd(surrogate))(jnp.asarray(theta, jnp.float32)), np.float64)
 
 
-@pytest.mark.parametrize("use_baseline", [False, True])
-def test_reinforce_gradient_is_unbiased_on_a_toy_problem(use_baseline):
+@pytest.mark.parametrize("use_baseline, reinforce_weight", [(False, 1.0), (True, 0.1)])
+def test_reinforce_gradient_is_unbiased_on_a_toy_problem(use_baseline, reinforce_weight):
   theta, reward, p, locations = _toy_problem()
   entropy_weight = 0.1
   baseline = float(p @ reward) if use_baseline else 0.0
-  grads = -_per_sample_grads(theta, reward, locations, baseline, entropy_weight=entropy_weight)
-  # d/dtheta_j of E[r] + lambda_e H = p_j (r_j - E[r]) - lambda_e p_j (log p_j + H).
+  kwargs = dict(entropy_weight=entropy_weight, reinforce_weight=reinforce_weight)
+  grads = -_per_sample_grads(theta, reward, locations, baseline, **kwargs)
+  # One token, so the per-token reward is r(s). d/dtheta_j of lambda_r E[r] + lambda_e H is
+  # lambda_r p_j (r_j - E[r]) - lambda_e p_j (log p_j + H).
   entropy = -(p * np.log(p)).sum()
-  exact = p * (reward - p @ reward) - entropy_weight * p * (np.log(p) + entropy)
+  exact = (reinforce_weight * p * (reward - p @ reward)
+           - entropy_weight * p * (np.log(p) + entropy))
   mean = grads.mean(0)
   standard_error = grads.std(0, ddof=1) / np.sqrt(len(grads))
   assert np.all(np.abs(mean - exact) < 4 * standard_error), (mean, exact, standard_error)
   assert np.abs(exact).max() > 10 * standard_error.max()  # the test has power
   if use_baseline:  # the baseline centres the reward: much smaller variance, same mean
-    no_baseline = -_per_sample_grads(theta, reward, locations, 0.0,
-                                     entropy_weight=entropy_weight)
+    no_baseline = -_per_sample_grads(theta, reward, locations, 0.0, **kwargs)
     assert grads.std(0).max() < 0.5 * no_baseline.std(0).max()
 
 
@@ -145,8 +152,8 @@ def test_reward_and_baseline_are_constants_of_the_surrogate():
   log_prob = np.log(rng.uniform(0.1, 1.0, size=(B, T))).astype(np.float32)
   entropy = rng.uniform(0.0, 1.5, size=(B, T)).astype(np.float32)
   sampled = np.array([True, False, True])
-  baseline = jnp.float32(-4.0)
-  kwargs = dict(entropy_weight=0.3, reinforce_weight=0.7, sampled=sampled)
+  baseline = jnp.float32(-2.0)  # nats per token
+  kwargs = dict(entropy_weight=0.3, sampled=sampled)  # reinforce_weight: 0.1
 
   def total(logits, log_prob, entropy, baseline):
     loss, _, _ = sat.hard_attention_loss(logits, targets, mask, log_prob, entropy,
@@ -159,15 +166,16 @@ def test_reward_and_baseline_are_constants_of_the_surrogate():
   g_nll = _jit(jax.grad(lambda l: jnp.sum(sat.caption_nll(l, targets, mask)[0])))(logits)
   np.testing.assert_allclose(g_logits, g_nll, rtol=1e-6, atol=1e-7)
   assert float(g_baseline) == 0.0
-  reward = -_nll64(logits, targets, mask)
-  np.testing.assert_allclose(g_log_prob, -0.7 * ((reward + 4.0) * sampled)[:, None] * mask,
+  reward = -_nll64(logits, targets, mask) / mask.sum(1)  # per token, <eos> included
+  np.testing.assert_allclose(g_log_prob, -0.1 * ((reward + 2.0) * sampled)[:, None] * mask,
                              rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(g_entropy, -0.3 * mask, rtol=1e-6)  # every example, real steps
   loss, metrics, _ = hard_attention_loss(logits, targets, mask, log_prob, entropy, baseline,
                                          **kwargs)
   np.testing.assert_allclose(metrics["reward"], reward, rtol=1e-5)
-  np.testing.assert_allclose(metrics["advantage"], (reward + 4.0) * sampled, rtol=1e-5)
-  expected = (-reward - 0.7 * (reward + 4.0) * sampled * (log_prob * mask).sum(1)
+  np.testing.assert_allclose(metrics["advantage"], (reward + 2.0) * sampled, rtol=1e-5)
+  expected = (_nll64(logits, targets, mask)
+              - 0.1 * (reward + 2.0) * sampled * (log_prob * mask).sum(1)
               - 0.3 * (entropy * mask).sum(1))
   np.testing.assert_allclose(loss, expected, rtol=1e-5)
 
@@ -175,7 +183,7 @@ def test_reward_and_baseline_are_constants_of_the_surrogate():
 def test_baseline_is_a_moving_average_of_the_sampled_examples_reward():
   logits, targets, mask, _ = _batch(4)
   zeros = np.zeros((B, T), np.float32)
-  reward = -_nll64(logits, targets, mask)
+  reward = -_nll64(logits, targets, mask) / mask.sum(1)  # lengths 6, 4, 1
   b = jnp.float32(-2.0)
   _, _, new = hard_attention_loss(logits, targets, mask, zeros, zeros, b, entropy_weight=0.0)
   np.testing.assert_allclose(new, 0.9 * -2.0 + 0.1 * reward.mean(), rtol=1e-5)
@@ -186,6 +194,65 @@ def test_baseline_is_a_moving_average_of_the_sampled_examples_reward():
   _, _, new = hard_attention_loss(logits, targets, mask, zeros, zeros, b, entropy_weight=0.0,
                                   sampled=np.zeros(B, bool))
   assert float(new) == -2.0  # nothing sampled: the baseline keeps its value
+
+
+def _softmax64(x):
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def test_hard_gradient_matches_the_released_code_update():
+  """jax.grad of the batch-mean surrogate = arctic-captions' update, in float64 NumPy.
+
+  capgen.py (``RL_sumCost=True``) differentiates ``cost.mean()`` (the batch mean of the
+  summed NLL) with ``known_grads={alphas: (baseline_time - masked_cost.mean(0))[None, :,
+  None] / 10. * (-alphas_sample / alphas) + alpha_entropy_c * (tensor.log(alphas) + 1)}``,
+  per example and not divided by the batch size; its batches hold captions of one length
+  (every mask entry 1, as here). With ``reinforce_weight = B / 10``, ``entropy_weight = B
+  alpha_entropy_c`` and ``b = -baseline_time`` the surrogate must give the same gradient with
+  respect to the attention logits and the word logits, and the same baseline update
+  ``baseline_time * 0.9 + 0.1 * masked_cost.mean()``. An example whose context was the
+  expectation has ``alphas_sample = alphas`` there.
+  """
+  rng = np.random.default_rng(5)
+  att_logits = rng.normal(scale=1.5, size=(B, T, L))
+  logits = rng.normal(scale=2.0, size=(B, T, V))
+  targets = rng.integers(0, V, size=(B, T)).astype(np.int32)
+  alpha = _softmax64(att_logits)
+  locations = np.array([[rng.choice(L, p=a) for a in row] for row in alpha])
+  mask = np.ones((B, T), bool)
+  sampled = np.array([True, True, False])
+  baseline_time, alpha_entropy_c = 1.7, 0.002  # the code's baseline is on the cost scale
+
+  def surrogate(att_logits, logits, sampled):
+    log_alpha = jax.nn.log_softmax(att_logits)
+    log_prob = jnp.take_along_axis(log_alpha, jnp.asarray(locations)[..., None], -1)[..., 0]
+    entropy = -jnp.sum(jnp.exp(log_alpha) * log_alpha, -1)
+    loss, _, new = sat.hard_attention_loss(
+        logits, targets, mask, log_prob, entropy, jnp.float32(-baseline_time),
+        entropy_weight=B * alpha_entropy_c, reinforce_weight=B / 10, sampled=sampled)
+    return jnp.mean(loss), new
+
+  (g_att, g_logits), _ = _jit(jax.grad(surrogate, argnums=(0, 1), has_aux=True))(
+      jnp.asarray(att_logits, jnp.float32), jnp.asarray(logits, jnp.float32), sampled)
+
+  # The code, transcribed: masked_cost [B, T] (time second here), per-token mean over time.
+  probs = _softmax64(logits)
+  masked_cost = -np.log(np.take_along_axis(probs, targets[..., None], -1)[..., 0]) * mask
+  one_hot = np.eye(L)[locations]
+  alphas_sample = np.where(sampled[:, None, None], one_hot, alpha)
+  known = ((baseline_time - masked_cost.mean(1))[:, None, None] / 10. * (-alphas_sample / alpha)
+           + alpha_entropy_c * (np.log(alpha) + 1))  # d cost / d alphas
+  expected_att = alpha * (known - (alpha * known).sum(-1, keepdims=True))  # softmax's VJP
+  expected_logits = (probs - np.eye(V)[targets]) * mask[..., None] / B  # of cost.mean()
+  np.testing.assert_allclose(g_att, expected_att, rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(g_logits, expected_logits, rtol=1e-4, atol=1e-7)
+  assert np.abs(expected_att[:2]).max() > 10 * np.abs(expected_att[2]).max()  # REINFORCE there
+  # Every example sampled (the code's coin is per batch): the same baseline update.
+  _, new = _jit(surrogate)(jnp.asarray(att_logits, jnp.float32),
+                           jnp.asarray(logits, jnp.float32), np.ones(B, bool))
+  np.testing.assert_allclose(-float(new), baseline_time * 0.9 + 0.1 * masked_cost.mean(),
+                             rtol=1e-5)
 
 
 def test_bad_arguments_raise_value_errors_naming_them():

@@ -114,47 +114,66 @@ def soft_attention_loss(logits: jax.Array, targets: jax.Array, mask: jax.Array,
 def hard_attention_loss(
     logits: jax.Array, targets: jax.Array, mask: jax.Array, log_prob_locations: jax.Array,
     entropy: jax.Array, baseline: jax.Array, *, entropy_weight: float,
-    reinforce_weight: float = 1.0, baseline_decay: float = 0.9,
+    reinforce_weight: float = 0.1, baseline_decay: float = 0.9,
     sampled: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array], jax.Array]:
   """A surrogate whose gradient is the hard-attention learning rule of Sec. 4.1 (eq. 10-12).
 
   Hard attention maximises the lower bound ``L_s = sum_s p(s | a) log p(y | s, a) <= log
   p(y | a)`` (eq. 10). With one location sequence ``s~ ~ Multinoulli(alpha)`` per example
-  (drawn by the model), the paper's final estimator of ``dL_s / dW`` (the Monte Carlo
-  estimate of eq. 11-12 with a baseline and an entropy term, end of Sec. 4.1) is
+  (drawn by the model), the paper's estimator (eq. 11-12 with a baseline and an entropy term,
+  end of Sec. 4.1) is
 
       d log p(y | s~, a) / dW
-        + lambda_r (log p(y | s~, a) - b) d log p(s~ | a) / dW
+        + lambda_r (R - b) d log p(s~ | a) / dW
         + lambda_e d H[s~] / dW,
 
   with ``log p(s~ | a) = sum_t log alpha_{t, s~_t}`` and ``H[s~] = sum_t H[alpha_t]``, both
   over the real steps (locations drawn after ``<eos>`` do not affect the caption's
-  likelihood; counting them would add variance, not signal). Per example this function
-  returns
+  likelihood). Per example this function returns
 
       loss = -log p(y | s~, a)
-             - lambda_r stop_gradient(log p(y | s~, a) - b) log p(s~ | a)
+             - lambda_r stop_gradient(R - b) log p(s~ | a)
              - lambda_e H[s~],
 
-  so ``-jax.grad`` of its batch mean is the batch average of the estimator: the reward
-  ``log p(y | s~, a)`` and the baseline ``b`` are constants of the score-function term, which
-  is unbiased for any ``b`` that does not depend on ``s~``. ``b`` is the moving average
-  ``b_k = 0.9 b_{k-1} + 0.1 log p(y | s~_k, a)`` (Sec. 4.1) with ``log p(y | s~_k, a)`` the
-  mean over the batch's sampled examples; the experiment keeps it in its train state, passes
-  it in as ``baseline`` and stores the returned ``new_baseline``.
+  so ``-jax.grad`` of its batch mean is the batch average of the estimator: the reward ``R``
+  and the baseline ``b`` are constants of the score-function term.
 
-  ``H[s~]`` is the sum of the per-step entropies along the drawn path, as in the authors'
-  code; its gradient goes through ``alpha_t`` only.
+  The reward, the baseline and ``lambda_r`` follow the authors' code (arctic-captions
+  ``capgen.py``, ``train()``, ``RL_sumCost=True``, its default), not the paper's eq. (12),
+  whose reward is the caption's log-likelihood ``log p(y | s~, a)`` itself:
+
+  * ``R = log p(y | s~, a) / n``, the mean log-likelihood over the caption's ``n`` real tokens
+    (``<eos>`` included): the code's ``masked_cost.mean(0)``, its batches holding captions of
+    one length (``HomogeneousData``), so that mean over time is the per-token mean;
+  * ``b`` on that scale: ``b_k = 0.9 b_{k-1} + 0.1 mean(R)`` (the code's ``baseline_time *
+    0.9 + 0.1 * masked_cost.mean()``, on the cost scale, i.e. ``-b``), the mean over the
+    batch's sampled examples; the experiment keeps ``b`` in its train state, passes it in as
+    ``baseline`` and stores the returned ``new_baseline``;
+  * ``lambda_r = 0.1``: the code's ``/10.`` in ``known_grads={alphas: (baseline_time -
+    masked_cost.mean(0))[None, :, None] / 10. * (-alphas_sample / alphas) + alpha_entropy_c *
+    (tensor.log(alphas) + 1)}``, which is this function's gradient with respect to
+    ``alpha`` (through ``log p(s~ | a)``) and with ``lambda_e = alpha_entropy_c`` (0.002
+    there; ``H[s~]`` summed along the path as here).
+
+  The code adds those ``known_grads`` per example to the gradient of the batch-mean NLL
+  (``cost.mean()``): its score-function and entropy terms are not divided by the batch size
+  ``B``. In this function's convention (every term per example, then the batch mean) the
+  code's update is ``reinforce_weight = B / 10`` and ``entropy_weight = 0.002 B`` (3.2 and
+  0.064 at ``B = 32``). With the per-token reward the estimator is unbiased for
+  ``dL_s / dW`` only when ``lambda_r = n``: the per-token reward weighs the score-function
+  term by ``lambda_r / n`` against the likelihood term, a weighting the code chose (and a
+  scalar baseline centres a per-token reward whatever the caption's length, which a summed
+  reward, growing with ``n``, is not).
 
   Examples whose context the model replaced by its expectation (``sampled`` False,
   ``Decoder.expectation_prob``) drew no location that influenced their caption: their
   likelihood with the expected context ``sum_i alpha_ti a_i`` is differentiable in
-  ``alpha`` and backpropagation already gives its exact gradient (the soft-attention
-  update). So their score-function term is zeroed (with a reward that does not depend on
-  the draw it would have mean zero: unbiased either way, but pure noise), and they do not
-  enter the baseline (their likelihood, under another context, would pull ``b`` away from
-  the reward of the sampled examples it is meant to centre). Their entropy bonus stays:
-  ``H[alpha_t]`` regularises the attention distribution whichever context was used.
+  ``alpha`` and backpropagation already gives its exact gradient. So their score-function
+  term is zeroed (in the code ``alphas_sample = alphas`` there, and ``-alphas_sample /
+  alphas = -1`` has no gradient through the softmax: zero too), and they do not enter the
+  baseline (unlike the code, which updates ``b`` on every batch: their likelihood, under
+  another context, would pull ``b`` away from the reward of the sampled examples it
+  centres). Their entropy bonus stays, as in the code.
 
   Args:
     logits: [B, T, V] float, predictions given the drawn locations.
@@ -162,17 +181,17 @@ def hard_attention_loss(
     mask: [B, T] bool or float, 1 at real tokens.
     log_prob_locations: [B, T] float, ``log alpha_{t, s~_t}`` (``aux["log_prob_locations"]``).
     entropy: [B, T] float, ``H[alpha_t]`` (``aux["entropy"]``).
-    baseline: [] float, the moving-average baseline ``b_{k-1}``.
+    baseline: [] float, the moving-average baseline ``b_{k-1}`` of the per-token reward.
     entropy_weight: ``lambda_e`` >= 0.
-    reinforce_weight: ``lambda_r`` >= 0 (0 drops the score-function term).
+    reinforce_weight: ``lambda_r`` >= 0 (0 drops the score-function term); the code's 1/10.
     baseline_decay: the moving average's 0.9, in [0, 1).
     sampled: [B] bool (``aux["sampled"]``), False where the expectation replaced the drawn
       locations; None means every example was sampled.
 
   Returns:
     ``(loss [B], metrics, new_baseline [])``; ``metrics`` holds ``"nll"``, ``"nll_per_token"``
-    and ``"num_tokens"`` as in ``soft_attention_loss``, ``"reward"`` (``log p(y | s~, a)``),
-    ``"advantage"`` (``reward - b``, zero where not sampled), ``"log_prob_locations"``
+    and ``"num_tokens"`` as in ``soft_attention_loss``, ``"reward"`` (``R``, nats per token),
+    ``"advantage"`` (``R - b``, zero where not sampled), ``"log_prob_locations"``
     (``log p(s~ | a)``) and ``"entropy"`` (``H[s~]``), each [B]. ``new_baseline`` is ``b``
     itself when no example of the batch was sampled.
   """
@@ -192,10 +211,11 @@ def hard_attention_loss(
   mask_f = jnp.asarray(mask, jnp.float32)
 
   nll, num_tokens = _caption_nll(logits, targets, mask)
+  nll_per_token = nll / jnp.maximum(num_tokens, 1.0)
   log_p_locations = jnp.sum(log_prob_locations * mask_f, axis=1)  # log p(s~ | a)
   total_entropy = jnp.sum(entropy * mask_f, axis=1)  # H[s~]
   baseline = jax.lax.stop_gradient(jnp.asarray(baseline, jnp.float32))
-  reward = jax.lax.stop_gradient(-nll)  # log p(y | s~, a), a constant of the REINFORCE term
+  reward = jax.lax.stop_gradient(-nll_per_token)  # R, a constant of the REINFORCE term
   advantage = (reward - baseline) * sampled
   loss = nll - reinforce_weight * advantage * log_p_locations - entropy_weight * total_entropy
 
@@ -205,6 +225,6 @@ def hard_attention_loss(
                            baseline_decay * baseline + (1.0 - baseline_decay) * batch_reward,
                            baseline)
   return loss, {
-      "nll": nll, "nll_per_token": nll / jnp.maximum(num_tokens, 1.0),
-      "num_tokens": num_tokens, "reward": reward, "advantage": advantage,
-      "log_prob_locations": log_p_locations, "entropy": total_entropy}, new_baseline
+      "nll": nll, "nll_per_token": nll_per_token, "num_tokens": num_tokens, "reward": reward,
+      "advantage": advantage, "log_prob_locations": log_p_locations,
+      "entropy": total_entropy}, new_baseline

@@ -121,10 +121,11 @@ def draw(model: align_draw.AlignDRAW, params, batch: dict, key: jax.Array) -> ja
 
 
 def consistency_evaluator(draw_fn: Callable, read_fn: Callable, *, batch_size: int,
-                          count: int) -> evaluate.CorpusMetrics:
+                          count: int, every: int = 0) -> evaluate.CorpusMetrics:
   """`consistency` (the judge reads `draw_fn(params, batch, key)`'s images [b, 60, 60, 1] as
   the records' scenes) and `classifier_accuracy` (reads the real images so); `read_fn`:
-  images -> [b, 3] scene classes."""
+  images -> [b, 3] scene classes. At the end on test and novel; with `every` > 0 also on
+  validation every `every` steps (the curve of consistency over training)."""
 
   def predict(params, batch, key):
     return {"drawn": read_fn(draw_fn(params, batch, key)), "real": read_fn(batch["image"]),
@@ -136,9 +137,10 @@ def consistency_evaluator(draw_fn: Callable, read_fn: Callable, *, batch_size: i
     return {"consistency": judges.agreement(predictions["drawn"], targets),
             "classifier_accuracy": judges.agreement(predictions["real"], targets)}
 
+  splits = ("validation",) + EXPENSIVE_SPLITS if every else EXPENSIVE_SPLITS
   return evaluate.CorpusMetrics(name="consistency", predict_fn=predict, score_fn=score,
-                                batch_size=batch_size, count=count, every=0,
-                                splits=EXPENSIVE_SPLITS)
+                                batch_size=batch_size, count=count, every=every,
+                                splits=splits)
 
 
 def judge_cache_dir(config: ml_collections.ConfigDict) -> str:
@@ -214,7 +216,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                            batch_size=config.eval.batch_size),
       consistency_evaluator(functools.partial(draw, model), read,
                             batch_size=config.eval.batch_size,
-                            count=config.eval.consistency_samples),
+                            count=config.eval.consistency_samples,
+                            every=config.eval.consistency_every),
       evaluate.PairRetrieval(
           score_fn=functools.partial(pair_score, model), query_fields=("tokens", "length"),
           candidate_fields=("image",), pool=config.eval.retrieval_pool,

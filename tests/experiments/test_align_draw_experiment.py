@@ -20,6 +20,7 @@ from vislang_jax.metrics.retrieval import AllPairs
 from vislang_jax.models import align_draw
 from vislang_jax.train import evaluate, sharding
 from vislang_jax.train.metrics import read_metrics
+from vislang_jax.train.optimizers import make_optimizer, make_schedule
 
 SCENE_FIELDS = ("labels", "boxes", "num_digits")
 
@@ -172,6 +173,38 @@ def test_every_variant_takes_a_step_and_draws(variant):
     np.testing.assert_allclose(scores[0], scores[1], rtol=1e-6)
   else:
     assert not np.allclose(scores[0], scores[1], rtol=1e-6)
+
+
+def test_paper_preset_is_the_released_mnist_captions_model_and_training():
+  # emansim/text2image: alignDraw.py and models/mnist-captions.json (experiments/configs).
+  config = ad_config.get_config("paper")
+  assert dict(config.model) == dict(
+      variant="align", glimpses=32, read_n=8, write_n=8, z_size=150, enc_size=300,
+      gen_size=300, lang_size=128, embed_size=32, align_size=512)
+  vocab_size = 25  # the captioned digits' ids (4 specials, 21 words)
+  model = ad.make_model(config, vocab_size)
+  shapes = jax.eval_shape(functools.partial(ad.init_params, model, max_len=config.max_len),
+                          jax.random.PRNGKey(0))
+  kernel = lambda *path: functools.reduce(lambda d, k: d[k], path, shapes).shape
+  # LSTM^infer reads [x 8x8, x^ 8x8, h^gen 300]; LSTM^gen reads [z 150, s_t 2 x 128].
+  assert kernel("infer_lstm", "ii", "kernel") == (2 * 64 + 300, 300)
+  assert kernel("gen_lstm", "ii", "kernel") == (150 + 2 * 128, 300)
+  assert kernel("align_u", "kernel") == (2 * 128, 512)
+  assert kernel("align_w", "kernel") == (300, 512)
+  assert kernel("caption_encoder", "forward", "hi", "kernel") == (128, 128)
+  assert kernel("q_mu", "kernel") == (300, 150) and kernel("c0") == (60, 60, 1)
+  # RMSProp (decay 0.9, no momentum) after clipping at norm 10; x0.1 after epoch 110 of 150.
+  train = config.train
+  assert (train.batch_size, train.num_steps, train.learning_rate) == (100, 15_000, 1e-3)
+  schedule = make_schedule(train)
+  assert schedule(10_999) == pytest.approx(1e-3) and schedule(11_000) == pytest.approx(1e-4)
+  grads = {"w": jnp.array([30.0, -40.0]), "b": jnp.array([0.1])}  # global norm ~50
+  optimizer = make_optimizer(train)
+  updates, _ = optimizer.update(grads, optimizer.init(grads), grads)
+  g = np.array([30.0, -40.0, 0.1]) * 10.0 / np.sqrt(30.0**2 + 40.0**2 + 0.1**2)
+  expected = -1e-3 * g / np.sqrt(0.1 * g**2 + 1e-8)
+  np.testing.assert_allclose(np.concatenate([updates["w"], updates["b"]]), expected,
+                             rtol=1e-5)
 
 
 def test_bad_variant_and_preset_are_named():

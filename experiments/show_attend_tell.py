@@ -6,8 +6,9 @@ Trains on the captioned-digits dataset (`data.captioned_digits`, Mansimov et al.
 one or two digits on a 60x60 canvas, captions naming each digit and its position) and
 evaluates the `validation`, `test` and held-out `novel` splits: teacher-forced
 `nll_per_token` and `token_accuracy`; for beam-search captions `bleu1`..`bleu4`, `rouge_l`,
-`cider` (and `meteor` with `eval.meteor`), `attention_in_box` and `box_share`
-(`metrics.grounding`), on validation every `eval.caption_every` steps. Writes
+`cider` (and `meteor` with `eval.meteor`), `attention_in_box` (at the digit word),
+`phrase_attention_in_box` (over "the digit three") and `box_share` (`metrics.grounding`), on
+validation every `eval.caption_every` steps. Writes
 DIR/metrics.jsonl, DIR/vocabulary.json (the word ids the checkpoints were trained with),
 DIR/checkpoints, DIR/tensorboard and DIR/samples/attention_<split>_<step>.png: each
 image, then one attention heat map per generated word, the word above it.
@@ -38,6 +39,9 @@ from vislang_jax.train.loop import Task, check_workdir, fit
 from vislang_jax.train.optimizers import make_optimizer
 from vislang_jax.train.step import mean_loss
 from vislang_jax.viz.attention import save_attention_figure
+
+# The words before a digit word in the phrase that names the digit ("the digit three").
+PHRASE_WORDS = ("the", "digit")
 
 
 def load_datasets(config: ml_collections.ConfigDict
@@ -75,6 +79,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   image_hw = example["image"].shape[:2]
   digit_of = {vocabulary.token_id(name): d for d, name in enumerate(DIGIT_NAMES)
               if name in vocabulary.tokens}
+  phrase_ids = [vocabulary.token_id(word) for word in PHRASE_WORDS if word in vocabulary.tokens]
 
   def apply(params, batch, *, attention, key=None):
     """Teacher-forced (logits, aux); `key` draws dropout and hard attention, None: neither."""
@@ -136,8 +141,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     mass, share = grounding.attention_in_box(
         predictions["alpha"], predictions["tokens"], predictions["lengths"],
         predictions["labels"], predictions["boxes"], digit_of=digit_of, image_hw=image_hw)
-    metrics["attention_in_box"] = float(np.mean(mass)) if mass.size else float("nan")
-    metrics["box_share"] = float(np.mean(share)) if share.size else float("nan")
+    phrase_mass, _ = grounding.phrase_attention_in_box(
+        predictions["alpha"], predictions["tokens"], predictions["lengths"],
+        predictions["labels"], predictions["boxes"], digit_of=digit_of, phrase_ids=phrase_ids,
+        image_hw=image_hw)
+    for key, values in (("attention_in_box", mass), ("phrase_attention_in_box", phrase_mass),
+                        ("box_share", share)):
+      metrics[key] = float(np.mean(values)) if values.size else float("nan")
     return metrics
 
   def attention_arrays(params, source, key):

@@ -112,6 +112,13 @@ def test_trains_decodes_and_scores_every_split(tmp_path, data_dir, attention):
       alpha, best["tokens"], best["lengths"], np.stack([r["labels"] for r in records]),
       np.stack([r["boxes"] for r in records]), digit_of=digit_of, image_hw=images.shape[1:3])
   assert final["test"]["attention_in_box"] == pytest.approx(np.mean(mass), rel=1e-5)
+  phrase_mass, _ = grounding.phrase_attention_in_box(
+      alpha, best["tokens"], best["lengths"], np.stack([r["labels"] for r in records]),
+      np.stack([r["boxes"] for r in records]), digit_of=digit_of,
+      phrase_ids=[vocabulary.token_id("the"), vocabulary.token_id("digit")],
+      image_hw=images.shape[1:3])
+  assert final["test"]["phrase_attention_in_box"] == pytest.approx(np.mean(phrase_mass),
+                                                                   rel=1e-5)
   assert final["test"]["box_share"] == pytest.approx(np.mean(share), rel=1e-6)
   (early,) = [r for r in logs if r["split"] == "validation" and r["step"] == 20]
   assert "token_accuracy" in early and ("bleu1" in early) == (caption_every is None)

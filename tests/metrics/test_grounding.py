@@ -75,6 +75,83 @@ def test_hand_placed_attention():
   assert mass.shape == share.shape == (0,)
 
 
+THE, DIGIT = 6, 7
+PHRASE_IDS = (THE, DIGIT)
+
+
+def _phrase_brute_force(alpha, tokens, lengths, labels, boxes, *, image_hw):
+  """Every phrase found by scanning back from each scored word; pixels as _per_pixel."""
+  grid = int(np.sqrt(alpha.shape[-1]))
+  s_y, s_x = image_hw[0] // grid, image_hw[1] // grid
+  mass = []
+  for n in range(len(tokens)):
+    for t in range(lengths[n]):
+      label = DIGIT_OF.get(int(tokens[n, t]))
+      if label is None or label not in labels[n]:
+        continue
+      y0, x0, y1, x1 = boxes[n, list(labels[n]).index(label)]
+      steps = [t]
+      while steps[0] > 0 and tokens[n, steps[0] - 1] in PHRASE_IDS:
+        steps.insert(0, steps[0] - 1)
+      in_box = 0.0
+      for s in steps:
+        pixels = np.zeros(image_hw)
+        pixels[:grid * s_y, :grid * s_x] = np.kron(
+            alpha[n, s].reshape(grid, grid), np.ones((s_y, s_x))) / (s_y * s_x)
+        in_box += pixels[y0:y1, x0:x1].sum()
+      mass.append(in_box / len(steps))
+  return np.array(mass)
+
+
+def test_phrase_mass_matches_brute_force_and_word_share():
+  rng = np.random.default_rng(1)
+  n, steps, grid, hw = 4, 9, 7, (60, 60)
+  alpha = rng.dirichlet(np.ones(grid * grid), size=(n, steps))
+  tokens = rng.choice([SEVEN, THREE, WORD, THE, DIGIT], size=(n, steps))
+  tokens[0] = [THE, DIGIT, SEVEN, WORD, WORD, THE, DIGIT, THREE, EOS]  # two 3-word phrases
+  tokens[1, :3] = [SEVEN, DIGIT, THREE]  # a phrase starting at step 0, one just after a word
+  lengths = np.array([9, 8, 9, 5])
+  labels = np.array([[7, 3], [3, 7], [7, 3], [3, -1]])
+  boxes = np.array([[[3, 5, 31, 33], [29, 17, 57, 45]]] * 3
+                   + [[[30, 19, 58, 47], [-1, -1, -1, -1]]])
+  args = (alpha, tokens, lengths, labels, boxes)
+  mass, share = grounding.phrase_attention_in_box(*args, digit_of=DIGIT_OF,
+                                                  phrase_ids=PHRASE_IDS, image_hw=hw)
+  expected = _phrase_brute_force(*args, image_hw=hw)
+  word_mass, word_share = grounding.attention_in_box(*args, digit_of=DIGIT_OF, image_hw=hw)
+  assert len(mass) == len(expected) == len(word_mass) >= 6
+  np.testing.assert_allclose(mass, expected, rtol=1e-12)
+  np.testing.assert_array_equal(share, word_share)
+  # Without phrase words the phrase is the word alone.
+  mass, _ = grounding.phrase_attention_in_box(*args, digit_of=DIGIT_OF, phrase_ids=(),
+                                              image_hw=hw)
+  np.testing.assert_allclose(mass, word_mass, rtol=1e-12)
+
+
+def test_hand_placed_phrase():
+  tokens = np.array([[WORD, THE, DIGIT, SEVEN, EOS]])  # the phrase is steps 1..3
+  boxes = np.array([[[0, 0, 16, 16], [-1, -1, -1, -1]]])  # cells (0..1, 0..1) of 7, stride 8
+  alpha = np.zeros((1, 5, 49))
+  alpha[0, :, 48] = 1.0     # cell (6, 6): outside
+  alpha[0, 1] = 0.0
+  alpha[0, 1, 8] = 1.0      # "the": all on cell (1, 1), inside
+  alpha[0, 3, [0, 48]] = 0.5  # "seven": half inside
+  mass, share = grounding.phrase_attention_in_box(
+      alpha, tokens, np.array([5]), np.array([[7, -1]]), boxes, digit_of=DIGIT_OF,
+      phrase_ids=PHRASE_IDS, image_hw=(60, 60))
+  np.testing.assert_allclose(mass, [(1.0 + 0.0 + 0.5) / 3])
+  np.testing.assert_allclose(share, [4 / 49])
+
+
+def test_cell_edges():
+  np.testing.assert_array_equal(grounding.cell_edges(60, 7), [0, 8, 16, 24, 32, 40, 48, 56])
+  np.testing.assert_array_equal(grounding.cell_edges(224, 14), np.arange(15) * 16)
+  with pytest.raises(ValueError, match="grid must be at most size = 5 cells, got 6"):
+    grounding.cell_edges(5, 6)
+  with pytest.raises(ValueError, match="grid must be a positive int"):
+    grounding.cell_edges(5, 0)
+
+
 def test_bad_arguments_are_named():
   alpha, tokens = np.zeros((1, 2, 49)), np.array([[SEVEN, EOS]])
   lengths, labels, boxes = np.array([2]), np.array([[7, -1]]), np.zeros((1, 2, 4), int)
@@ -90,3 +167,6 @@ def test_bad_arguments_are_named():
   with pytest.raises(ValueError, match="image_hw must be a pair"):
     grounding.attention_in_box(alpha, tokens, lengths, labels, boxes, digit_of=DIGIT_OF,
                                image_hw=60)
+  with pytest.raises(ValueError, match=r"alpha must have shape \[N, T, L\]"):
+    grounding.phrase_attention_in_box(alpha[0], tokens, lengths, labels, boxes,
+                                      phrase_ids=PHRASE_IDS, **kwargs)

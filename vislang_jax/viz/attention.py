@@ -1,28 +1,49 @@
 """Attention overlays: where a captioner looked as it emitted each word (Xu et al. 2015, Fig. 2)."""
 
+import matplotlib.pyplot as plt
 import numpy as np
 
+from vislang_jax.metrics.grounding import cell_edges
 from vislang_jax.viz import figure
+
+
+def attention_heatmap(alpha: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+  """[..., L] attention weights -> [..., H, W]: each pixel the weight of the cell covering it.
+
+  Cells are those ``metrics.grounding`` scores (``cell_edges``: an ``g x g`` grid, ``L = g^2``
+  row-major, of stride ``H // g`` by ``W // g`` from pixel 0); the pixels no cell covers (the
+  border a pooling encoder drops) are NaN.
+  """
+  alpha = np.asarray(alpha)
+  grid = int(round(np.sqrt(alpha.shape[-1])))
+  if grid * grid != alpha.shape[-1]:
+    raise ValueError(f"alpha's last axis must be L = g^2 cells, got L = {alpha.shape[-1]}.")
+  rows, cols = cell_edges(image_hw[0], grid), cell_edges(image_hw[1], grid)
+  cells = alpha.reshape(alpha.shape[:-1] + (grid, grid))
+  heat = np.full(alpha.shape[:-1] + tuple(image_hw), np.nan)
+  heat[..., :rows[-1], :cols[-1]] = np.repeat(np.repeat(cells, np.diff(rows), axis=-2),
+                                              np.diff(cols), axis=-1)
+  return heat
 
 
 def save_attention_figure(path: str, images: np.ndarray, words: list[list[str]],
                           alpha: np.ndarray) -> None:
-  """A row per image: the image, then its attention upsampled over it under each word.
+  """A row per image: the image, then the attention over it under each word.
 
   Args:
     path: the PNG to write.
     images: [R, H, W, C] float in [0, 1] (the first channel is shown, in grey).
     words: R lists of the words emitted, at most T each.
-    alpha: [R, T, L] attention weights of the step that emitted each word; ``L = g^2``
-      row-major cells, cell ``(r, c)`` covering the ``s x s`` pixels from ``(r s, c s)``,
-      ``s = H // g``.
+    alpha: [R, T, L] attention weights of the step that emitted each word (``L = g^2``
+      row-major cells, drawn where ``attention_heatmap`` puts them: the cells
+      ``metrics.grounding`` scores; a border no cell covers is tinted grey).
 
   One colour scale per row (0 to the row's largest weight), so words of a row compare.
   """
   rows, cols = len(images), 1 + max(len(w) for w in words)
   hw = images.shape[1:3]
-  grid = int(round(np.sqrt(alpha.shape[-1])))
-  stride = hw[0] // grid
+  heat = attention_heatmap(alpha, hw)
+  cmap = plt.get_cmap("jet").with_extremes(bad=(0.5, 0.5, 0.5))
   fig, axes = figure.subplots(rows, cols, figsize=(1.3 * cols, 1.4 * rows))
   for r in range(rows):
     for c in range(cols):
@@ -33,10 +54,6 @@ def save_attention_figure(path: str, images: np.ndarray, words: list[list[str]],
       ax.imshow(images[r, ..., 0], cmap="gray", vmin=0, vmax=1)
       if c == 0:
         continue
-      heat = np.kron(alpha[r, c - 1].reshape(grid, grid), np.ones((stride, stride)))
-      ax.imshow(heat, cmap="jet", alpha=0.5, vmin=0.0, vmax=alpha[r].max(),
-                extent=(-0.5, grid * stride - 0.5, grid * stride - 0.5, -0.5))
-      ax.set_xlim(-0.5, hw[1] - 0.5)
-      ax.set_ylim(hw[0] - 0.5, -0.5)
+      ax.imshow(heat[r, c - 1], cmap=cmap, alpha=0.5, vmin=0.0, vmax=alpha[r].max())
       ax.set_title(words[r][c - 1], fontsize=8)
   figure.save(fig, path)

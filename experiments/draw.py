@@ -16,8 +16,14 @@ only scored), each file rewritten in place:
   samples/reconstruction_over_time.png: the first validation digits redrawn glimpse by
     glimpse; the last column is the binarized input (`reconstruction`).
 
-Randomness: training images are Bernoulli-sampled from their grey levels afresh at every
-step with the step's key ("dynamic" binarization). Evaluation is keyed per record: the
+Data (`config.data.source`): grey-level digits of `data.sources` ("sklearn_digits",
+"mnist", "mnist_test"), binarized by the jitted code as below; or "binarized_mnist", TFDS's
+fixed binarization of Salakhutdinov & Murray (2008) that the paper's Table 2 is measured on
+(`data.binarized_mnist`: 50k train / 10k validation / 10k test, prepared beforehand in
+`config.data.dir`), whose bits the model sees as they are, never re-binarized.
+
+Randomness: grey training images are Bernoulli-sampled from their grey levels afresh at
+every step with the step's key ("dynamic" binarization). Evaluation is keyed per record: the
 evaluator's (or figure's) fixed key (`train.evaluate.named_key`) folded with a record's
 index binarizes it and draws its posterior samples, so every evaluation scores the same
 binary data with the same samples, whatever the batch size or number of processes.
@@ -33,7 +39,7 @@ import ml_collections
 import numpy as np
 
 from vislang_jax.checks import check_choice, check_int, check_positive_int
-from vislang_jax.data import builders
+from vislang_jax.data import binarized_mnist, builders, sources
 from vislang_jax.data.multi_digit import build_multi_digit_dataset
 from vislang_jax.models import draw
 from vislang_jax.objectives import draw as objectives
@@ -45,6 +51,8 @@ from vislang_jax.train.step import mean_loss
 from vislang_jax.viz.grid import grid_shape, save_gif, save_image_grid
 
 DATASETS = ("digits", "multi_digit")
+# The source whose images are already binary; every other one is binarized here.
+BINARIZED_SOURCE = binarized_mnist.NAME
 
 
 def image_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
@@ -74,16 +82,17 @@ def make_model(config: ml_collections.ConfigDict, shape: tuple[int, int, int]) -
     raise ValueError(f"config.model.{error}") from None
 
 
-def make_per_example(model: draw.DRAW):
-  """Training's `per_example(params, batch, key) -> {name: [B]}` on freshly binarized images.
+def make_per_example(model: draw.DRAW, *, binarized: bool = False):
+  """Training's `per_example(params, batch, key) -> {name: [B]}` on binary images.
 
-  `key` is split in two: one half binarizes `batch["image"]` [B, H, W, C] in [0, 1], the
-  other draws the reparameterised samples eps_t of eq. (6). `loss` is L (eq. 12).
+  `key` is split in two: one half binarizes `batch["image"]` [B, H, W, C] in [0, 1] afresh
+  (unless `binarized`: the images are already bits and are used as they are), the other
+  draws the reparameterised samples eps_t of eq. (6). `loss` is L (eq. 12).
   """
 
   def per_example(params, batch, key):
     binarize_key, sample_key = jax.random.split(key)
-    x = binarize(binarize_key, batch["image"])
+    x = batch["image"] if binarized else binarize(binarize_key, batch["image"])
     logits, aux = model.apply({"params": params}, x, rngs={"sample": sample_key})
     loss, parts = objectives.draw_loss(logits, x, aux["mu"], aux["logsigma"])
     return {"loss": loss, **parts}
@@ -98,12 +107,21 @@ def redraw(model: draw.DRAW, params: Any, x: jax.Array, keys: jax.Array):
   return model.apply({"params": params}, x, noise=noise)
 
 
-def make_metric_fn(model: draw.DRAW, *, iwae_samples: int):
+def records_as_bits(key: jax.Array, batch: dict[str, jax.Array], *, binarized: bool
+                    ) -> jax.Array:
+  """The binary x [B, H, W, C] of evaluation: `batch["image"]` itself when `binarized`,
+  else each record's bits drawn from `key` and its `batch["index"]` (`binarize_records`)."""
+  if binarized:
+    return batch["image"]
+  return binarize_records(key, batch["index"], batch["image"])
+
+
+def make_metric_fn(model: draw.DRAW, *, iwae_samples: int, binarized: bool = False):
   """`metric_fn(params, batch, key) -> {name: [B]}` for `evaluate.MeanMetrics`.
 
   `key` is split in three, and each part folded with the records' `batch["index"]`
-  (`evaluate.record_keys`): the first binarizes each record (`ops.binarize.binarize_records`),
-  the second draws its posterior sample, the third its importance samples. So a record's
+  (`evaluate.record_keys`): the first binarizes each record (`records_as_bits`; unused
+  when `binarized`), the second draws its posterior sample, the third its importance samples. So a record's
   values depend on the key and the record only, and repeated evaluations of the same
   parameters agree exactly.
 
@@ -124,7 +142,7 @@ def make_metric_fn(model: draw.DRAW, *, iwae_samples: int):
   def metric_fn(params, batch, key):
     binarize_key, sample_key, iwae_key = jax.random.split(key, 3)
     index = batch["index"]
-    x = binarize_records(binarize_key, index, batch["image"])
+    x = records_as_bits(binarize_key, batch, binarized=binarized)
     logits, aux = redraw(model, params, x, evaluate.record_keys(sample_key, index))
     loss, parts = objectives.draw_loss(logits, x, aux["mu"], aux["logsigma"])
     metrics = {"nll_bound_nats": loss, **parts}
@@ -139,8 +157,10 @@ def make_metric_fn(model: draw.DRAW, *, iwae_samples: int):
   return metric_fn
 
 
-def make_figures(model: draw.DRAW, *, num_samples: int) -> list[evaluate.Figure]:
-  """The generation and reconstruction figures of `num_samples` rows, on `validation`."""
+def make_figures(model: draw.DRAW, *, num_samples: int, binarized: bool = False
+                 ) -> list[evaluate.Figure]:
+  """The generation and reconstruction figures of `num_samples` rows, on `validation`
+  (`binarized`: the validation images are already bits)."""
   mesh = sharding.make_mesh()
   # The smallest batch the mesh splits evenly that holds the reconstructed records.
   batch_size = math.ceil(num_samples / mesh.size) * mesh.size
@@ -160,7 +180,7 @@ def make_figures(model: draw.DRAW, *, num_samples: int) -> list[evaluate.Figure]
   @jax.jit
   def redraw_records(params, batch, key):
     binarize_key, sample_key = jax.random.split(key)
-    x = binarize_records(binarize_key, batch["index"], batch["image"])
+    x = records_as_bits(binarize_key, batch, binarized=binarized)
     _, aux = redraw(model, params, x, evaluate.record_keys(sample_key, batch["index"]))
     return {"canvases": jnp.swapaxes(jax.nn.sigmoid(aux["canvases"]), 0, 1), "inputs": x}
 
@@ -181,8 +201,22 @@ def make_figures(model: draw.DRAW, *, num_samples: int) -> list[evaluate.Figure]
 
 
 def load_datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The train, validation and test splits as grey levels (binarized by the jitted code)."""
+  """The train, validation and test splits: grey levels (binarized by the jitted code), or
+  the bits of `binarized_mnist` (`BINARIZED_SOURCE`).
+
+  Raises:
+    ValueError: naming the field, for an unknown `config.data.source`, or
+      "binarized_mnist" with `config.data.dataset` "multi_digit" or a `data.mnist_dir`.
+  """
   data = config.data
+  check_choice("config.data.source", data.source, sources.SOURCES + (BINARIZED_SOURCE,))
+  if data.source == BINARIZED_SOURCE:
+    if data.dataset != "digits" or data.mnist_dir:
+      raise ValueError(
+          f"config.data.source={BINARIZED_SOURCE!r} holds single 28x28 digits read from "
+          f"config.data.dir: it needs config.data.dataset='digits' and no "
+          f"config.data.mnist_dir, got dataset={data.dataset!r}, mnist_dir={data.mnist_dir!r}.")
+    return binarized_mnist.load_binarized_mnist(data.dir or None)
   common = dict(source=data.source, data_dir=data.dir or None,
                 mnist_dir=data.mnist_dir or None, seed=config.seed)
   if data.dataset == "multi_digit":
@@ -200,19 +234,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   num_samples = check_positive_int("config.num_samples", config.num_samples)
   optimizer = make_optimizer(config.train)
   datasets = load_datasets(config)
+  binarized = config.data.source == BINARIZED_SOURCE
 
   def init_params(key):
     params_key, sample_key = jax.random.split(key)
     return model.init({"params": params_key, "sample": sample_key},
                       jnp.zeros((1,) + shape))["params"]
 
-  task = Task(init_params=init_params, loss_fn=mean_loss(make_per_example(model)),
+  task = Task(init_params=init_params,
+              loss_fn=mean_loss(make_per_example(model, binarized=binarized)),
               optimizer=optimizer)
   evaluators = [evaluate.MeanMetrics(
-      name="bound", metric_fn=make_metric_fn(model, iwae_samples=iwae_samples),
+      name="bound",
+      metric_fn=make_metric_fn(model, iwae_samples=iwae_samples, binarized=binarized),
       batch_size=config.eval.batch_size)]
   return fit(config, workdir, task, datasets, evaluators=evaluators,
-             figures=make_figures(model, num_samples=num_samples))
+             figures=make_figures(model, num_samples=num_samples, binarized=binarized))
 
 
 if __name__ == "__main__":

@@ -10,14 +10,28 @@ fitted to the training digits; samples/generation_over_time.png shows digits dra
 glimpses. Wall time: 2 min 42 s on a 2-core CPU (measured before the per-record evaluation
 keys, with the same training steps); 19 min 15 s when re-measured on the same 2 cores
 shared with a load average of 14.
+The same quickstart on real MNIST digits (source "mnist_test": MNIST's 10,000 test digits,
+7,200 train / 800 validation / 2,000 test):
+  python -m experiments.draw --workdir=/tmp/draw_quick_mnist \
+      --config.data.source=mnist_test --config.data.mnist_dir=/path/to/mnist
+measured (seed 0): test `nll_bound_nats` 139.9 (`recon_nats` 121.8 + `kl_nats` 18.1,
+importance-weighted K=10: 134.4), validation 134.5; 11 min 38 s wall (5 min 57 s of CPU)
+on the 2 cores shared with a load average of about 15.
 
-Paper scale (full MNIST in `data.mnist_dir`, or tfds with a network):
+Real MNIST digits, more training (`:mnist` preset, see below for what it reaches):
+  python -m experiments.draw --workdir=/tmp/draw_mnist \
+      --config=experiments/configs/draw.py:mnist --config.data.mnist_dir=/path/to/mnist
+
+Paper scale (`:paper`: Table 3's MNIST model on TFDS's `binarized_mnist`, the fixed
+binarization Table 2 is measured on; prepare it once with
+`tfds build binarized_mnist --data_dir=DIR` where there is a network):
   python -m experiments.draw --workdir=/tmp/draw_paper \
-      --config=experiments/configs/draw.py:paper --config.data.mnist_dir=/path/to/mnist
+      --config=experiments/configs/draw.py:paper --config.data.dir=DIR
   ... --config.attention=False      # "DRAW without attention"
 Table 2 of the paper (binarized MNIST test, -log p(x) <=): DRAW 80.97 nats, DRAW
 without attention 87.40. Compare `nll_bound_nats` (the same variational bound); set
-`iwae_samples` for the tighter importance-weighted bound as well.
+`iwae_samples` for the tighter importance-weighted bound as well. Not run here (the
+dataset cannot be downloaded on this machine; tested on TFDS's mock data).
 
 Two digits on a 60x60 canvas (Sec. 4.3, generation figure only, no number in the paper):
   python -m experiments.draw --workdir=/tmp/draw_two \
@@ -28,11 +42,11 @@ import ml_collections
 
 from experiments.configs import common
 
-PRESETS = ("quickstart", "paper", "two_digit")
+PRESETS = ("quickstart", "mnist", "paper", "two_digit")
 
 
 def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
-  """`preset`: "quickstart" (default), "paper" or "two_digit"."""
+  """`preset`: "quickstart" (default), "mnist", "paper" or "two_digit"."""
   common.check_preset(preset, PRESETS)
   config = common.base_config()
   # Keyword arguments of `models.draw.DRAW` (the image shape comes from the data).
@@ -61,13 +75,8 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   config.train.checkpoint_every = 1000
   config.eval.batch_size = 300
 
-  if preset in ("paper", "two_digit"):
+  if preset in ("mnist", "paper", "two_digit"):
     # Table 3, "MNIST Model": 64 glimpses, LSTM 256, z 100, read 2x2, write 5x5.
-    # Adam at 1e-3, batch 100 and the step count are our choices: the paper does not
-    # state them here (unverified), nor any gradient clipping.
-    # The paper's data is the fixed binarization of Salakhutdinov & Murray (2008) with
-    # 50k/10k/10k splits; here train images are binarized afresh every step and
-    # validation is the last 10% of MNIST's train split (see experiments/draw.py).
     config.model.glimpses = 64
     config.model.read_n = 2
     config.model.write_n = 5
@@ -76,14 +85,39 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
     config.model.dec_size = 256
     config.iwae_samples = 0   # the paper's Table 2 numbers are variational bounds
     config.num_samples = 10
-    config.data.source = "mnist"
-    config.train.num_steps = 200_000
+    # The optimiser. Paper (Sec. 4, Table 3): Adam; its learning rate, batch size and any
+    # clipping are not in the paper (unverified: we could not check the paper's text here,
+    # the Adam statement is from our reading). jbornschein/draw's train-draw.py (the
+    # released reimplementation the issue names): Adam at --lr (default 1e-3; its README's
+    # MNIST command uses 3e-4 with 64 glimpses and 100 epochs), after StepClipping(10.),
+    # i.e. the gradient's global norm clipped to 10, on minibatches of --batch-size 100.
+    # We follow the code: Adam at 1e-3, clipping at 10, batch 100.
     config.train.batch_size = 100
+    config.train.grad_clip_norm = 10.0
+    config.train.learning_rate = 1e-3
+    config.train.num_steps = 200_000
     config.train.log_every = 500
     config.train.eval_every = 10_000
     config.train.checkpoint_every = 5000
     config.eval.batch_size = 500
+    # Table 2's data: the fixed binarization of Salakhutdinov & Murray (2008), 50k/10k/10k,
+    # through TFDS (`binarized_mnist`, prepared beforehand in config.data.dir); the other
+    # presets binarize grey digits afresh at every step.
+    config.data.source = "binarized_mnist"
+  if preset == "mnist":
+    # Real MNIST digits within a CPU budget (MEASURED below): the paper's MNIST model with
+    # fewer glimpses and a 5x5 read, trained on source "mnist_test" (MNIST's 10,000 test
+    # digits: 7,200 train, 800 validation, 2,000 test; pass --config.data.mnist_dir).
+    config.model.glimpses = 10
+    config.model.read_n = 5
+    config.data.source = "mnist_test"
+    config.train.num_steps = 6000
+    config.train.schedule = "cosine"
+    config.train.log_every = 100
+    config.train.eval_every = 1000
+    config.train.checkpoint_every = 1000
   if preset == "two_digit":
+    config.data.source = "mnist"  # grey digits on a 60x60 canvas, binarized every step
     # Sec. 4.3: two 28x28 MNIST digits at random places of a 60x60 canvas. Table 3 has
     # no row for this model (to our reading), so it keeps the MNIST model's glimpses,
     # sizes and latents above; only the read grid is widened to 5x5 for the larger

@@ -4,6 +4,7 @@ The run goes through the real command line in a subprocess (as tests/train/test_
 does), with XLA's CPU backend optimisations off: compilation is nearly all its time.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -13,10 +14,14 @@ import sys
 import jax
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from PIL import Image
 
 from experiments import draw as experiment
 from experiments.configs import draw as configs
+from vislang_jax.models import draw
+from vislang_jax.objectives import draw as objectives
+from vislang_jax.ops.binarize import binarize
 from vislang_jax.train import evaluate, sharding
 from vislang_jax.train.metrics import read_metrics
 from vislang_jax.viz.grid import grid_shape
@@ -172,3 +177,89 @@ def test_bad_dataset_and_grad_clip_raise(tmp_path):
   config = tiny_config(tmp_path, grad_clip_norm=-1.0)
   with pytest.raises(ValueError, match="train.grad_clip_norm must be a finite float >= 0"):
     experiment.train_and_evaluate(config, str(tmp_path / "work"))
+
+
+def test_binarized_mnist_is_used_as_it_is(tmp_path):
+  """data.source='binarized_mnist': the TFDS bits (mocked) reach the model unchanged, in
+  training, evaluation and figures; grey images in their place are scored as they are
+  (a fractional-target bound), where every other source is binarized."""
+  config = tiny_config(tmp_path)
+  config.data.source = "binarized_mnist"
+  with tfds.testing.mock_data(num_examples=8, max_value=2):
+    datasets = experiment.load_datasets(config)
+  assert {split: len(source) for split, source in datasets.items()} == {
+      "train": 8, "validation": 8, "test": 8}
+  model = experiment.make_model(config, experiment.image_shape(config))
+  params = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)},
+                      np.zeros((1, SIDE, SIDE, 1), np.float32))["params"]
+  grey = jax.random.uniform(jax.random.PRNGKey(2), (5, SIDE, SIDE, 1))  # not bits
+  batch = {"image": grey, "index": np.arange(5, dtype=np.int32)}
+  key = jax.random.PRNGKey(3)
+  # Training: the step key's second half draws eps; the first would binarize.
+  binarize_key, sample_key = jax.random.split(key)
+
+  def bound(x, **kwargs):  # L per example, eq. (12), of the model on x as given
+    logits, aux = model.apply({"params": params}, x, **kwargs)
+    return objectives.draw_loss(logits, x, aux["mu"], aux["logsigma"])[0]
+
+  as_is = experiment.make_per_example(model, binarized=True)(params, batch, key)["loss"]
+  np.testing.assert_allclose(as_is, bound(grey, rngs={"sample": sample_key}), rtol=1e-5)
+  redrawn = experiment.make_per_example(model)(params, batch, key)["loss"]
+  np.testing.assert_allclose(
+      redrawn, bound(binarize(binarize_key, grey), rngs={"sample": sample_key}), rtol=1e-5)
+  assert np.all(np.abs(as_is - redrawn) > 1e-3)
+  # Evaluation: the second of three key parts draws each record's eps.
+  _, eval_sample_key, _ = jax.random.split(key, 3)
+  noise = draw.record_noise(evaluate.record_keys(eval_sample_key, batch["index"]),
+                            glimpses=T, z_size=MODEL["z_size"])
+  scored = experiment.make_metric_fn(model, iwae_samples=0, binarized=True)(
+      params, batch, key)["nll_bound_nats"]
+  np.testing.assert_allclose(scored, bound(grey, noise=noise), rtol=1e-5)
+  np.testing.assert_array_equal(
+      experiment.records_as_bits(key, batch, binarized=True), grey)
+  assert set(np.unique(experiment.records_as_bits(key, batch, binarized=False))) == {0, 1}
+
+
+@pytest.mark.parametrize("source,binarized", [("binarized_mnist", True),
+                                               ("sklearn_digits", False)])
+def test_the_source_decides_whether_the_experiment_binarizes(data_dir, monkeypatch, source,
+                                                              binarized):
+  """train_and_evaluate hands `binarized` to the loss, the evaluator and the figures."""
+  seen = {}
+  for name in ("make_per_example", "make_metric_fn", "make_figures"):
+    def spy(*args, _name=name, _original=getattr(experiment, name), **kwargs):
+      seen[_name] = kwargs.get("binarized", False)
+      return _original(*args, **kwargs)
+    monkeypatch.setattr(experiment, name, spy)
+  monkeypatch.setattr(experiment, "fit", lambda *args, **kwargs: {})  # no training
+  config = tiny_config(data_dir)
+  config.data.source = source
+  mock = tfds.testing.mock_data(num_examples=8, max_value=2)
+  with mock if binarized else contextlib.nullcontext():  # the mock would catch all of TFDS
+    experiment.train_and_evaluate(config, "unused")
+  assert seen == dict.fromkeys(("make_per_example", "make_metric_fn", "make_figures"),
+                               binarized)
+
+
+@pytest.mark.parametrize("field,value", [("dataset", "multi_digit"), ("mnist_dir", "/x")])
+def test_binarized_mnist_takes_single_digits_from_the_data_dir(tmp_path, field, value):
+  config = tiny_config(tmp_path)
+  config.data.source = "binarized_mnist"
+  config.data[field] = value
+  with pytest.raises(ValueError, match=r"config.data.source='binarized_mnist' .* needs "
+                                       r"config.data.dataset='digits' and no config.data.mnist_dir"):
+    experiment.load_datasets(config)
+
+
+def test_presets_hold_the_settings_their_comments_state():
+  paper = configs.get_config("paper")
+  assert (paper.model.glimpses, paper.model.read_n, paper.model.write_n, paper.model.z_size,
+          paper.model.enc_size, paper.model.dec_size) == (64, 2, 5, 100, 256, 256)
+  assert (paper.train.optimizer, paper.train.learning_rate, paper.train.batch_size,
+          paper.train.grad_clip_norm) == ("adam", 1e-3, 100, 10.0)
+  assert paper.data.source == "binarized_mnist" and paper.iwae_samples == 0
+  assert configs.get_config("two_digit").data.source == "mnist"
+  mnist = configs.get_config("mnist")
+  assert mnist.data.source == "mnist_test" and mnist.train.grad_clip_norm == 10.0
+  with pytest.raises(ValueError, match="preset must be one of"):
+    configs.get_config("papers")

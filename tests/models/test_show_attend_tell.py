@@ -2,8 +2,9 @@
 
 The NumPy reference re-implements eq. (4)-(7) of Xu et al. (2015) step by step from the Flax
 parameters (f_init, attention, gate, LSTM, deep output), so the model's attention weights,
-contexts and logits are checked against an independent computation; the VGG-16 stack is
-checked against the same layers in plain torch (torchvision is not needed).
+contexts and logits are checked against an independent computation; the VGG backbones are
+``models.vgg.VGGFeatures`` (checked against torch in tests/models/test_vgg.py), flattened
+row-major into annotations here.
 """
 
 import functools
@@ -12,10 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 from vislang_jax import decoding
 from vislang_jax.models import show_attend_tell as sat
+from vislang_jax.models import vgg
 from vislang_jax.objectives import show_attend_tell as sat_objectives
 
 B, T, SIZE, V = 3, 5, 12, 9
@@ -153,9 +154,11 @@ def test_shapes_and_grid_sizes():
       expected.update(locations=(B, T), log_prob_locations=(B, T), entropy=(B, T),
                       sampled=(B,))
     assert {k: v.shape for k, v in aux.items()} == expected
-  # The default convnet maps 60x60 captioned digits to a 7x7 grid; VGG-16 224 -> 14x14x512.
+  # The default convnet maps 60x60 captioned digits to a 7x7 grid; VGG 224 -> 14x14x512.
   for encoder, shape, annotations in ((sat.Encoder(), (1, 60, 60, 1), (1, 49, 128)),
                                       (sat.Encoder(backbone="vgg16"), (1, 224, 224, 3),
+                                       (1, 196, 512)),
+                                      (sat.Encoder(backbone="vgg19"), (1, 224, 224, 3),
                                        (1, 196, 512)),
                                       (sat.Encoder(backbone="vgg16", include_final_pool=True),
                                        (1, 224, 224, 3), (1, 49, 512))):
@@ -329,50 +332,32 @@ def test_losses_jit_and_give_finite_gradients_to_every_parameter(setup):
   assert any(np.any(g != 0) for g in jax.tree.leaves(grads["decoder"]))
 
 
-# --- VGG-16 against torch. ---
+# --- VGG backbones and f_init. ---
 
-def _torch_vgg16_features(*, include_final_pool):
-  """torchvision's vgg16().features indices, built from plain torch layers."""
-  layers, in_channels = [], 3
-  for item in sat.VGG16_CONFIG:
-    if item == "M":
-      layers.append(torch.nn.MaxPool2d(kernel_size=2, stride=2))
-    else:
-      layers += [torch.nn.Conv2d(in_channels, item, kernel_size=3, padding=1),
-                 torch.nn.ReLU(inplace=True)]
-      in_channels = item
-  features = torch.nn.Sequential(*layers)
-  return features if include_final_pool else features[:-1]
+@pytest.mark.parametrize("depth", [16, 19])
+def test_vgg_encoder_flattens_vgg_features_row_major(depth):
+  backbone = f"vgg{depth}"
+  x = jnp.asarray(np.random.default_rng(depth).normal(size=(2, 32, 48, 3)), jnp.float32)
+  params = vgg.VGGFeatures(depth).init(jax.random.key(0), x)["params"]
+  feature_map = _jit(vgg.VGGFeatures(depth).apply)({"params": params}, x)  # [2, 2, 3, 512]
+  annotations = _jit(sat.Encoder(backbone=backbone).apply)({"params": {backbone: params}}, x)
+  assert annotations.shape == (2, 6, 512)
+  for i in range(6):  # annotation i = y w + x
+    np.testing.assert_array_equal(annotations[:, i], feature_map[:, i // 3, i % 3])
 
 
-def test_vgg16_conversion_matches_torch():
-  torch.manual_seed(0)
-  features = _torch_vgg16_features(include_final_pool=True).eval()
-  assert [i for i, m in enumerate(features) if isinstance(m, torch.nn.Conv2d)] == list(
-      sat.VGG16_CONV_INDICES)
-  x = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
-  # A torchvision-style full state dict: "features." prefix plus classifier weights to skip.
-  state_dict = {f"features.{k}": v for k, v in features.state_dict().items()}
-  state_dict["classifier.0.weight"] = torch.zeros(4, 4)
-  params = sat.vgg16_params_from_torch(state_dict)
-  assert sorted(params) == sorted(f"features_{i}" for i in sat.VGG16_CONV_INDICES)
-  x_nhwc = jnp.asarray(x.transpose(0, 2, 3, 1))
-  expected = {}
-  for include_final_pool, side in ((False, 2), (True, 1)):
-    with torch.no_grad():
-      torch_out = features[:len(features) - (not include_final_pool)](torch.from_numpy(x))
-    expected[include_final_pool] = torch_out.numpy().transpose(0, 2, 3, 1)  # NCHW -> NHWC
-    got = _jit(sat.VGG16Features(include_final_pool).apply)({"params": params}, x_nhwc)
-    assert got.shape == (2, side, side, 512)
-    scale = np.abs(expected[include_final_pool]).max()
-    np.testing.assert_allclose(got, expected[include_final_pool], rtol=1e-4, atol=1e-4 * scale)
-  # The state dict of .features alone converts to the same parameters; the encoder takes them
-  # under "vgg16" and flattens the 2x2 pre-pool map row-major.
-  bare = sat.vgg16_params_from_torch(features.state_dict())
-  jax.tree.map(np.testing.assert_array_equal, bare, params)
-  annotations = _jit(sat.Encoder(backbone="vgg16").apply)({"params": {"vgg16": params}}, x_nhwc)
-  np.testing.assert_allclose(annotations, expected[False].reshape(2, 4, 512), rtol=1e-4,
-                             atol=1e-4 * np.abs(expected[False]).max())
+def test_init_mlp_is_relu_layers_then_tanh():
+  """f_init with hidden layers, against NumPy: ReLU hidden layers, a tanh output (capgen.py)."""
+  mlp = sat._InitMLP(hidden=(5, 4), features=3)
+  x = np.random.default_rng(0).normal(size=(2, 6)).astype(np.float32)
+  params = mlp.init(jax.random.key(1), x)["params"]
+  params = jax.tree.map(lambda v: v + 0.3, params)  # non-zero biases
+  relu = functools.partial(np.maximum, 0.0)
+  h = np.asarray(x, np.float64)
+  for name, act in (("Dense_0", relu), ("Dense_1", relu), ("Dense_2", np.tanh)):
+    p = jax.tree.map(lambda v: np.asarray(v, np.float64), params[name])
+    h = act(h @ p["kernel"] + p["bias"])
+  np.testing.assert_allclose(mlp.apply({"params": params}, x), h, rtol=1e-5, atol=1e-6)
 
 
 # --- Argument errors. ---
@@ -409,11 +394,3 @@ def test_bad_arguments_raise_value_errors_naming_them(setup):
     sat.Encoder(widths=())
   with pytest.raises(ValueError, match="decoder must be a Decoder"):
     sat.ShowAttendTell(encoder=sat.Encoder(), decoder=sat.Encoder())
-  torch.manual_seed(0)
-  state_dict = _torch_vgg16_features(include_final_pool=True).state_dict()
-  with pytest.raises(ValueError, match=r"missing \['28.bias'\]"):
-    sat.vgg16_params_from_torch({k: v for k, v in state_dict.items() if k != "28.bias"})
-  with pytest.raises(ValueError, match=r"state_dict\['features.2.weight'\] must have shape"):
-    sat.vgg16_params_from_torch({**state_dict, "2.weight": torch.zeros(64, 32, 3, 3)})
-  with pytest.raises(ValueError, match=r"unexpected \['1.running_mean'\]"):
-    sat.vgg16_params_from_torch({**state_dict, "1.running_mean": torch.zeros(64)})

@@ -7,9 +7,10 @@ Encoder (Sec. 3.1.1): a convolutional network whose last feature map, ``h x w`` 
 ``D`` channels, is read as ``L = h w`` annotation vectors ``a = {a_1, ..., a_L}``, ``a_i`` in
 ``R^D``, flattened row-major (``i = y w + x``; reshape ``alpha [.., L]`` to ``[.., h, w]`` to
 plot it). ``Encoder`` trains a small network from scratch (for 60x60 captioned digits) or
-runs ``VGG16Features``, the 13 convolutions of torchvision's ``vgg16().features``, whose
-ImageNet weights ``vgg16_params_from_torch`` converts (the paper uses the 14 x 14 x 512 map of
-VGG before its last max-pool, Sec. 4.3).
+runs ``models.vgg.VGGFeatures``, the convolutions of torchvision's ``vgg16().features`` or
+``vgg19().features``, whose ImageNet weights ``models.vgg.vgg_params_from_torch`` converts
+(the paper uses the 14 x 14 x 512 map of VGG-19 at conv5_4, before its last max-pool,
+Sec. 4.3).
 
 Decoder (Sec. 3.1.2), one step ``t = 1..T`` given ``y_{t-1}`` (``<bos>`` at ``t = 1``):
 
@@ -48,120 +49,13 @@ from typing import Any, NamedTuple, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from vislang_jax.checks import check_ids, check_positive_int, check_rank
+from vislang_jax.models.vgg import VGGFeatures
 
 ATTENTIONS = ("soft", "hard")
-BACKBONES = ("convnet", "vgg16")
-# torchvision's vgg16 "D" configuration; an int is a 3x3 convolution (+ ReLU) of that many
-# output channels, "M" a 2x2 max-pool of stride 2.
-VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
-                512, 512, 512, "M")
-
-
-def _vgg16_conv_indices() -> tuple[int, ...]:
-  """Indices of the 13 ``Conv2d`` layers in torchvision's ``vgg16().features`` Sequential."""
-  indices, index = [], 0
-  for item in VGG16_CONFIG:
-    if item == "M":
-      index += 1  # MaxPool2d
-    else:
-      indices.append(index)
-      index += 2  # Conv2d, ReLU
-  return tuple(indices)
-
-
-VGG16_CONV_INDICES = _vgg16_conv_indices()  # (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
-
-
-class VGG16Features(nn.Module):
-  """The 13 convolutions of torchvision's ``vgg16().features`` (Simonyan & Zisserman, 2015).
-
-  3x3 convolutions (padding 1) with ReLUs, and 2x2 max-pools of stride 2 after conv1_2,
-  conv2_2, conv3_3, conv4_3 and, with ``include_final_pool``, conv5_3. The layer of
-  torchvision index ``i`` (``features.{i}``) is the Flax submodule ``features_{i}``, so
-  ``vgg16_params_from_torch`` maps weights one to one. Inputs are what torchvision's weights
-  expect: RGB in [0, 1], normalised by the ImageNet mean (0.485, 0.456, 0.406) and standard
-  deviation (0.229, 0.224, 0.225).
-
-  Attributes:
-    include_final_pool: apply the last max-pool (torchvision's ``features[30]``). The paper
-      (Sec. 4.3) takes the 14 x 14 x 512 map before it, the default.
-  """
-
-  include_final_pool: bool = False
-
-  @nn.compact
-  def __call__(self, images: jax.Array) -> jax.Array:
-    """[B, H, W, 3] -> [B, H / 16, W / 16, 512] (or H / 32, W / 32 with the final pool).
-
-    Sizes are floored at each pool, as in torch: 224 -> 14 (7 with the final pool).
-    """
-    check_rank("images", images, "[B, H, W, C]")
-    x = jnp.asarray(images, jnp.float32)
-    conv_indices = iter(VGG16_CONV_INDICES)
-    for position, item in enumerate(VGG16_CONFIG):
-      if item == "M":
-        if position < len(VGG16_CONFIG) - 1 or self.include_final_pool:
-          x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-      else:
-        x = nn.Conv(item, (3, 3), padding=((1, 1), (1, 1)),
-                    name=f"features_{next(conv_indices)}")(x)
-        x = nn.relu(x)
-    return x
-
-
-def vgg16_params_from_torch(state_dict: Any) -> dict[str, dict[str, jax.Array]]:
-  """Converts torchvision VGG-16 convolution weights to ``VGG16Features`` parameters.
-
-  Accepts ``torchvision.models.vgg16(weights=...).state_dict()`` (keys ``features.{i}.weight``
-  and ``features.{i}.bias``; the ``classifier.*`` keys are ignored) or the state dict of
-  ``.features`` alone (keys ``{i}.weight``). Kernels go from torch's OIHW to Flax's HWIO;
-  torch convolution is cross-correlation, like ``lax.conv``, so no kernel flip is needed.
-
-  Args:
-    state_dict: a mapping from those keys to torch tensors or arrays; weights [O, I, 3, 3],
-      biases [O].
-
-  Returns:
-    ``{"features_{i}": {"kernel": [3, 3, I, O], "bias": [O]}}`` for the 13 convolutions, the
-    ``params`` of ``VGG16Features`` (inside ``Encoder(backbone="vgg16")`` they go under
-    ``params["vgg16"]``, inside ``ShowAttendTell`` under ``params["encoder"]["vgg16"]``).
-
-  Raises:
-    ValueError: for a missing key, a key of another architecture (e.g. vgg16_bn's batch-norm
-      layers) or a weight of the wrong shape.
-  """
-  def to_numpy(value):
-    if hasattr(value, "detach"):  # a torch tensor; torch is not imported here
-      value = value.detach().cpu().numpy()
-    return np.asarray(value, np.float32)
-
-  features = {}
-  for key, value in state_dict.items():
-    if key.startswith("classifier."):
-      continue
-    features[key.removeprefix("features.")] = value
-  expected = {f"{i}.{part}" for i in VGG16_CONV_INDICES for part in ("weight", "bias")}
-  missing, unexpected = sorted(expected - set(features)), sorted(set(features) - expected)
-  if missing or unexpected:
-    raise ValueError(f"state_dict must hold the weight and bias of vgg16's features at indices "
-                     f"{VGG16_CONV_INDICES}; missing {missing}, unexpected {unexpected}.")
-  params, in_channels = {}, 3
-  channels = [item for item in VGG16_CONFIG if item != "M"]
-  for index, out_channels in zip(VGG16_CONV_INDICES, channels):
-    weight = to_numpy(features[f"{index}.weight"])
-    bias = to_numpy(features[f"{index}.bias"])
-    for key, array, shape in ((f"features.{index}.weight", weight,
-                               (out_channels, in_channels, 3, 3)),
-                              (f"features.{index}.bias", bias, (out_channels,))):
-      if array.shape != shape:
-        raise ValueError(f"state_dict[{key!r}] must have shape {shape}, got {array.shape}.")
-    params[f"features_{index}"] = {"kernel": jnp.asarray(weight.transpose(2, 3, 1, 0)),
-                                   "bias": jnp.asarray(bias)}
-    in_channels = out_channels
-  return params
+# The convnet trained from scratch, or ``models.vgg.VGGFeatures`` of depth 16 or 19.
+BACKBONES = ("convnet", "vgg16", "vgg19")
 
 
 class Encoder(nn.Module):
@@ -171,10 +65,12 @@ class Encoder(nn.Module):
     backbone: ``"convnet"``, a network trained from scratch: ``len(widths)`` blocks, each of
       ``convs_per_block`` 3x3 "SAME" convolutions with ReLUs and a 2x2 max-pool of stride 2
       (the defaults take a 60x60 image to a 7x7 grid, ``L = 49``, ``D = 128``); or
-      ``"vgg16"``, ``VGG16Features`` (``D = 512``; 224x224 gives ``L = 196``).
+      ``"vgg16"`` / ``"vgg19"``, ``models.vgg.VGGFeatures`` of that depth (``D = 512``;
+      224x224 gives ``L = 196``). Its parameters are ``params["vgg16"]`` / ``["vgg19"]``,
+      ``models.vgg.vgg_params_from_torch``'s output for ImageNet weights.
     widths: output channels of the convnet's blocks (convnet only).
     convs_per_block: convolutions per block (convnet only).
-    include_final_pool: ``VGG16Features.include_final_pool`` (vgg16 only).
+    include_final_pool: ``VGGFeatures.include_final_pool`` (VGG only).
   """
 
   backbone: str = "convnet"
@@ -197,8 +93,9 @@ class Encoder(nn.Module):
   def __call__(self, images: jax.Array) -> jax.Array:
     """[B, H, W, C] float images -> [B, L, D] annotations, ``L = h w`` row-major."""
     check_rank("images", images, "[B, H, W, C]")
-    if self.backbone == "vgg16":
-      x = VGG16Features(self.include_final_pool, name="vgg16")(images)
+    if self.backbone != "convnet":
+      x = VGGFeatures(depth=int(self.backbone[3:]), include_final_pool=self.include_final_pool,
+                      name=self.backbone)(images)
     else:
       x = jnp.asarray(images, jnp.float32)
       for width in self.widths:
@@ -228,7 +125,12 @@ class DecodeState(NamedTuple):
 
 
 class _InitMLP(nn.Module):
-  """``f_init``: ``hidden`` tanh layers, then a tanh layer of ``features`` units."""
+  """``f_init``: ``hidden`` ReLU layers, then a tanh layer of ``features`` units.
+
+  As arctic-captions ``capgen.py`` builds it: ``n_layers_init - 1`` shared ``ff_init_*``
+  layers with ``activ='rectifier'``, then ``ff_state`` / ``ff_memory`` with ``'tanh'`` (its
+  dropout after the ReLU layers is left out; the paper, Sec. 3.1.2, only says "MLPs").
+  """
 
   hidden: Sequence[int]
   features: int
@@ -236,7 +138,7 @@ class _InitMLP(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for width in self.hidden:
-      x = jnp.tanh(nn.Dense(width)(x))
+      x = nn.relu(nn.Dense(width)(x))
     return jnp.tanh(nn.Dense(self.features)(x))
 
 
@@ -253,8 +155,11 @@ class Decoder(nn.Module):
     embed_dim: ``m``, the word embedding size (also the deep output's width).
     hidden_size: ``n``, the LSTM size.
     attention_dim: the width of ``W_a a_i`` and ``W_h h``.
-    init_hidden: widths of the tanh hidden layers of ``f_init,c`` and ``f_init,h`` before
-      their tanh output layer; ``()`` is one tanh layer each, as in the authors' code.
+    init_hidden: widths of the ReLU hidden layers of ``f_init,c`` and ``f_init,h`` before
+      their tanh output layer; ``()`` is one tanh layer each (the code's ``n_layers_init=1``,
+      ``train()``'s default; ``evaluate_coco.py`` uses 2, i.e. one hidden layer of the
+      annotations' width, which the code shares between the two MLPs, the paper's two
+      "separate MLPs" here do not).
     gating: multiply the context by ``beta_t = sigmoid(f_beta(h_{t-1}))`` (Sec. 4.2.1); without
       it ``beta_t = 1``.
     dropout_rate: dropout on ``h_t`` before ``L_h`` in training.

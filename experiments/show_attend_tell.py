@@ -104,7 +104,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     logits, aux = apply(params, batch, attention="hard", key=key)
     loss, m, baseline = hard_attention_loss(
         logits, batch["tokens"], caption_mask(batch), aux["log_prob_locations"],
-        aux["entropy"], baseline, entropy_weight=config.entropy_weight, sampled=aux["sampled"])
+        aux["entropy"], baseline, entropy_weight=config.entropy_weight,
+        reinforce_weight=config.reinforce_weight, sampled=aux["sampled"])
     return loss.mean(), {"nll_per_token": m["nll_per_token"].mean(),
                          "entropy": m["entropy"].mean(), "baseline": baseline}, baseline
 

@@ -3,6 +3,8 @@
 import functools
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -132,5 +134,33 @@ def test_trains_decodes_and_scores_every_split(tmp_path, data_dir, attention):
 def test_bad_attention_and_preset_are_named():
   with pytest.raises(ValueError, match="attention must be one of"):
     sat.make_model(tiny_config("/nonexistent", attention="gumbel"), 10)
-  with pytest.raises(ValueError, match="preset must be"):
+  with pytest.raises(ValueError, match="preset must be one of \\('quickstart', 'paper'\\)"):
     sat_config.get_config("coco")
+
+
+def test_paper_preset_builds_the_released_coco_model():
+  config = sat_config.get_config("paper")
+  # arctic-captions evaluate_coco.py / capgen.py / optimizers.py values.
+  assert config.model.encoder.to_dict() == {"backbone": "vgg19", "include_final_pool": False}
+  decoder = config.model.decoder
+  assert (decoder.embed_dim, decoder.hidden_size, decoder.attention_dim) == (512, 1800, 512)
+  assert tuple(decoder.init_hidden) == (512,) and decoder.gating and decoder.dropout_rate == 0.5
+  assert (config.train.batch_size, config.train.optimizer) == (64, "adam")
+  assert config.train.learning_rate == 2e-4 and config.penalty == pytest.approx(64 / 196)
+  assert config.paper.vocab_size == 10000 and config.paper.select_checkpoint_by == "bleu4"
+  # The model initialises with VGG-19 (conv5_4 = features_34) at a tiny input: 32x32 -> 2x2.
+  model = sat.make_model(config, vocab_size=20)
+  images = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+  tokens = jax.ShapeDtypeStruct((1, config.max_len), jnp.int32)
+  key = jax.random.key(0)
+  variables = jax.eval_shape(functools.partial(
+      model.init, deterministic=True), {"params": key, "dropout": key, "sample": key},
+      images, tokens)
+  params = variables["params"]
+  assert sorted(params["encoder"]) == ["vgg19"]
+  assert params["encoder"]["vgg19"]["features_34"]["kernel"].shape == (3, 3, 512, 512)
+  assert params["decoder"]["init_h"]["Dense_0"]["kernel"].shape == (512, 512)
+  assert params["decoder"]["out_logits"]["kernel"].shape == (512, 20)
+  logits, aux = jax.eval_shape(functools.partial(model.apply, deterministic=True),
+                               variables, images, tokens)
+  assert logits.shape == (1, config.max_len, 20) and aux["alpha"].shape == (1, config.max_len, 4)

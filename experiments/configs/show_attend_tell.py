@@ -38,7 +38,12 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
       "hidden_size": 128,
       "attention_dim": 64,
       "dropout_rate": 0.2,
-      "gating": True,             # beta_t of Sec. 4.2.1 (arctic-captions' `selector`)
+      # beta_t of Sec. 4.2.1, arctic-captions' `selector` (train()'s default False; True in
+      # evaluate_coco.py and :paper). Off here: with it the quickstart reads the digit at
+      # "the", keeps it in the LSTM and closes the gate at the digit word (beta 0.08), whose
+      # attention is then unused and diffuse (0.18 in the box, below the box's 0.24 share);
+      # without it z_t always reaches the word (eq. 7's L_z z_t): 0.40 on mnist_test (README).
+      "gating": False,
       "expectation_prob": 0.5,    # hard attention: p(use the expected context), Sec. 4.1
   })
   config.penalty = 1.0            # lambda of the doubly stochastic penalty (eq. 14)

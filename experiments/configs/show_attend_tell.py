@@ -4,9 +4,10 @@ Quickstart (offline, scikit-learn digits on 60x60 canvases, a few minutes on a 2
   python -m experiments.show_attend_tell --workdir=/tmp/sat_soft
   python -m experiments.show_attend_tell --workdir=/tmp/sat_hard --config.attention=hard
 Logs per split (validation, test, novel): teacher-forced `nll_per_token` and `token_accuracy`,
-beam-search `bleu1`..`bleu4`, `rouge_l`, `cider` and `attention_in_box` (attention mass in
-the named digit's box when a digit word is generated; `box_share` is the box's share of the
-image, what uniform attention would give). The README lists the measured numbers.
+beam-search `bleu1`..`bleu4`, `rouge_l`, `cider`, `attention_in_box` (attention mass in
+the named digit's box when a digit word is generated), `phrase_attention_in_box` (the same
+over the phrase "the digit three") and `box_share` (the box's share of the image, what
+uniform attention would give). The README lists the measured numbers.
 
 Paper anchors (COCO, VGG features): BLEU-4 24.3 soft / 25.0 hard, METEOR 23.90 / 23.04.
 

@@ -1,4 +1,4 @@
-"""vislang_jax.viz.attention: the overlay puts each cell's weight where metrics.grounding counts it."""
+"""vislang_jax.viz.attention: each cell drawn where metrics.grounding counts it."""
 
 import os
 

@@ -18,7 +18,8 @@ measured (seed 0): test `nll_bound_nats` 139.9 (`recon_nats` 121.8 + `kl_nats` 1
 importance-weighted K=10: 134.4), validation 134.5; 11 min 38 s wall (5 min 57 s of CPU)
 on the 2 cores shared with a load average of about 15.
 
-Real MNIST digits, more training (`:mnist` preset, see below for what it reaches):
+Real MNIST digits, more training (`:mnist` preset: test bound 123.7 after 6,000 steps,
+59 min wall on the shared 2 cores; see the preset):
   python -m experiments.draw --workdir=/tmp/draw_mnist \
       --config=experiments/configs/draw.py:mnist --config.data.mnist_dir=/path/to/mnist
 
@@ -105,9 +106,17 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
     # presets binarize grey digits afresh at every step.
     config.data.source = "binarized_mnist"
   if preset == "mnist":
-    # Real MNIST digits within a CPU budget (MEASURED below): the paper's MNIST model with
-    # fewer glimpses and a 5x5 read, trained on source "mnist_test" (MNIST's 10,000 test
-    # digits: 7,200 train, 800 validation, 2,000 test; pass --config.data.mnist_dir).
+    # Real MNIST digits on a CPU: the paper's MNIST model (LSTM 256, z 100, write 5x5,
+    # Adam, clipping at 10, batch 100) with 10 glimpses instead of 64 and a 5x5 read
+    # (with 10 glimpses a 2x2 read shows the encoder 40 blurred values of the image; the
+    # quickstart collapsed with 2x2), a cosine decay of the rate to 0, on source
+    # "mnist_test" (MNIST's 10,000 test digits: 7,200 train / 800 validation / 2,000
+    # test; pass --config.data.mnist_dir). Measured (seed 0): validation
+    # `nll_bound_nats` 166.7 / 141.0 / 128.4 / 122.5 / 119.9 / 119.2 at steps
+    # 1k / 2k / 3k / 4k / 5k / 6k, test 123.7 (`recon_nats` 100.9 + `kl_nats` 22.7);
+    # train loss 118.7 at the end, so no overfitting yet. 59 min wall on the 2 cores
+    # shared with a load average of 15-18 (23 min user + 5 min system CPU). It does NOT
+    # reach the 105 nats we aimed for: that needs more steps than this CPU gave us.
     config.model.glimpses = 10
     config.model.read_n = 5
     config.data.source = "mnist_test"

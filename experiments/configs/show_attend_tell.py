@@ -100,6 +100,12 @@ def _paper(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # over the batch, averaged over the L = 196 locations, next to the batch-mean NLL, i.e.
   # lambda = alpha_c * B / L = 64 / 196 per example in eq. (14) as objectives writes it.
   config.penalty = 64 / 196
+  # With attention=hard: capgen.py train()'s alpha_entropy_c 0.002, RL_sumCost True and the
+  # known_grads' /10., added per example to the batch-mean NLL's gradient, i.e. B / 10 and
+  # 0.002 B in hard_attention_loss's per-example convention (see its docstring);
+  # semi_sampling_p 0.5 is the decoder's expectation_prob.
+  config.reinforce_weight = 64 / 10
+  config.entropy_weight = 0.002 * 64
   config.train.batch_size = 64    # batch_size=64
   config.train.optimizer = "adam"  # optimizer adam
   # optimizers.adam ignores `learning-rate` (0.01, "used only for SGD"): lr0 = 0.0002,

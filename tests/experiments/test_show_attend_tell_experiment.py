@@ -147,6 +147,9 @@ def test_paper_preset_builds_the_released_coco_model():
   assert tuple(decoder.init_hidden) == (512,) and decoder.gating and decoder.dropout_rate == 0.5
   assert (config.train.batch_size, config.train.optimizer) == (64, "adam")
   assert config.train.learning_rate == 2e-4 and config.penalty == pytest.approx(64 / 196)
+  assert config.reinforce_weight == pytest.approx(6.4)
+  assert config.entropy_weight == pytest.approx(0.128)
+  assert decoder.expectation_prob == 0.5
   assert config.paper.vocab_size == 10000 and config.paper.select_checkpoint_by == "bleu4"
   # The model initialises with VGG-19 (conv5_4 = features_34) at a tiny input: 32x32 -> 2x2.
   model = sat.make_model(config, vocab_size=20)

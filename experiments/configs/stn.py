@@ -5,6 +5,9 @@ Quickstart (offline, scikit-learn digits, a few minutes on a 2-core CPU):
   python -m experiments.stn --workdir=/tmp/stn_rts_cnn --config.model.name=cnn
 Measured (1,000 steps, seed 0, jax 0.10.2): ST-CNN test error 7.4% (22 of 297), validation
 2.7%; CNN test 19.9% (59 of 297), validation 18.0%; about 4 min each on an idle 2-core CPU.
+On MNIST's own test digits (--config.data.source=mnist_test --config.data.mnist_dir=DIR: 7,200
+train / 800 validation / 2,000 test), same settings: ST-CNN test 4.25% (85 of 2,000),
+validation 6.6%; CNN test 10.25% (205), validation 10.25%.
 
 Paper scale (full MNIST in `data.mnist_dir`, or tfds with a network):
   python -m experiments.stn --workdir=/tmp/stn_paper \

@@ -39,10 +39,10 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
 
   config.data.copies = 4              # passes over the training digits, new pairs each
 
-  config.train.num_steps = 1500
+  config.train.num_steps = 1000
   config.train.log_every = 50
-  config.train.eval_every = 500
-  config.train.checkpoint_every = 500
+  config.train.eval_every = 250
+  config.train.checkpoint_every = 250
 
   if preset == "paper":
     # A.1, checked against the paper's text: 2xST-FCN ("spatial transformer fully connected

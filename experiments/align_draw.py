@@ -18,7 +18,9 @@ Evaluators (`train.evaluate`, each with its own key):
     first `eval.consistency_samples` records; a judge trained on real training images
     (`metrics.judge.SceneJudge`, cached in `<data dir>/judges/`) reads its layout and
     digits; the image counts when the whole scene matches. `classifier_accuracy`: the judge
-    on the real images of those records.
+    on the real images of those records; `recon_consistency`: on the posterior's
+    reconstructions of them (can the model draw these digits at all?). Also on validation
+    every `eval.consistency_every` steps when that is > 0.
   * `retrieval` on test and novel at the end: every (caption, image) pair of the split's
     first `eval.retrieval_pool` records scored by -L (an image keeps its bits and posterior
     noise under every caption), images ranked per caption: `r_at_1/5/10/50`, `median_rank`
@@ -76,13 +78,28 @@ def bound(model: align_draw.AlignDRAW, params, x: jax.Array, batch: dict, *,
                          aux["p_logsigma"])
 
 
+def record_inputs(model: align_draw.AlignDRAW, batch: dict, key: jax.Array,
+                  image_index: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(binary images [B, 60, 60, 1], posterior noise [T, B, Z]), each image's drawn from its
+  `image_index`."""
+  bits_key, noise_key = jax.random.split(key)
+  return (binarize_records(bits_key, image_index, batch["image"]),
+          record_noise(model, noise_key, image_index))
+
+
 def record_bound(model: align_draw.AlignDRAW, params, batch: dict, key: jax.Array,
                  image_index: jax.Array):
   """`bound` with the bits and posterior noise of each image drawn from its `image_index`."""
-  bits_key, noise_key = jax.random.split(key)
-  x = binarize_records(bits_key, image_index, batch["image"])
-  noise = record_noise(model, noise_key, image_index)
+  x, noise = record_inputs(model, batch, key, image_index)
   return bound(model, params, x, batch, noise=noise)
+
+
+def reconstruct(model: align_draw.AlignDRAW, params, batch: dict, key: jax.Array) -> jax.Array:
+  """The posterior's reconstruction [B, 60, 60, 1] in [0, 1], `sigmoid(c_T)` with z ~ Q(Z | x,
+  y), of each record's binary image (`record_inputs`: the bits and noise of `record_bound`)."""
+  x, noise = record_inputs(model, batch, key, batch["index"])
+  logits, _ = model.apply({"params": params}, x, batch["tokens"], batch["length"], noise=noise)
+  return jax.nn.sigmoid(logits)
 
 
 def init_params(model: align_draw.AlignDRAW, key: jax.Array, *, max_len: int):
@@ -121,21 +138,31 @@ def draw(model: align_draw.AlignDRAW, params, batch: dict, key: jax.Array) -> ja
 
 
 def consistency_evaluator(draw_fn: Callable, read_fn: Callable, *, batch_size: int,
-                          count: int, every: int = 0) -> evaluate.CorpusMetrics:
+                          count: int, every: int = 0,
+                          recon_fn: Callable | None = None) -> evaluate.CorpusMetrics:
   """`consistency` (the judge reads `draw_fn(params, batch, key)`'s images [b, 60, 60, 1] as
   the records' scenes) and `classifier_accuracy` (reads the real images so); `read_fn`:
-  images -> [b, 3] scene classes. At the end on test and novel; with `every` > 0 also on
-  validation every `every` steps (the curve of consistency over training)."""
+  images -> [b, 3] scene classes. With `recon_fn` (same signature, called with
+  `fold_in(key, 1)`), also `recon_consistency`: the judge on the posterior's reconstructions,
+  which tells a model that cannot draw the digits yet (low for both) from one whose prior does
+  not follow the caption (low consistency only). At the end on test and novel; with `every`
+  > 0 also on validation every `every` steps (the curve of consistency over training)."""
 
   def predict(params, batch, key):
-    return {"drawn": read_fn(draw_fn(params, batch, key)), "real": read_fn(batch["image"]),
-            **{k: batch[k] for k in _SCENE_FIELDS}}
+    out = {"drawn": read_fn(draw_fn(params, batch, key)), "real": read_fn(batch["image"]),
+           **{k: batch[k] for k in _SCENE_FIELDS}}
+    if recon_fn is not None:
+      out["recon"] = read_fn(recon_fn(params, batch, jax.random.fold_in(key, 1)))
+    return out
 
   def score(predictions, source):
     del source  # the scenes came with the predictions
     targets = digit_scenes.scene_classes(*(predictions[k] for k in _SCENE_FIELDS))
-    return {"consistency": judges.agreement(predictions["drawn"], targets),
-            "classifier_accuracy": judges.agreement(predictions["real"], targets)}
+    scores = {"consistency": judges.agreement(predictions["drawn"], targets),
+              "classifier_accuracy": judges.agreement(predictions["real"], targets)}
+    if recon_fn is not None:
+      scores["recon_consistency"] = judges.agreement(predictions["recon"], targets)
+    return scores
 
   splits = ("validation",) + EXPENSIVE_SPLITS if every else EXPENSIVE_SPLITS
   return evaluate.CorpusMetrics(name="consistency", predict_fn=predict, score_fn=score,
@@ -217,7 +244,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       consistency_evaluator(functools.partial(draw, model), read,
                             batch_size=config.eval.batch_size,
                             count=config.eval.consistency_samples,
-                            every=config.eval.consistency_every),
+                            every=config.eval.consistency_every,
+                            recon_fn=functools.partial(reconstruct, model)),
       evaluate.PairRetrieval(
           score_fn=functools.partial(pair_score, model), query_fields=("tokens", "length"),
           candidate_fields=("image",), pool=config.eval.retrieval_pool,

@@ -79,6 +79,7 @@ def test_trains_scores_and_draws_every_split(tmp_path, data_dir):
     for name, value in final[split].items():
       assert record[name] == pytest.approx(value), (split, name)
   assert "consistency" not in final["validation"] and "r_at_1" not in final["validation"]
+  assert 0.0 <= final["test"]["recon_consistency"] <= 1.0
   # The judge was trained once, into the data dir's cache (none in the workdir).
   (cached,) = glob.glob(os.path.join(data_dir, "judges", "*.msgpack"))
   assert not glob.glob(os.path.join(workdir, "*.msgpack"))
@@ -115,10 +116,11 @@ def test_consistency_of_the_real_images_is_the_judge_accuracy(data_dir):
   datasets, _ = _datasets(config)
   judge, judge_params = ad.build_judge(config, datasets["train"])
   read = lambda images: judges.read_scenes(judge, judge_params, images)
-  evaluator = ad.consistency_evaluator(lambda params, batch, key: batch["image"], read,
-                                       batch_size=8, count=20)  # 3 batches, the last padded
+  real = lambda params, batch, key: batch["image"]
+  evaluator = ad.consistency_evaluator(real, read, batch_size=8, count=20, recon_fn=real)
   metrics = evaluator({}, datasets["test"], jax.random.PRNGKey(0), sharding.make_mesh())
-  assert metrics["consistency"] == metrics["classifier_accuracy"]
+  # (3 batches, the last padded.)
+  assert metrics["consistency"] == metrics["recon_consistency"] == metrics["classifier_accuracy"]
   records = stack_records(datasets["test"], ("image",) + SCENE_FIELDS, count=20)
   targets = digit_scenes.scene_classes(*(records[k] for k in SCENE_FIELDS))
   assert metrics["classifier_accuracy"] == pytest.approx(
@@ -159,6 +161,20 @@ def test_every_variant_takes_a_step_and_draws(variant):
   assert ("alignment" in aux) == (variant != "unconditional")
   drawn = jax.jit(functools.partial(ad.draw, model))(params, batch, key)
   assert drawn.shape == (3, 60, 60, 1) and bool(jnp.all((drawn >= 0) & (drawn <= 1)))
+  # The reconstruction is the bound's: its Bernoulli NLL of the record's bits, in float64
+  # NumPy, is the evaluation bound's recon_nats (same bits, same posterior noise). Random
+  # parameters, so that the canvas depends on the bits and the noise (at initialisation
+  # c_0 = -10 leaves it nearly blank).
+  leaves, tree = jax.tree.flatten(params)
+  noisy = jax.tree.unflatten(tree, [p + 0.3 * jax.random.normal(jax.random.PRNGKey(i), p.shape)
+                                    for i, p in enumerate(leaves)])
+  recon = np.asarray(ad.reconstruct(model, noisy, batch, key), np.float64)
+  bits = np.asarray(ad.record_inputs(model, batch, key, batch["index"])[0], np.float64)
+  assert set(np.unique(bits)) <= {0.0, 1.0}
+  nll = -np.sum(bits * np.log(recon) + (1 - bits) * np.log1p(-recon), axis=(1, 2, 3))
+  # (Equal computations agree to ~1e-7 here; other bits and noise differ by ~3e-4.)
+  np.testing.assert_allclose(nll, ad.bound_metrics(model, noisy, batch, key)["recon_nats"],
+                             rtol=1e-6)
   # Pair scores: image n under caption q. The diagonal is each record's evaluation bound,
   # although the pairs are batched differently: bits and noise follow the image.
   pairs = AllPairs({"tokens": np.asarray(batch["tokens"]), "length": np.asarray(batch["length"])},
@@ -205,6 +221,14 @@ def test_paper_preset_is_the_released_mnist_captions_model_and_training():
   expected = -1e-3 * g / np.sqrt(0.1 * g**2 + 1e-8)
   np.testing.assert_allclose(np.concatenate([updates["w"], updates["b"]]), expected,
                              rtol=1e-5)
+
+
+def test_digits_preset_is_the_quickstart_with_finer_grids_and_longer_training():
+  quick, digits = ad_config.get_config(), ad_config.get_config("digits")
+  assert (digits.model.read_n, digits.model.write_n) == (12, 12)
+  assert dict(digits.model, read_n=5, write_n=5) == dict(quick.model)
+  assert (digits.train.num_steps, digits.eval.consistency_every) == (4000, 1000)
+  assert (quick.train.num_steps, quick.eval.consistency_every) == (1500, 0)
 
 
 def test_bad_variant_and_preset_are_named():

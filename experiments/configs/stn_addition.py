@@ -4,6 +4,13 @@ Quickstart (offline, scikit-learn digits, a few minutes on a 2-core CPU):
   python -m experiments.stn_addition --workdir=/tmp/stn_add
   python -m experiments.stn_addition --workdir=/tmp/stn_add_cnn --config.model.name=cnn
 
+Measured (1,000 Adam steps of batch 64, seed 0, test error on the sum; chance about 90%):
+sklearn_digits: 2xST-CNN 91.9% (train 43%: the 5,400 training pairs of 1,350 digits are
+memorised), CNN 92.3% (train 28%); mnist_test: 2xST-CNN 85.2%, CNN 83.9% (2,000 test
+records). The quickstart is far too short for this task, and on mnist_test one of the two
+transformers moved its grid off the digits (its output is black): use a lower rate for the
+localisation nets or the paper's SGD for real runs.
+
 Paper scale (MNIST in `data.mnist_dir`, or tfds with a network):
   python -m experiments.stn_addition --workdir=/tmp/stn_add_paper \
       --config=experiments/configs/stn_addition.py:paper --config.data.mnist_dir=/path/to/mnist

@@ -121,9 +121,9 @@ def make_metric_fn(model: draw.DRAW, *, iwae_samples: int, binarized: bool = Fal
 
   `key` is split in three, and each part folded with the records' `batch["index"]`
   (`evaluate.record_keys`): the first binarizes each record (`records_as_bits`; unused
-  when `binarized`), the second draws its posterior sample, the third its importance samples. So a record's
-  values depend on the key and the record only, and repeated evaluations of the same
-  parameters agree exactly.
+  when `binarized`), the second draws its posterior sample, the third its importance
+  samples. So a record's values depend on the key and the record only, and repeated
+  evaluations of the same parameters agree exactly.
 
   `nll_bound_nats` is L = L^x + L^z (eq. 12) with L^x from ONE posterior sample per
   example: a single-sample Monte Carlo estimate of the negative variational bound; its mean

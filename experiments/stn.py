@@ -15,15 +15,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from experiments.classification import fit_classifier
 from vislang_jax import viz
 from vislang_jax.data.builders import build_digits_dataset
 from vislang_jax.data.pipeline import stack_records
 from vislang_jax.models.stn import make_classifier
-from vislang_jax.objectives.classification import classification_loss
 from vislang_jax.train import cli, evaluate
-from vislang_jax.train.loop import Task, fit
-from vislang_jax.train.optimizers import make_optimizer
-from vislang_jax.train.step import mean_loss
 
 
 def load_datasets(config: ml_collections.ConfigDict) -> dict:
@@ -41,14 +38,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> dict[str, dict[str, float]]:
   """Trains `config.model` on `config.distortion` digits; returns the final metrics."""
   datasets = load_datasets(config)
-  image_shape = np.asarray(datasets["train"][0]["image"]).shape
   model = make_classifier(**config.model)
-
-  def per_example(params, batch, key):
-    del key  # deterministic model
-    logits, _ = model.apply({"params": params}, batch["image"])
-    loss, metrics = classification_loss(logits, batch["label"])
-    return {"loss": loss, **metrics}
 
   apply = jax.jit(lambda params, images: model.apply({"params": params}, images)[1])
 
@@ -68,12 +58,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     del split  # validation only
     viz.save_image_grid(os.path.join(directory, f"transforms_{step}.png"), grid)
 
-  task = Task(init_params=lambda key: model.init(key, jnp.zeros((1,) + image_shape))["params"],
-              loss_fn=mean_loss(per_example), optimizer=make_optimizer(config.train))
-  evaluators = [evaluate.MeanMetrics(metric_fn=per_example, batch_size=config.eval.batch_size)]
-  figures = [evaluate.Figure(name="transforms", splits=("validation",), arrays_fn=transforms,
-                             write_fn=write_transforms)]
-  return fit(config, workdir, task, datasets, evaluators=evaluators, figures=figures)
+  figure = evaluate.Figure(name="transforms", splits=("validation",), arrays_fn=transforms,
+                           write_fn=write_transforms)
+  return fit_classifier(config, workdir, model, datasets, figure)
 
 
 if __name__ == "__main__":

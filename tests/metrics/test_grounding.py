@@ -9,6 +9,17 @@ SEVEN, THREE, WORD, EOS = 10, 11, 5, 2
 DIGIT_OF = {SEVEN: 7, THREE: 3}
 
 
+def _pixels(alpha_t, image_hw):
+  """One step's [L] attention as an [H, W] map: each cell's weight spread evenly over its
+  s_y x s_x pixels from the top-left corner (pixels past grid * s are no cell's)."""
+  grid = int(np.sqrt(alpha_t.shape[-1]))
+  s_y, s_x = image_hw[0] // grid, image_hw[1] // grid
+  pixels = np.zeros(image_hw)
+  pixels[:grid * s_y, :grid * s_x] = np.kron(
+      alpha_t.reshape(grid, grid), np.ones((s_y, s_x))) / (s_y * s_x)
+  return pixels
+
+
 def _per_pixel(alpha, tokens, lengths, labels, boxes, *, image_hw):
   """Each cell's weight spread over its s_y x s_x pixels, summed over the box's pixels."""
   grid = int(np.sqrt(alpha.shape[-1]))
@@ -22,10 +33,7 @@ def _per_pixel(alpha, tokens, lengths, labels, boxes, *, image_hw):
       if label is None or label not in labels[n]:
         continue
       y0, x0, y1, x1 = boxes[n, list(labels[n]).index(label)]
-      pixels = np.zeros(image_hw)
-      pixels[:grid * s_y, :grid * s_x] = np.kron(
-          alpha[n, t].reshape(grid, grid), np.ones((s_y, s_x))) / (s_y * s_x)
-      mass.append(pixels[y0:y1, x0:x1].sum())
+      mass.append(_pixels(alpha[n, t], image_hw)[y0:y1, x0:x1].sum())
       share.append(covered[y0:y1, x0:x1].sum() / covered.sum())
   return np.array(mass), np.array(share)
 
@@ -81,8 +89,6 @@ PHRASE_IDS = (THE, DIGIT)
 
 def _phrase_brute_force(alpha, tokens, lengths, labels, boxes, *, image_hw):
   """Every phrase found by scanning back from each scored word; pixels as _per_pixel."""
-  grid = int(np.sqrt(alpha.shape[-1]))
-  s_y, s_x = image_hw[0] // grid, image_hw[1] // grid
   mass = []
   for n in range(len(tokens)):
     for t in range(lengths[n]):
@@ -93,12 +99,7 @@ def _phrase_brute_force(alpha, tokens, lengths, labels, boxes, *, image_hw):
       steps = [t]
       while steps[0] > 0 and tokens[n, steps[0] - 1] in PHRASE_IDS:
         steps.insert(0, steps[0] - 1)
-      in_box = 0.0
-      for s in steps:
-        pixels = np.zeros(image_hw)
-        pixels[:grid * s_y, :grid * s_x] = np.kron(
-            alpha[n, s].reshape(grid, grid), np.ones((s_y, s_x))) / (s_y * s_x)
-        in_box += pixels[y0:y1, x0:x1].sum()
+      in_box = sum(_pixels(alpha[n, s], image_hw)[y0:y1, x0:x1].sum() for s in steps)
       mass.append(in_box / len(steps))
   return np.array(mass)
 

@@ -21,7 +21,7 @@ Table 4 (left) of the paper, % error on the sum: FCN 47.7, CNN 14.7, ST-FCN 18.5
 import ml_collections
 from ml_collections import config_dict
 
-from experiments.configs import common
+from experiments.configs import common, stn
 
 PRESETS = ("quickstart", "paper")
 
@@ -64,16 +64,5 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
     config.model.name = "st_fcn"
     config.model.transform = "tps"
     config.model.out_hw = None
-    config.data.source = "mnist"
-    config.data.copies = 1
-    config.train.num_steps = 150_000
-    config.train.batch_size = 256
-    config.train.optimizer = "sgd"
-    config.train.momentum = 0.0
-    config.train.learning_rate = 0.01
-    config.train.schedule = "step"
-    config.train.decay_at = (1 / 3, 2 / 3)
-    config.train.log_every = 500
-    config.train.eval_every = 5000
-    config.train.checkpoint_every = 5000
+    stn.paper_training(config)
   return config

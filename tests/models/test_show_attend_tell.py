@@ -91,12 +91,13 @@ def _softmax(x):
 
 
 def reference_decoder(params, annotations, tokens_in, *, gating=True, locations=None,
-                      contexts_from=None):
+                      contexts_from=None, embedded=None):
   """Eq. (4)-(7) in float64; returns (logits [B, T, V], alpha [B, T, L], beta [B, T]).
 
   ``locations`` [B, T] makes it hard attention (``z_t = beta_t a_{s_t}``). ``contexts_from``
   = (alpha, beta) [B, T, L], [B, T] builds the soft contexts from those weights instead of
-  the reference's own.
+  the reference's own. ``embedded`` [B, T, m] replaces ``E y_{t-1}`` (then ``tokens_in`` only
+  gives ``T``).
   """
   p = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
 
@@ -112,7 +113,10 @@ def reference_decoder(params, annotations, tokens_in, *, gating=True, locations=
   lstm = p["lstm"]
   all_logits, all_alpha, all_beta = [], [], []
   for t in range(tokens_in.shape[1]):
-    emb = p["embed"]["embedding"][np.asarray(tokens_in[:, t])]
+    if embedded is None:
+      emb = p["embed"]["embedding"][np.asarray(tokens_in[:, t])]
+    else:
+      emb = np.asarray(embedded[:, t], np.float64)
     e = (np.tanh(projected + (h @ p["att_hidden"]["kernel"])[:, None]) @
          p["att_score"]["kernel"])[..., 0]
     alpha = _softmax(e)
@@ -296,6 +300,82 @@ def test_decode_steps_match_teacher_forcing_and_greedy_matches_argmax(setup):
   assert beams.tokens.shape == (B, 2, T) and beams.extras["alpha"].shape == (B, 2, T, 9)
   beam_valid = np.arange(T) < np.asarray(beams.lengths)[..., None]
   np.testing.assert_allclose(np.asarray(beams.extras["alpha"]).sum(-1), beam_valid, atol=1e-5)
+
+
+def test_decode_step_embedded_is_decode_step_of_embedded_tokens_and_takes_soft_inputs(setup):
+  """The sequence-model contract: ``decode_step == decode_step_embedded(E[tokens])`` exactly,
+  both equal teacher forcing, and a soft input (a convex mix of embeddings) enters the LSTM
+  and the deep output of eq. (7) as the float64 reference computes with that mix."""
+  model, params, images, tokens = setup
+  embedding = model.input_embedding(params)
+  np.testing.assert_array_equal(embedding, params["decoder"]["embed"]["embedding"])
+  assert embedding.shape == (V, 8)
+  mix = jax.nn.softmax(3.0 * jax.random.normal(jax.random.key(7), (B, T, V)))
+  soft_inputs = jnp.einsum("btv,vm->btm", mix, embedding)
+
+  @_jit
+  def unroll(params, images, tokens, soft_inputs):
+    embedding = model.input_embedding(params)
+    by_token = by_embedding = soft = model.init_decode_state(params, images)
+    outputs = []
+    for t in range(tokens.shape[1]):
+      logits, by_token, extras = model.decode_step(params, tokens[:, t], by_token)
+      logits_e, by_embedding, extras_e = model.decode_step_embedded(
+          params, embedding[tokens[:, t]], by_embedding)
+      logits_s, soft, _ = model.decode_step_embedded(params, soft_inputs[:, t], soft)
+      outputs.append((logits, extras, by_token, logits_e, extras_e, by_embedding, logits_s))
+    return outputs
+
+  outputs = unroll(params, images, tokens, soft_inputs)
+  for logits, extras, state, logits_e, extras_e, state_e, _ in outputs:
+    np.testing.assert_array_equal(logits, logits_e)
+    jax.tree.map(np.testing.assert_array_equal, (extras, state), (extras_e, state_e))
+    assert set(extras) == {"alpha", "beta", "hidden"}
+    np.testing.assert_array_equal(extras["hidden"], state.hidden)  # h_t, the new state
+  annotations = _encode(model, params, images)
+  forced, _ = _apply(model, params, images, tokens, jax.random.key(5))
+  ref, _, _ = reference_decoder(params["decoder"], annotations, tokens)
+  step_logits = np.stack([o[0] for o in outputs], 1)
+  np.testing.assert_allclose(step_logits, forced, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(step_logits, ref, rtol=1e-4, atol=1e-5)
+  soft_ref, _, _ = reference_decoder(params["decoder"], annotations, tokens,
+                                     embedded=soft_inputs)
+  np.testing.assert_allclose(np.stack([o[6] for o in outputs], 1), soft_ref, rtol=1e-4,
+                             atol=1e-5)
+  with pytest.raises(ValueError, match=r"inputs must have shape \[N, m\] = \[3, 8\]"):
+    model.decode_step_embedded(params, soft_inputs[:, 0, :4], model.init_decode_state(
+        params, images))
+
+
+def test_decode_step_embedded_dropout_key_drops_units_of_h_before_the_deep_output(setup):
+  """With a key, the logits are eq. (7) with ``h_t`` replaced by ``m * h_t / (1 - p)`` for a
+  0/1 mask ``m`` (found by enumerating all 2^n masks in float64); the state is untouched."""
+  model, params, images, tokens = setup
+  state = model.init_decode_state(params, images)
+  inputs = model.input_embedding(params)[tokens[:, 0]]
+  step = _jit(model.decode_step_embedded)
+  logits, new_state, extras = step(params, inputs, state)
+  dropped, dropped_state, dropped_extras = step(params, inputs, state,
+                                                dropout_key=jax.random.key(3))
+  jax.tree.map(np.testing.assert_array_equal, (new_state, extras),
+               (dropped_state, dropped_extras))
+  again, _, _ = step(params, inputs, state, dropout_key=jax.random.key(3))
+  np.testing.assert_array_equal(dropped, again)
+  rate = model.decoder.dropout_rate
+  p = jax.tree.map(lambda x: np.asarray(x, np.float64), params["decoder"])
+  through = p["out_hidden"]["kernel"] @ p["out_logits"]["kernel"]  # [n, K]: L_h then L_o
+  h = np.asarray(extras["hidden"], np.float64)
+  n = h.shape[1]
+  masks = (np.arange(2**n)[:, None] >> np.arange(n)) & 1  # [2^n, n]
+  delta = np.asarray(dropped, np.float64) - np.asarray(logits, np.float64)  # [N, K]
+  kept_counts = []
+  for row in range(h.shape[0]):
+    candidates = ((masks / (1 - rate) - 1) * h[row]) @ through  # [2^n, K]
+    errors = np.abs(candidates - delta[row]).max(1)
+    best = np.argmin(errors)
+    assert errors[best] < 1e-4, errors[best]
+    kept_counts.append(masks[best].sum())
+  assert 0 < np.sum(kept_counts) < h.size  # some units dropped, some kept
 
 
 # --- Gradients. ---

@@ -305,23 +305,47 @@ class Decoder(nn.Module):
       outputs["sampled"] = ~expected
     return logits, outputs
 
+  def step_embedded(self, inputs: jax.Array, state: DecodeState, *, deterministic: bool
+                    ) -> tuple[jax.Array, DecodeState, dict[str, jax.Array]]:
+    """One soft-attention step fed an embedded input instead of a token id.
+
+    ``inputs`` stands for ``E y_{t-1}`` everywhere eq. (1)-(3) and (7) read it: a weighted
+    sum of embeddings (a soft input) enters the LSTM and the deep output alike.
+
+    Args:
+      inputs: [N, m] float.
+      state: ``DecodeState`` with leaves [N, ...].
+      deterministic: no dropout on ``h_t`` when True (else the ``"dropout"`` rng).
+
+    Returns:
+      ``(logits [N, K], state, {"alpha": [N, L], "beta": [N], "hidden": [N, n]})``;
+      ``"hidden"`` is ``h_t`` before dropout (the new ``state.hidden``).
+    """
+    batch = state.hidden.shape[0]
+    if jnp.shape(inputs) != (batch, self.embed_dim):
+      raise ValueError(f"inputs must have shape [N, m] = [{batch}, {self.embed_dim}] (the "
+                       f"state's batch, embed_dim), got {jnp.shape(inputs)}.")
+    state, outputs = self._step(state, inputs, None, hard=False, deterministic=deterministic)
+    return outputs.pop("logits"), state, dict(outputs, hidden=state.hidden)
+
   def step(self, tokens: jax.Array,
            state: DecodeState) -> tuple[jax.Array, DecodeState, dict[str, jax.Array]]:
     """One decoding step with soft attention and no dropout (``vislang_jax.decoding``).
+
+    ``step_embedded`` of ``E y_{t-1}``.
 
     Args:
       tokens: [N] int, ``y_{t-1}``.
       state: ``DecodeState`` with leaves [N, ...].
 
     Returns:
-      ``(logits [N, K], state, {"alpha": [N, L], "beta": [N]})``.
+      ``(logits [N, K], state, {"alpha": [N, L], "beta": [N], "hidden": [N, n]})``.
     """
     if jnp.ndim(tokens) != 1 or tokens.shape[0] != state.hidden.shape[0]:
       raise ValueError(f"tokens must have shape [N] with N = {state.hidden.shape[0]} (the "
                        f"state's batch), got {jnp.shape(tokens)}.")
     check_ids("tokens", tokens, vocab_size=self.vocab_size)
-    state, outputs = self._step(state, self.embed(tokens), None, hard=False, deterministic=True)
-    return outputs.pop("logits"), state, outputs
+    return self.step_embedded(self.embed(tokens), state, deterministic=True)
 
 
 class ShowAttendTell(nn.Module):
@@ -335,7 +359,7 @@ class ShowAttendTell(nn.Module):
     state = model.init_decode_state(params, images)
     step_fn = functools.partial(model.decode_step, params)
     out = decoding.beam_search(step_fn, state, bos_id=1, eos_id=2, max_len=16, beam_size=3)
-    # out.extras["alpha"]: [B, K, T, L]
+    # out.extras["alpha"]: [B, K, T, L]; "beta" [B, K, T]; "hidden" [B, K, T, n]
 
   Attributes:
     encoder: a module mapping [B, H, W, C] images to [B, L, D] annotations (``Encoder``).
@@ -391,6 +415,11 @@ class ShowAttendTell(nn.Module):
     """``Decoder.step`` (bound-module form)."""
     return self.decoder.step(tokens, state)
 
+  def step_embedded(self, inputs: jax.Array, state: DecodeState, *, deterministic: bool
+                    ) -> tuple[jax.Array, DecodeState, dict[str, jax.Array]]:
+    """``Decoder.step_embedded`` (bound-module form)."""
+    return self.decoder.step_embedded(inputs, state, deterministic=deterministic)
+
   @nn.nowrap
   def init_decode_state(self, params: Any, images: jax.Array) -> DecodeState:
     """The state before the first decoding step.
@@ -417,6 +446,37 @@ class ShowAttendTell(nn.Module):
       state: ``DecodeState`` with leaves [N, ...]; beam search reorders its rows.
 
     Returns:
-      ``(logits [N, K], state, {"alpha": [N, L], "beta": [N]})``.
+      ``(logits [N, K], state, {"alpha": [N, L], "beta": [N], "hidden": [N, n]})``; equal to
+      ``decode_step_embedded(params, input_embedding(params)[tokens], state)``.
     """
     return self.apply({"params": params}, tokens, state, method=ShowAttendTell.step)
+
+  @nn.nowrap
+  def decode_step_embedded(self, params: Any, inputs: jax.Array, state: DecodeState, *,
+                           dropout_key: jax.Array | None = None
+                           ) -> tuple[jax.Array, DecodeState, dict[str, jax.Array]]:
+    """``decode_step`` fed an embedded input ``inputs`` [N, m] in place of ``E y_{t-1}``.
+
+    The sequence objectives (``objectives.sequence``) roll the decoder out over this step
+    with inputs of their choosing: ground-truth or sampled embeddings, or a weighted sum of
+    embeddings, which then also enters the deep output of eq. (7).
+
+    Args:
+      params: the model's ``"params"`` collection.
+      inputs: [N, m] float.
+      state: ``DecodeState`` with leaves [N, ...].
+      dropout_key: None for no dropout; a key for training-mode dropout on ``h_t`` (it
+        changes the logits only, never the state).
+
+    Returns:
+      ``(logits [N, K], state, {"alpha": [N, L], "beta": [N], "hidden": [N, n]})``,
+      ``"hidden"`` the new ``h_t`` (before dropout).
+    """
+    rngs = {} if dropout_key is None else {"dropout": dropout_key}
+    return self.apply({"params": params}, inputs, state, deterministic=dropout_key is None,
+                      rngs=rngs, method=ShowAttendTell.step_embedded)
+
+  @nn.nowrap
+  def input_embedding(self, params: Any) -> jax.Array:
+    """``E`` [K, m], the word embedding: ``decode_step`` embeds ``tokens`` as ``E[tokens]``."""
+    return params["decoder"]["embed"]["embedding"]

@@ -104,6 +104,36 @@ def test_save_load(tmp_path):
   )
 
 
+def test_max_size_keeps_the_most_frequent_words_against_brute_force():
+  rng = np.random.default_rng(0)
+  letters = list("abcdef")
+  # Words of 1-2 letters from a skewed distribution: many ties in count.
+  words = ["".join(rng.choice(letters, size=rng.integers(1, 3))) for _ in range(40)]
+  captions = [" ".join(rng.choice(words, size=rng.integers(0, 8))) for _ in range(60)]
+  tokens = [w for c in captions for w in c.split()]
+  distinct = sorted(set(tokens))
+  counts = {w: sum(t == w for t in tokens) for w in distinct}
+  for min_count in (1, 3):
+    for max_size in (1, 5, 12, len(distinct), len(distinct) + 10):
+      vocab = Vocabulary.build(captions, min_count=min_count, max_size=max_size)
+      eligible = [w for w in distinct if counts[w] >= min_count]
+      # A word is kept when fewer than max_size eligible words rank ahead of it.
+      ahead = {
+          w: sum(counts[v] > counts[w] or (counts[v] == counts[w] and v < w) for v in eligible)
+          for w in eligible
+      }
+      assert set(vocab.words) == {w for w in eligible if ahead[w] < max_size}
+      assert len(vocab.words) == min(max_size, len(eligible))
+      assert vocab.counts == tuple(counts[w] for w in vocab.words)
+      # The order of the capped vocabulary is the uncapped one's, cut.
+      uncapped = Vocabulary.build(captions, min_count=min_count)
+      assert vocab.words == uncapped.words[:max_size]
+  capped = Vocabulary.build(CAPTIONS, max_size=3)
+  assert capped.words == ("the", "a", "cat") and len(capped) == 4 + 3
+  ids, _ = capped.encode(["the dog"], max_len=3)
+  np.testing.assert_array_equal(ids, [[4, 3, 2]])  # dog was cut: <unk>.
+
+
 @pytest.mark.parametrize(
     "captions, kwargs, match",
     [
@@ -111,6 +141,9 @@ def test_save_load(tmp_path):
         (["", " ?!"], {}, "empty vocabulary"),
         (["a b", "b c"], {"min_count": 3}, "min_count=3"),
         (["a b"], {"min_count": 0}, "min_count"),
+        (["a b"], {"max_size": 0}, "max_size must be a positive int, got 0"),
+        (["a b"], {"max_size": 2.0}, "max_size"),
+        (["a b"], {"max_size": True}, "max_size"),
         ("a dog", {}, "captions"),
         ([b"a dog"], {}, "caption must be a str"),
     ],

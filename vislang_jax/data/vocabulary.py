@@ -8,7 +8,8 @@ separates tokens and is dropped. So "A man, riding a horse." -> ["a", "man", "ri
 Ids: the special tokens come first, `<pad>` = 0, `<bos>` = 1, `<eos>` = 2, `<unk>` = 3 (the
 ids `vislang_jax.decoding` takes as `pad_id`, `bos_id`, `eos_id`), then the words by count
 in the training captions, most frequent first, ties in alphabetical order, so a vocabulary is
-a deterministic function of its captions and `min_count`.
+a deterministic function of its captions, `min_count` and `max_size` (which keeps the first
+`max_size` words of that order).
 
 Sequences follow `vislang_jax.decoding`: `encode` writes the caption's ids then `<eos>`, no
 `<bos>` (a decoder feeds `<bos>` at its first step), and pads with `<pad>`; a length counts
@@ -26,6 +27,8 @@ import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+
+from vislang_jax.checks import check_int
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)
@@ -73,21 +76,27 @@ class Vocabulary:
       raise ValueError(f"counts must be positive integers, got {self.counts!r}.")
 
   @classmethod
-  def build(cls, captions: Iterable[str], *, min_count: int = 1) -> Vocabulary:
+  def build(cls, captions: Iterable[str], *, min_count: int = 1,
+            max_size: int | None = None) -> Vocabulary:
     """The vocabulary of the words seen at least `min_count` times in `captions`.
 
     Args:
       captions: training captions (strings).
       min_count: a word rarer than this maps to `<unk>`.
+      max_size: keep at most this many words (specials not counted), the most frequent
+        first, ties in alphabetical order; the rest map to `<unk>`. None keeps them all.
 
     Raises:
-      ValueError: for a bare string, a min_count below 1, or no word left (no captions,
-        captions without tokens, or every word rarer than min_count).
+      ValueError: for a bare string, a min_count below 1, a max_size that is not None or a
+        positive int, or no word left (no captions, captions without tokens, or every word
+        rarer than min_count).
     """
     if isinstance(captions, str):
       raise ValueError(f"captions must be a sequence of strings, got one string {captions!r}.")
     if not isinstance(min_count, int) or isinstance(min_count, bool) or min_count < 1:
       raise ValueError(f"min_count must be an integer >= 1, got {min_count!r}.")
+    if max_size is not None:
+      check_int("max_size", max_size, low=1)
     counts = collections.Counter()
     num_captions = 0
     for caption in captions:
@@ -95,7 +104,7 @@ class Vocabulary:
       num_captions += 1
     kept = sorted(
         ((w, c) for w, c in counts.items() if c >= min_count), key=lambda wc: (-wc[1], wc[0])
-    )
+    )[:max_size]
     if not kept:
       raise ValueError(
           f"captions give an empty vocabulary: {num_captions} captions, {len(counts)} distinct words, "

@@ -10,6 +10,12 @@ for the same reason; `skip_blank=True` drops them (a monolingual corpus).
 from __future__ import annotations
 
 import os
+from typing import Any
+
+
+def as_text(value: Any) -> str:
+  """A sentence as `str`: TFDS gives text features as UTF-8 bytes."""
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def read_lines(path: str | os.PathLike, *, skip_blank: bool = False) -> list[str]:

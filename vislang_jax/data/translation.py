@@ -26,9 +26,10 @@ joined by conjunctions ("and", "but", "while", "because", uniform):
   (`ADJECTIVES`), 0, 1 or 2 per noun phrase with probabilities 1/2, 3/10, 1/5; verbs: 24
   (`VERBS`), in the past tense, so the source verb does not show the subject's number;
   determiners (`DETERMINERS`): "the" with either number, "a", "this", "every" with the
-  singular, "some", "these", "many", "two", "three" with the plural; a relative clause on an
-  object with probability 0.35, nested at most `_MAX_RELATIVE_DEPTH` = 2 deep. A sentence
-  longer than `max_words` words is drawn again, so `max_words` bounds every sentence.
+  singular ("a" also before a vowel), "some", "these", "many", "two", "three" with the
+  plural, uniform among those of the noun's number; a relative clause on an object with
+  probability 0.35, nested at most `_MAX_RELATIVE_DEPTH` = 2 deep. A sentence longer than
+  `max_words` words is drawn again, so `max_words` bounds every sentence.
 
 Target (verb-final, head-final relative clauses; every source word becomes exactly one
 target word, so both sides have the same number of words):
@@ -89,7 +90,7 @@ import tensorflow_datasets as tfds
 from vislang_jax.checks import check_choice, check_int
 from vislang_jax.data.digit_builder import DigitBuilder, prepare
 from vislang_jax.data.text_corpus import as_text, read_lines
-from vislang_jax.data.vocabulary import EOS_ID, PAD_ID, Vocabulary, tokenize
+from vislang_jax.data.vocabulary import PAD_ID, Vocabulary, tokenize
 
 SPLITS = ("train", "validation", "test")
 SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
@@ -525,6 +526,8 @@ class EncodedPairs:
     check_int("max_len", max_len, low=2)
     check_choice("too_long", too_long, TOO_LONG)
     texts = [(as_text(r["source"]), as_text(r["target"])) for r in read_records(pairs)]
+    if not texts:
+      raise ValueError(f"pairs must hold at least one sentence pair, got none in {name}.")
     words = [max(len(tokenize(s)), len(tokenize(t))) for s, t in texts]
     long = [i for i, n in enumerate(words) if n > max_len - 1]
     if long and too_long == "error":

@@ -385,3 +385,9 @@ def test_encoded_pairs_errors():
   assert pairs.source_texts == ["a b"]  # UTF-8 bytes (TFDS text) are decoded.
   with pytest.raises(IndexError):
     pairs[1]
+
+
+def test_unprepared_tfds_dataset_is_named(tmp_path):
+  with pytest.raises(ValueError, match=r"tfds_name='ted_hrlr_translate/pt_to_en' must be prepared "
+                                       r"as array_record"):
+    translation.load_tfds_translation("ted_hrlr_translate/pt_to_en", data_dir=tmp_path)

@@ -464,8 +464,9 @@ def load_tfds_translation(
     `{"train", "validation", "test"}` -> `LanguagePairs`.
 
   Raises:
-    ValueError: naming the argument, for an unknown dataset, languages it does not have, or
-      no languages given for a dataset without supervised keys.
+    ValueError: naming the argument, for an unknown dataset, one not prepared in `data_dir`
+      (without download), languages it does not have, or no languages given for a dataset
+      without supervised keys.
   """
   if not isinstance(tfds_name, str) or not tfds_name:
     raise ValueError(f"tfds_name must name a TFDS translation dataset, got {tfds_name!r}.")
@@ -478,6 +479,11 @@ def load_tfds_translation(
     except tfds.core.registered.DatasetNotFoundError as error:
       raise ValueError(f"tfds_name must name a registered TFDS dataset, got {tfds_name!r}.") \
           from error
+    except NotImplementedError as error:  # TFDS's words when no array_record copy is there.
+      raise ValueError(
+          f"tfds_name={tfds_name!r} must be prepared as array_record in data_dir={data_dir!r} "
+          f"(pass download=True, or run `tfds build {tfds_name} --data_dir=... "
+          f"--file_format=array_record`); TFDS says: {error}") from error
   info = sources["train"].dataset_info
   if (source_lang is None) != (target_lang is None):
     raise ValueError(f"source_lang and target_lang must be given together, got "

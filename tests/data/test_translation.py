@@ -145,6 +145,9 @@ def test_length_distribution_reaches_50_words():
   counts = np.histogram(lengths, bins=[1, 11, 21, 31, 41, 51, 61])[0]
   assert (counts >= 0.05 * len(lengths)).all(), counts
   assert all(len(s.split()) <= 12 for s, _, _ in _pairs(0, 50, max_clauses=2, max_words=12))
+  # Only clause counts that fit are drawn: 11 words hold 2 clauses of 5 and a conjunction.
+  short = _pairs(0, 100, max_clauses=50, max_words=11)
+  assert {c for _, _, c in short} == {1, 2} and max(len(s.split()) for s, _, _ in short) <= 11
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,9 @@ gives the references for corpus BLEU.
 
 The synthetic grammar
 ---------------------
-Source (English-like, subject-verb-object). A sentence is 1..`max_clauses` clauses (uniform)
-joined by conjunctions ("and", "but", "while", "because", uniform):
+Source (English-like, subject-verb-object). A sentence is 1..`max_clauses` clauses (uniform;
+at most `(max_words + 1) // 6`, the most that fit) joined by conjunctions ("and", "but",
+"while", "because", uniform):
 
   clause   := NP_subject VERB NP_object
   NP       := DET ADJ* NOUN [RELATIVE]     (RELATIVE only on objects)
@@ -195,7 +196,8 @@ def sample_pair(rng: np.random.Generator, *, max_clauses: int, max_words: int
 
   Args:
     rng: the generator every choice is drawn from.
-    max_clauses: the number of clauses is uniform in [1, max_clauses].
+    max_clauses: the number of clauses is uniform in [1, max_clauses], less the counts whose
+      shortest sentence (5 words a clause, a conjunction between two) exceeds max_words.
     max_words: a longer sentence is drawn again (the same rng continues).
 
   Returns:
@@ -206,6 +208,7 @@ def sample_pair(rng: np.random.Generator, *, max_clauses: int, max_words: int
   """
   check_int("max_clauses", max_clauses, low=1)
   check_int("max_words", max_words, low=5)
+  max_clauses = min(max_clauses, (max_words + 1) // 6)
   while True:
     num_clauses = int(rng.integers(1, max_clauses + 1))
     source, target = [], []

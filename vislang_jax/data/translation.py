@@ -383,9 +383,10 @@ def read_iwslt14(iwslt_dir: str | os.PathLike, *, source_lang: str = "de",
                  target_lang: str = "en") -> dict[str, TextPairs]:
   """IWSLT14 as fairseq's `prepare-iwslt14.sh` writes it: `{train,valid,test}.{de,en}`.
 
-  The script writes the tokenized, lowercased text to `<its tmp folder>/` and the same after
-  BPE to `iwslt14.tokenized.de-en/`; this reads words, so point `iwslt_dir` at the former (on
-  BPE files `tokenize` would split the "@@" continuation marks off as punctuation). Line `i`
+  The script writes the tokenized, lowercased words to `iwslt14.tokenized.de-en/tmp/` and
+  the same after BPE to `iwslt14.tokenized.de-en/`; this reads words, so point `iwslt_dir`
+  at the former (in BPE files `tokenize` would drop the "@@" continuation marks as
+  punctuation). Line `i`
   of `X.de` and of `X.en` form a pair; blank lines are kept as empty sentences.
 
   Args:

@@ -1,0 +1,85 @@
+"""Translation with and without attention (Bahdanau et al. 2015, RNNsearch vs. RNNencdec).
+
+Quickstart (offline: the synthetic SVO -> verb-final corpus of `data.translation`, sentences
+of 1-3 clauses, up to 30 words; prepared once under `data.dir`):
+  python -m experiments.seq2seq --workdir=/tmp/s2s_attention
+  python -m experiments.seq2seq --workdir=/tmp/s2s_plain --config.model=no_attention
+Logs per split (validation, test) teacher-forced `nll_per_token` / `token_accuracy` and the
+corpus BLEU-4 of greedy and beam-search translations, `bleu4_greedy` / `bleu4_beam`, overall
+and per source-length bucket (`bleu4_greedy_len_1_10`, `..._len_11_20`, `..._len_21_up`).
+Measured numbers: see the README / the seq2seq report (commands there).
+
+Other corpora: `--config.data.corpus=iwslt14 --config.data.iwslt_dir=DIR` (fairseq's
+prepare-iwslt14.sh word-level files `{train,valid,test}.{de,en}`) or
+`--config.data.corpus=tfds --config.data.tfds_name=ted_hrlr_translate/pt_to_en`, with
+`data.max_len` and `data.vocab_size` to match.
+
+Paper anchors (WMT'14 en-fr, 30k words, Table 1, all sentences): RNNsearch-50 BLEU 26.75,
+RNNencdec-50 17.82; Fig. 2: RNNencdec falls with the sentence length, RNNsearch-50 does not.
+The paper's sizes are `Seq2Seq`'s defaults (m = 620, n = n' = 1000, l = 500).
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from experiments.configs import common
+
+PRESETS = ("quickstart",)
+
+
+def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
+  """`preset`: "quickstart" (the only one)."""
+  common.check_preset(preset, PRESETS)
+  config = common.base_config()
+  del config.model  # a name here, not the model's keyword arguments (`config.network`)
+  config.model = "attention"      # attention (RNNsearch) | no_attention (RNNencdec)
+  # Keyword arguments of `models.seq2seq.Seq2Seq` (vocabulary sizes come from the corpus).
+  config.network = ml_collections.ConfigDict({
+      "embed_dim": 64,
+      "hidden_size": 128,
+      "attention_dim": 128,
+      "maxout_dim": 64,
+      "dropout_rate": 0.0,
+      "reverse_source": False,    # no_attention only: Sutskever et al.'s reversed source
+  })
+  # `data.translation.build_from_config`'s fields (CONFIG_FIELDS).
+  del config.data  # not the digits' sources: a translation corpus
+  config.data = ml_collections.ConfigDict({
+      "corpus": "synthetic",      # synthetic | iwslt14 | tfds
+      "dir": "",                  # TFDS data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+      "max_len": 31,              # ids per side, <eos> included
+      "vocab_size": config_dict.placeholder(int),  # words kept per language; None: all
+      "min_count": 1,
+      "train_too_long": "filter",
+      "eval_too_long": "error",
+      # synthetic
+      "train_size": 20_000,
+      "validation_size": 500,
+      "test_size": 500,
+      "max_clauses": 3,
+      "max_words": 30,
+      # iwslt14 / tfds
+      "iwslt_dir": config_dict.placeholder(str),
+      "tfds_name": config_dict.placeholder(str),
+      "source_lang": config_dict.placeholder(str),
+      "target_lang": config_dict.placeholder(str),
+  })
+  config.num_alignments = 4       # sentences in samples/alignment_*.png
+
+  config.train.num_steps = 3000
+  config.train.batch_size = 32
+  config.train.learning_rate = 1e-3
+  config.train.grad_clip_norm = 1.0
+  config.train.log_every = 100
+  config.train.eval_every = 1000
+  config.train.checkpoint_every = 1000
+
+  config.eval.batch_size = 100
+  config.eval.beam_size = 5
+  config.eval.length_penalty = 0.0
+  # Upper edges of the source-length buckets (words); the last bucket is open-ended.
+  config.eval.length_buckets = (10, 20)
+  # Greedy / beam BLEU on validation every this many steps; None: train.eval_every; 0: only
+  # at the end.
+  config.eval.translate_every = config_dict.placeholder(int)
+  return config

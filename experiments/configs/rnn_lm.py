@@ -62,5 +62,5 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   config.eval.num_samples = 8      # sampled sentences written
   config.eval.temperature = 1.0    # of the samples
   config.eval.num_prefixes = 4     # the split's first sentences, completed greedily ...
-  config.eval.prefix_words = 2     # ... from their first words
+  config.eval.prefix_words = 3     # ... from their first words ("the digit three")
   return config

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from experiments.show_attend_tell import teacher_inputs
 from vislang_jax import decoding
 from vislang_jax.checks import check_choice, check_int
 from vislang_jax.data import translation
@@ -70,11 +71,6 @@ def length_buckets(edges) -> list[tuple[int, int | None]]:
 
 def bucket_name(low: int, high: int | None) -> str:
   return f"len_{low}_{'up' if high is None else high}"
-
-
-def teacher_inputs(tokens: jax.Array) -> jax.Array:
-  """Targets [B, T] -> decoder inputs [B, T]: `<bos>`, then the targets shifted right."""
-  return jnp.concatenate([jnp.full_like(tokens[:, :1], BOS_ID), tokens[:, :-1]], axis=1)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str

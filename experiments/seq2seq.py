@@ -69,8 +69,32 @@ def length_buckets(edges) -> list[tuple[int, int | None]]:
   return list(zip(lows, edges + [None]))
 
 
-def bucket_name(low: int, high: int | None) -> str:
-  return f"len_{low}_{'up' if high is None else high}"
+def bleu4_by_length(references: list[list[str]], hypotheses: list[str],
+                    source_words: np.ndarray, buckets: list[tuple[int, int | None]]
+                    ) -> dict[str, float]:
+  """Corpus BLEU-4 (`metrics.captions`, tokenised text) overall and per source-length bucket.
+
+  Args:
+    references: N lists of reference texts (words separated by spaces).
+    hypotheses: N texts.
+    source_words: [N] int, each source sentence's word count.
+    buckets: `length_buckets`' (low, high) ranges, high None: no upper bound.
+
+  Returns:
+    `{"": BLEU of all N, "_len_<low>_<high>": BLEU of the bucket's sentences, ...}` (the
+    last bucket `_len_<low>_up`); NaN for a bucket without sentences.
+  """
+  subsets = {"": np.ones(len(hypotheses), bool)}
+  for low, high in buckets:
+    subsets[f"_len_{low}_{'up' if high is None else high}"] = (source_words >= low) & (
+        source_words <= (np.inf if high is None else high))
+  scores = {}
+  for suffix, chosen in subsets.items():
+    ids = np.flatnonzero(chosen)
+    scores[suffix] = caption_metrics(
+        {i: references[i] for i in ids}, {i: hypotheses[i] for i in ids}, meteor=False,
+        tokenizer="none")["bleu4"] if ids.size else float("nan")
+  return scores
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
@@ -135,20 +159,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     return [[" ".join(tokenize(text))] for text in pairs.target_texts]
 
   def score_translations(predictions, pairs):
-    references = split_references(pairs)
     words = predictions["source_length"] - 1  # source words, <eos> not counted
     metrics = {}
     for name in ("greedy", "beam"):
       hypotheses = target_vocab.decode(predictions[name], predictions[f"{name}_length"])
-      subsets = {"": np.ones(len(words), bool)}
-      for low, high in buckets:
-        subsets["_" + bucket_name(low, high)] = (words >= low) & (
-            words <= (np.inf if high is None else high))
-      for suffix, chosen in subsets.items():
-        ids = np.flatnonzero(chosen)
-        metrics[f"bleu4_{name}{suffix}"] = caption_metrics(
-            {i: references[i] for i in ids}, {i: hypotheses[i] for i in ids},
-            meteor=False, tokenizer="none")["bleu4"] if ids.size else float("nan")
+      scores = bleu4_by_length(split_references(pairs), hypotheses, words, buckets)
+      metrics.update({f"bleu4_{name}{suffix}": value for suffix, value in scores.items()})
     return metrics
 
   def alignment_arrays(params, pairs, key):

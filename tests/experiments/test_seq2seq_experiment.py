@@ -70,3 +70,19 @@ def test_config_errors(tmp_path, data_dir):
   with pytest.raises(ValueError, match="eval.length_buckets must be increasing"):
     seq2seq.length_buckets((10, 5))
   assert seq2seq.length_buckets((10, 20)) == [(1, 10), (11, 20), (21, None)]
+
+
+def test_bleu4_by_length_against_closed_form():
+  """Two 5-word sentences translated exactly, two 12-word ones with no word right."""
+  short = ["a b c d e", "f g h i j"]
+  long = [" ".join(f"r{k}{i}" for i in range(12)) for k in range(2)]
+  wrong = [" ".join(f"h{k}{i}" for i in range(12)) for k in range(2)]
+  scores = seq2seq.bleu4_by_length([[r] for r in short + long], short + wrong,
+                                   np.array([5, 5, 12, 12]), seq2seq.length_buckets((6, 20)))
+  # Corpus BLEU (Papineni et al. 2002): clipped n-gram matches over all four sentences, the
+  # 5-word ones alone match: p_n = 2 (6 - n) / (2 (6 - n) + 2 (13 - n)); BP = 1.
+  expected = np.prod([(6 - n) / ((6 - n) + (13 - n)) for n in range(1, 5)]) ** 0.25
+  assert scores[""] == pytest.approx(expected, rel=1e-6)
+  assert scores["_len_1_6"] == pytest.approx(1.0)
+  assert scores["_len_7_20"] == pytest.approx(0.0, abs=1e-6)
+  assert np.isnan(scores["_len_21_up"])

@@ -57,6 +57,7 @@ class SequenceTask(NamedTuple):
     targets: batch -> (tokens [B, T], lengths [B]).
     references: split source -> {record index: [reference texts]}.
     hidden_size: the width of the state's `hidden`, the baseline's features.
+    tokenizer: `metrics.captions.caption_metrics`' tokenizer of the references.
   """
 
   datasets: dict[str, Any]
@@ -67,6 +68,7 @@ class SequenceTask(NamedTuple):
   targets: Callable[[dict], tuple[jax.Array, jax.Array]]
   references: Callable[[Any], dict[int, list[str]]]
   hidden_size: int
+  tokenizer: str
 
 
 def captioning_task(config: ml_collections.ConfigDict) -> SequenceTask:
@@ -86,7 +88,7 @@ def captioning_task(config: ml_collections.ConfigDict) -> SequenceTask:
       start=lambda params, batch: model.init_decode_state(params, batch["image"]),
       targets=lambda batch: (batch["tokens"], batch["length"]),
       references=functools.cache(references),
-      hidden_size=config.model.decoder.hidden_size)
+      hidden_size=config.model.decoder.hidden_size, tokenizer="python")
 
 
 def translation_task(config: ml_collections.ConfigDict) -> SequenceTask:
@@ -109,7 +111,7 @@ def translation_task(config: ml_collections.ConfigDict) -> SequenceTask:
                                                           batch["source_length"]),
       targets=lambda batch: (batch["target"], batch["target_length"]),
       references=functools.cache(target_references),
-      hidden_size=config.model.translation.hidden_size)
+      hidden_size=config.model.translation.hidden_size, tokenizer="none")
 
 
 def schedule_steps(config: ml_collections.ConfigDict, train_size: int) -> dict[str, int]:
@@ -194,7 +196,7 @@ def build(config: ml_collections.ConfigDict
     return {f"bleu4_{name}": caption_metrics(
         refs, dict(enumerate(setup.vocabulary.decode(predictions[name],
                                                      predictions[f"{name}_length"]))),
-        meteor=False)["bleu4"] for name in ("greedy", "beam")}
+        meteor=False, tokenizer=setup.tokenizer)["bleu4"] for name in ("greedy", "beam")}
 
   task = Task(init_params=init_params, loss_fn=loss_fn, optimizer=make_optimizer(config.train),
               init_extra=lambda: jnp.zeros((), jnp.int32))

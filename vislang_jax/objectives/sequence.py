@@ -2,7 +2,10 @@
 
 Ranzato, Chopra, Auli, Zaremba, "Sequence Level Training with Recurrent Neural Networks",
 ICLR 2016 (arXiv:1511.06732). Sec. 3 trains a generator ``p(w_{t+1} | w_t, h_t, c)`` in five
-ways, each a regime here (``REGIMES``):
+ways, each a regime here (``REGIMES``). The section numbers below are those of arXiv v7 as
+cited from memory: the paper's text was not reachable through this project's search tool
+(its abstract, Algorithm 1 in a transcription and the released code were); the estimator
+and the schedule follow Algorithm 1 and the code.
 
 * XENT (Sec. 3.1.1): teacher forcing, ``-sum_t log p(y_t | y_<t)`` over the real tokens.
 * DAD, data as demonstrator (Sec. 3.1.2; Bengio et al.'s scheduled sampling): at each step
@@ -12,8 +15,9 @@ ways, each a regime here (``REGIMES``):
   draw (its embedding is an input like any other).
 * E2E, end-to-end backprop (Sec. 3.1.3): the next input is ``sum_k w_k E[k]``, the
   renormalised softmax weights of the top-``k`` words (``top_k_weights``); the gradient flows
-  through the weights into the previous step. Fed with probability ``p`` as in DAD (``p = 1``
-  always feeds the soft input); the loss is XENT.
+  through the weights into the previous step. A choice made here: fed with probability ``p``
+  on DAD's schedule (``p = 1`` always feeds the soft input), so that E2E can start from
+  teacher forcing as DAD does; the loss is XENT.
 * REINFORCE (Sec. 3.2.1): sample ``w_1..w_T`` from the model, reward ``r`` = sentence BLEU-4
   of the whole sampled sequence (``bleu_reward``), and minimise ``-E[r]`` with the estimator
   ``dL/do_t = (r - b_t)(p(. | w_<t) - 1(w_t))`` on the logits ``o_t``, i.e. the surrogate

@@ -129,7 +129,7 @@ def sentence_bleu(tokens: np.ndarray, lengths: np.ndarray, references: np.ndarra
                   reference_lengths: np.ndarray, *, eos_id: int) -> np.ndarray:
   """sacrebleu's sentence BLEU-4 / 100 of id sequences, `<eos>` excluded (host, per sentence)."""
   def words(ids, length):
-    return " ".join(str(i) for i in ids[:length] if i != eos_id)
+    return " ".join(str(i) for i in ids[:int(length)] if i != eos_id)
 
   return np.array([sacrebleu.sentence_bleu(words(h, n), [words(r, m)], tokenize="none").score
                    / 100 for h, n, r, m in zip(tokens, lengths, references,

@@ -13,6 +13,13 @@ Logs per split `perplexity`, `nll_per_token` (the split's summed NLL over its to
 included, so `perplexity = exp(nll_per_token)`) and `token_accuracy`; writes the greedy
 sentence, beam-search sentences, samples and prefix completions to
 DIR/samples/generations_<split>_<step>.txt.
+
+Measured (quickstart, seed 0, 1,500 steps; 95 s / 68 s of CPU time): test perplexity 1.607
+(LSTM) / 1.607 (vanilla), validation 1.613 / 1.617, novel 1.660 / 1.685, token accuracy on
+test 0.784 / 0.787. Every caption has 11 words and `<eos>`; the empirical distribution of the
+5,400 training captions (428 distinct) has 0.458 nats per token, perplexity 1.58: the floor
+a model of these captions can reach. Both cells are there by step 500 (LSTM validation 1.612);
+samples read like the captions ("the digit six is at the bottom right of the image").
 """
 
 import ml_collections

@@ -12,9 +12,10 @@ token); its schedules (DAD / E2E's feed probability, MIXER's `s`) are pure funct
 step, which `TrainState.extra` counts. REINFORCE and MIXER train a per-step linear baseline on
 the decoder state `h_t` (`params["baseline"]`) alongside the model (`params["model"]`).
 
-Logs `xent`, `reward`, `baseline_error`, `xent_steps`, `feed_probability` while training and,
-per split (validation while training; every split at the end), the corpus BLEU-4 (coco-caption
-scorer, `metrics.captions`) of greedy and beam-search decoding: `bleu4_greedy`, `bleu4_beam`.
+Logs `xent` (and REINFORCE's `reward`, `baseline_error`; MIXER's `xent_steps`, the `s` of the
+step; DAD / E2E's `feed_probability`) while training and, per split (validation while
+training; every split at the end), the corpus BLEU-4 (coco-caption scorer,
+`metrics.captions`) of greedy and beam-search decoding: `bleu4_greedy`, `bleu4_beam`.
 Writes DIR/metrics.jsonl, DIR/vocabulary.json (the target words), DIR/checkpoints and
 DIR/tensorboard.
 """
@@ -172,8 +173,10 @@ def build(config: ml_collections.ConfigDict
         baseline_features=(lambda state: state.hidden) if sequence_level else None,
         dropout=True)
     means = {name: jnp.mean(value) for name, value in metrics.items()}
-    means.update(xent_steps=jnp.asarray(xent_steps, jnp.float32),
-                 feed_probability=probability if regime in ("dad", "e2e") else jnp.float32(0))
+    if regime == "mixer":
+      means["xent_steps"] = jnp.asarray(xent_steps, jnp.float32)
+    if regime in ("dad", "e2e"):
+      means["feed_probability"] = probability
     return jnp.mean(loss), means, step + 1
 
   @jax.jit

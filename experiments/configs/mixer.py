@@ -102,6 +102,7 @@ def _paper(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       "xent_steps": 25,                   # -epoch_xent 25: N_XENT
       "mixed_steps": 5,                   # -nepochs 5: N_XE+R
       "delta": 3,                         # -deltasteps 3: Delta
+      "anneal_steps": 25,                 # DAD / E2E only (not the code's): N_XENT epochs
   })
   config.model.translation.hidden_size = 256  # -nhid 256
   config.train.batch_size = 32            # -bsz 32

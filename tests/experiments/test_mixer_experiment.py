@@ -1,8 +1,6 @@
 """`experiments/mixer.py`: MIXER on captioning and REINFORCE on translation end to end (the
 other regimes: their jitted train step), the schedules as logged, and the named errors."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np

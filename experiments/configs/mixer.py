@@ -12,8 +12,8 @@ The translation task (`--config=experiments/configs/mixer.py:translation`): the 
 encoder-decoder (`models.seq2seq`) on the synthetic SVO -> verb-final corpus
 (`data.translation`), one-clause sentences of up to 15 words.
 
-Paper anchors (Table / Fig. 5 of the paper, greedy decoding): IWSLT14 de-en BLEU 20.73
-MIXER vs 17.74 XENT; COCO BLEU-4 29.16 vs 27.8.
+Paper anchors (as the issue quotes them; greedy decoding): IWSLT14 de-en BLEU 20.73 MIXER vs
+17.74 XENT; COCO BLEU-4 29.16 vs 27.8.
 
 `:paper`: the released code's MIXER schedule and optimiser (see `_paper`).
 """

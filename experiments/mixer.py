@@ -179,9 +179,9 @@ def build(config: ml_collections.ConfigDict
       means["feed_probability"] = probability
     return jnp.mean(loss), means, step + 1
 
-  @jax.jit
-  def decode(params, batch):
+  def predict(params, batch, key):
     """Greedy and beam-search tokens [B, T] and lengths [B] (the best beam)."""
+    del key  # greedy and beam search are deterministic
     state = setup.start(params["model"], batch)
     step_fn = functools.partial(model.decode_step, params["model"])
     greedy = decoding.greedy(step_fn, state, bos_id=BOS_ID, eos_id=EOS_ID, max_len=max_len)
@@ -189,10 +189,6 @@ def build(config: ml_collections.ConfigDict
                                 beam_size=config.eval.beam_size)
     return {"greedy": greedy.tokens, "greedy_length": greedy.lengths,
             "beam": beam.tokens[:, 0], "beam_length": beam.lengths[:, 0]}
-
-  def predict(params, batch, key):
-    del key  # greedy and beam search are deterministic
-    return decode(params, batch)
 
   def score(predictions, source):
     refs = setup.references(source)

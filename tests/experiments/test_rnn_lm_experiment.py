@@ -31,7 +31,7 @@ def tiny_config(**overrides):
   config.max_len = 8
   config.train.update(num_steps=60, batch_size=16, learning_rate=2e-2, log_every=20,
                       eval_every=30, checkpoint_every=60)
-  config.eval.update(batch_size=32, beam_size=2, num_samples=3, num_prefixes=2)
+  config.eval.update(batch_size=32, beam_size=2, num_samples=3, num_prefixes=2, prefix_words=2)
   config.update(overrides)
   return config
 

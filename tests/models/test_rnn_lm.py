@@ -242,21 +242,22 @@ def test_learns_the_toy_language_to_its_entropy_and_decodes_it(cell):
   rng = np.random.default_rng(0)
   train, held_out = _sample_language(rng, 512), _sample_language(rng, 1000)
   model = rnn_lm.RNNLM(vocab_size=V, cell=cell, embed_dim=8, hidden_size=24)
-  params = model.init(jax.random.key(0), train[:1])["params"]
   optimizer = optax.adam(1e-2)
 
   @_jit
-  def train_step(params, opt_state):
-    def loss(p):
-      return _nll_per_token(model.apply({"params": p}, _teacher_inputs(train))[0], train)
+  def fit(key):  # 300 full-batch Adam steps in one compiled program
+    params = model.init(key, train[:1])["params"]
 
-    value, grads = jax.value_and_grad(loss)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, value
+    def step(_, carry):
+      params, opt_state = carry
+      grads = jax.grad(lambda p: _nll_per_token(
+          model.apply({"params": p}, _teacher_inputs(train))[0], train))(params)
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state
 
-  opt_state = optimizer.init(params)
-  for _ in range(300):
-    params, opt_state, _ = train_step(params, opt_state)
+    return jax.lax.fori_loop(0, 300, step, (params, optimizer.init(params)))[0]
+
+  params = fit(jax.random.key(0))
 
   entropy = _entropy_per_token()
   # The true chain's NLL on the same held-out sentences (its sampling noise shared with the
@@ -272,17 +273,22 @@ def test_learns_the_toy_language_to_its_entropy_and_decodes_it(cell):
 
   # Greedy and beam search through vislang_jax.decoding find the most probable sentence.
   best, best_log_prob = _most_probable_sentence()
-  step_fn = functools.partial(model.decode_step, params)
-  state = model.init_decode_state(params, 2)
-  greedy = decoding.greedy(step_fn, state, bos_id=BOS, eos_id=EOS, max_len=10)
-  beams = decoding.beam_search(step_fn, state, bos_id=BOS, eos_id=EOS, max_len=10, beam_size=4)
+
+  @_jit
+  def generate(params, key):
+    step_fn = functools.partial(model.decode_step, params)
+    options = dict(bos_id=BOS, eos_id=EOS, max_len=10)
+    state = model.init_decode_state(params, 2)
+    return (decoding.greedy(step_fn, state, **options),
+            decoding.beam_search(step_fn, state, beam_size=4, **options),
+            decoding.sample(key, step_fn, model.init_decode_state(params, 2000), **options))
+
+  greedy, beams, samples = generate(params, jax.random.key(1))
   np.testing.assert_array_equal(beams.tokens[:, 0, :7], np.stack([best, best]))
   np.testing.assert_array_equal(beams.lengths[:, 0], [7, 7])
   assert float(beams.scores[0, 0]) == pytest.approx(best_log_prob, abs=0.15)
   np.testing.assert_array_equal(greedy.tokens[:, :7], np.stack([best, best]))
   # Samples follow the chain: nearly all six words then <eos>, bigram frequencies as CHAIN.
-  samples = decoding.sample(jax.random.key(1), step_fn, model.init_decode_state(params, 2000),
-                            bos_id=BOS, eos_id=EOS, max_len=10)
   tokens = np.asarray(samples.tokens)
   sentences = (np.asarray(samples.lengths) == 7) & np.isin(tokens[:, :SENTENCE], WORDS).all(1)
   assert sentences.mean() > 0.97

@@ -7,8 +7,9 @@ Trains `models.rnn_lm.RNNLM` by teacher forcing (`objectives.sequence.xent_loss`
 NLL of each sentence) on the captions of the captioned digits (`show_attend_tell.
 load_datasets`: `data.source`, `data.mnist_dir`, `data.dir`, `seed`) or on text, one
 sentence per line (`data.text_file`, cut into train / validation / test, or one file per
-split). Evaluates every split: `nll_per_token` (the split's summed NLL over its tokens,
-`<eos>` included), `perplexity = exp(nll_per_token)` and `token_accuracy`. Writes
+split; lines without a word, blank or punctuation only, are skipped). Evaluates every
+split: `nll_per_token` (the split's summed NLL over its tokens, `<eos>` included),
+`perplexity = exp(nll_per_token)` and `token_accuracy`. Writes
 DIR/metrics.jsonl, DIR/vocabulary.json, DIR/checkpoints, DIR/tensorboard and
 DIR/samples/generations_<split>_<step>.txt: the greedy sentence, the beam's sentences with
 their log-probabilities, samples, and greedy completions of the split's first sentences.
@@ -71,20 +72,28 @@ class Sentences:
             f"sha256 {self._digest})")
 
 
+def _sentences(path: str) -> list[str]:
+  """The lines of `path` that hold a word (blank and punctuation-only lines are skipped)."""
+  lines = [line for line in read_lines(path, skip_blank=True) if tokenize(line)]
+  if not lines:
+    raise ValueError(f"path={path!r} must hold a line with a word, got none.")
+  return lines
+
+
 def _text_splits(data: ml_collections.ConfigDict) -> dict[str, tuple[str, list[str]]]:
-  """`{split: (where, lines)}` from `data.text_file` or the three per-split files."""
+  """`{split: (where, sentences)}` from `data.text_file` or the three per-split files."""
   files = {split: data[f"{split}_file"] for split in TEXT_SPLITS}
   if data.text_file:
     if any(files.values()):
       raise ValueError(f"data.text_file and the per-split files are alternatives, got "
                        f"text_file={data.text_file!r} and {files}.")
     fraction = check_float("data.heldout_fraction", data.heldout_fraction, low=0.0, below=0.5)
-    lines = read_lines(data.text_file, skip_blank=True)
+    lines = _sentences(data.text_file)
     heldout = max(1, round(fraction * len(lines)))
     if len(lines) < 2 * heldout + 1:
       raise ValueError(f"data.text_file={data.text_file!r} must hold at least {2 * heldout + 1}"
-                       f" non-blank lines (train, then {heldout} validation and {heldout} test),"
-                       f" got {len(lines)}.")
+                       f" lines with words (train, then {heldout} validation and {heldout} "
+                       f"test), got {len(lines)}.")
     cut = len(lines) - 2 * heldout
     return {"train": (data.text_file, lines[:cut]),
             "validation": (data.text_file, lines[cut:cut + heldout]),
@@ -93,7 +102,7 @@ def _text_splits(data: ml_collections.ConfigDict) -> dict[str, tuple[str, list[s
   if missing:
     raise ValueError(f"{', '.join(missing)} must be set with the other per-split files, got "
                      f"{files}.")
-  return {split: (path, read_lines(path, skip_blank=True)) for split, path in files.items()}
+  return {split: (path, _sentences(path)) for split, path in files.items()}
 
 
 def load_datasets(config: ml_collections.ConfigDict
@@ -119,11 +128,12 @@ def load_datasets(config: ml_collections.ConfigDict
     words = [len(tokenize(line)) for line in lines]
     if not data.truncate and max(words) > config.max_len - 1:
       longest = int(np.argmax(words))
+      line = lines[longest] if len(lines[longest]) <= 80 else lines[longest][:80] + "..."
       raise ValueError(
           f"max_len={config.max_len} is too short for {sum(w >= config.max_len for w in words)}"
           f" of the {len(lines)} {split} sentences of {where!r} (more than max_len - 1 = "
           f"{config.max_len - 1} words); the longest has {words[longest]} words + <eos>: "
-          f"{lines[longest]!r}. Raise max_len or set data.truncate=True.")
+          f"{line!r}. Raise max_len or set data.truncate=True.")
     tokens, lengths = vocabulary.encode(lines, max_len=config.max_len, truncate=True)
     datasets[split] = Sentences(tokens, lengths, name=f"{os.path.basename(where)}/{split}")
   return datasets, vocabulary

@@ -105,9 +105,12 @@ def test_data_errors_are_named(tmp_path):
   with pytest.raises(ValueError, match="text_file and the per-split files are alternatives"):
     rnn_lm.load_datasets(tiny_config(data={"text_file": str(tmp_path / "corpus.txt"),
                                            "test_file": str(tmp_path / "corpus.txt")}))
-  (tmp_path / "two.txt").write_text("one line\nanother\n")
-  with pytest.raises(ValueError, match="must hold at least 3 non-blank lines"):
+  (tmp_path / "two.txt").write_text("one line\n---\n\nanother\n")  # two lines with words
+  with pytest.raises(ValueError, match=r"must hold at least 3 lines with words \(.*\), got 2"):
     rnn_lm.load_datasets(tiny_config(data={"text_file": str(tmp_path / "two.txt")}))
+  (tmp_path / "rule.txt").write_text("---\n")
+  with pytest.raises(ValueError, match="must hold a line with a word, got none"):
+    rnn_lm.load_datasets(tiny_config(data={"text_file": str(tmp_path / "rule.txt")}))
   # Truncation instead of the error; per-split files.
   datasets, _ = rnn_lm.load_datasets(tiny_config(
       max_len=4, data={"truncate": True, **{f"{s}_file": str(tmp_path / "corpus.txt")

@@ -18,6 +18,7 @@ import pytest
 
 from vislang_jax import decoding
 from vislang_jax.models import rnn_lm
+from vislang_jax.objectives import sequence
 
 V, BOS, EOS = 8, 1, 2
 
@@ -122,6 +123,22 @@ def test_decode_steps_match_teacher_forcing_and_embedded_inputs(cell):
   assert embedding.shape == (V, 5)
   by_input = model.decode_step_embedded(params, embedding[tokens[:, 1]], state)
   jax.tree.map(np.testing.assert_array_equal, by_token, by_input)
+
+
+@pytest.mark.parametrize("cell", rnn_lm.CELLS)
+def test_sequence_objectives_roll_the_model_out(cell):
+  """objectives.sequence's XENT rollout over decode_step_embedded == teacher forcing."""
+  model = _model(cell)
+  params, tokens = _params(model), _tokens()
+  targets = jnp.concatenate([tokens[:, 1:], jnp.full((3, 1), EOS, jnp.int32)], 1)
+  mask = jnp.arange(6) < jnp.array([[6], [4], [2]])
+  loss, _ = sequence.sequence_loss(
+      jax.random.key(0), regime="xent", step_fn=functools.partial(model.decode_step_embedded,
+                                                                  params),
+      embedding=model.input_embedding(params), init_state=model.init_decode_state(params, 3),
+      targets=targets, mask=mask, bos_id=BOS, eos_id=EOS)
+  logits, _ = _apply(model, params, tokens)
+  np.testing.assert_allclose(loss, sequence.xent_loss(logits, targets, mask), rtol=1e-5)
 
 
 def test_dropout_key_draws_training_mode_dropout():

@@ -13,8 +13,6 @@ Prints a markdown table: case | op | jax ms | torch ms | torch/jax ratio (> 1: J
 """
 
 import functools
-import time
-from typing import Callable
 
 from absl import app
 from absl import flags
@@ -22,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.timing import median_ms
 from vislang_jax.ops import sampling
 
 # name: (images [B, H, W, C], output grid (Ho, Wo)).
@@ -33,16 +32,6 @@ CASES = {
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed calls per measurement (median).")
 _CASES = flags.DEFINE_list("cases", list(CASES), f"Cases to run, from {list(CASES)}.")
 
-
-def _median_ms(fn: Callable[[], object], sync: Callable[[object], object],
-               repeats: int) -> float:
-  sync(fn())  # Warm-up: compilation, allocator and thread-pool start-up.
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    sync(fn())
-    times.append(time.perf_counter() - start)
-  return 1e3 * float(np.median(times))
 
 
 def _inputs(case: str, seed: int = 0):
@@ -67,9 +56,9 @@ def _time_jax(images, grid, cotangent, repeats: int) -> dict[str, float]:
 
   sync = jax.block_until_ready
   return {
-      "forward": _median_ms(lambda: forward(images, grid), sync, repeats),
-      "forward+backward": _median_ms(
-          lambda: forward_backward(images, grid, cotangent), sync, repeats),
+      "forward": median_ms(lambda: forward(images, grid), sync, repeats=repeats),
+      "forward+backward": median_ms(
+          lambda: forward_backward(images, grid, cotangent), sync, repeats=repeats),
   }
 
 
@@ -97,8 +86,8 @@ def _time_torch(torch, device, images, grid, cotangent, repeats: int) -> dict[st
     if device.type == "cuda":
       torch.cuda.synchronize()
 
-  return {"forward": _median_ms(forward, sync, repeats),
-          "forward+backward": _median_ms(forward_backward, sync, repeats)}
+  return {"forward": median_ms(forward, sync, repeats=repeats),
+          "forward+backward": median_ms(forward_backward, sync, repeats=repeats)}
 
 
 def main(argv):

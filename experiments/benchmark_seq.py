@@ -25,8 +25,6 @@ jax/torch (tokens/s ratio, > 1: JAX faster).
 """
 
 import functools
-import time
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +33,7 @@ import optax
 import torch
 from absl import app, flags
 
+from experiments.timing import median_ms
 from experiments.peers import seq2seq_torch
 from vislang_jax import decoding
 from vislang_jax.data.vocabulary import BOS_ID, EOS_ID
@@ -60,17 +59,6 @@ _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed calls after compilation.")
 _BEAM = flags.DEFINE_integer("beam_size", 5, "Beams of the beam search.")
 _CASES = flags.DEFINE_list("cases", ["small"], f"Cases to run, from {list(CASES)}.")
 
-
-def _median_ms(fn: Callable[[], object], sync: Callable[[object], object], *, repeats: int,
-               warmup: int) -> float:
-  for _ in range(1 + warmup):  # the first call compiles (JAX) or warms the allocator (torch)
-    sync(fn())
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    sync(fn())
-    times.append(time.perf_counter() - start)
-  return 1e3 * float(np.median(times))
 
 
 def make_batch(case: dict, seed: int = 0) -> dict[str, np.ndarray]:
@@ -152,7 +140,7 @@ def time_jax(case: dict, model: Seq2Seq, params: dict, batch: dict[str, np.ndarr
       state, metrics = step(state, batch)
       return metrics
 
-    times[op] = _median_ms(train, jax.block_until_ready, repeats=repeats, warmup=warmup)
+    times[op] = median_ms(train, jax.block_until_ready, repeats=repeats, warmup=warmup)
 
   @jax.jit
   def beam_search(params, source, source_length):
@@ -162,7 +150,7 @@ def time_jax(case: dict, model: Seq2Seq, params: dict, batch: dict[str, np.ndarr
                                 beam_size=beam_size).tokens
 
   params = without_eos(params)
-  times["beam_search"] = _median_ms(
+  times["beam_search"] = median_ms(
       lambda: beam_search(params, batch["source"], batch["source_length"]),
       jax.block_until_ready, repeats=repeats, warmup=warmup)
   return times
@@ -211,10 +199,10 @@ def time_torch(case: dict, params: dict, batch: dict[str, np.ndarray], device: t
                                      beam_size=beam_size)
 
   options = dict(repeats=repeats, warmup=warmup)
-  times = {"xent_step": _median_ms(train(xent), lambda _: sync(), **options),
-           "mixer_step": _median_ms(train(mixer), lambda _: sync(), **options)}
+  times = {"xent_step": median_ms(train(xent), lambda _: sync(), **options),
+           "mixer_step": median_ms(train(mixer), lambda _: sync(), **options)}
   load(without_eos(params))
-  times["beam_search"] = _median_ms(beam, lambda _: sync(), **options)
+  times["beam_search"] = median_ms(beam, lambda _: sync(), **options)
   return times
 
 

@@ -94,7 +94,8 @@ def captioning_task(config: ml_collections.ConfigDict) -> SequenceTask:
 
 def translation_task(config: ml_collections.ConfigDict) -> SequenceTask:
   """`models.seq2seq` on `config.data`'s corpus (`data.translation.build_from_config`)."""
-  data = dict(config.data.to_dict(), max_len=config.max_len)
+  # data.dir "" means TFDS's default folder (as for captioning), not the current directory.
+  data = dict(config.data.to_dict(), max_len=config.max_len, dir=config.data.dir or None)
   datasets, source_vocab, target_vocab = translation.build_from_config(data, seed=config.seed)
   model = Seq2Seq(source_vocab_size=len(source_vocab), target_vocab_size=len(target_vocab),
                   **config.model.translation)

@@ -100,3 +100,17 @@ def test_schedule_in_epochs(data_dir):
   config.objective.update(unit="epochs", xent_steps=3, mixed_steps=1, anneal_steps=2)
   assert mixer.schedule_steps(config, train_size=80) == {
       "xent_steps": 30, "mixed_steps": 10, "anneal_steps": 20}
+
+
+def test_translation_default_data_dir_is_tfds_default(monkeypatch):
+  """data.dir "" reaches data.translation as None (TFDS's default folder), not "" (the cwd)."""
+  seen = {}
+
+  def capture(data, *, seed):
+    seen.update(data, seed=seed)
+    raise RuntimeError("captured")
+
+  monkeypatch.setattr(mixer.translation, "build_from_config", capture)
+  with pytest.raises(RuntimeError, match="captured"):
+    mixer.build(mixer_config.get_config("translation"))
+  assert seen["dir"] is None and seen["max_len"] == 16 and seen["seed"] == 0

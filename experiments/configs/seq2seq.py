@@ -66,13 +66,13 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   })
   config.num_alignments = 4       # sentences in samples/alignment_*.png
 
-  config.train.num_steps = 3000
+  config.train.num_steps = 2400
   config.train.batch_size = 32
   config.train.learning_rate = 1e-3
   config.train.grad_clip_norm = 1.0
   config.train.log_every = 100
-  config.train.eval_every = 1000
-  config.train.checkpoint_every = 1000
+  config.train.eval_every = 800
+  config.train.checkpoint_every = 800
 
   config.eval.batch_size = 100
   config.eval.beam_size = 5

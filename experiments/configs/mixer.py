@@ -8,9 +8,18 @@ Logs per split (validation, test, novel) corpus BLEU-4 (coco-caption) of greedy 
 `reward` (sentence BLEU-4 of the sampled sequences), `baseline_error` (the baseline's mean
 squared error), `xent_steps` (MIXER's `s`) and `feed_probability` (DAD / E2E's `p`).
 
+Measured (scikit-learn digits, seed 0, 1,500 steps, about 2.5 min per run on 2 busy cores),
+test BLEU-4 greedy / beam: XENT 0.791 / 0.794, MIXER 0.727 / 0.727, DAD 0.786 / 0.794, E2E
+0.788 / 0.790, REINFORCE from scratch 0.287 / 0.287; seed 1: XENT 0.808, MIXER 0.738 (greedy).
+3,000 steps (`--config.train.num_steps=3000`, MIXER with `--config.objective.xent_steps=2400`):
+XENT 0.862 / 0.857, MIXER 0.826 / 0.825. MIXER does not beat XENT on these captions: all are
+11 words with the digit names at fixed positions, so each drop of `s` hands the hardest words
+(the second digit's name first) from XENT to REINFORCE while XENT is still improving.
+
 The translation task (`--config=experiments/configs/mixer.py:translation`): the attention
 encoder-decoder (`models.seq2seq`) on the synthetic SVO -> verb-final corpus
-(`data.translation`), one-clause sentences of up to 15 words.
+(`data.translation`), one-clause sentences of up to 15 words: every regime but REINFORCE from
+scratch (0.0) reaches test BLEU-4 1.000 in 1,500 steps (also with 3 clauses, max_len 31).
 
 Paper anchors (as the issue quotes them; greedy decoding): IWSLT14 de-en BLEU 20.73 MIXER vs
 17.74 XENT; COCO BLEU-4 29.16 vs 27.8.

@@ -7,7 +7,16 @@ of 1-3 clauses, up to 30 words; prepared once under `data.dir`):
 Logs per split (validation, test) teacher-forced `nll_per_token` / `token_accuracy` and the
 corpus BLEU-4 of greedy and beam-search translations, `bleu4_greedy` / `bleu4_beam`, overall
 and per source-length bucket (`bleu4_greedy_len_1_10`, `..._len_11_20`, `..._len_21_up`).
-Measured numbers: see the README / the seq2seq report (commands there).
+
+Measured (seed 0, 2,400 steps, one core pinned with `taskset -c 1` on a shared 2-core machine;
+test split, 500 sentences: 151 / 196 / 153 of 1-10 / 11-20 / 21-30 source words):
+  model          bleu4_greedy (1-10 / 11-20 / 21-30)   bleu4_beam   nll/token  wall
+  attention      1.000 (1.000 / 1.000 / 1.000)          1.000        0.00005    6m55s
+  no_attention   0.000 (0.000 / 0.000 / 0.000)          0.000        2.55       2m02s
+Attention has solved the corpus by step 1,600 (validation BLEU 0.993 at 800); the model
+without attention is still learning (teacher-forced token accuracy 0.32). Given 10,000 steps
+(`--config.train.num_steps=10000`, 7 minutes) it reaches test greedy BLEU 0.042 (0.061 /
+0.047 / 0.033: falling with the length), beam 0.008 (0.090 / 0.006 / 0.000), nll/token 1.68.
 
 Other corpora: `--config.data.corpus=iwslt14 --config.data.iwslt_dir=DIR` (fairseq's
 prepare-iwslt14.sh word-level files `{train,valid,test}.{de,en}`) or

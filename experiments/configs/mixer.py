@@ -16,9 +16,10 @@ test BLEU-4 greedy / beam: XENT 0.791 / 0.794, MIXER 0.727 / 0.727, DAD 0.786 / 
 XENT 0.862 / 0.857, MIXER 0.826 / 0.825; with the rate cut 10x at step 2,400
 (`--config.train.schedule=step --config.train.decay_at=(0.8,)`): XENT 0.852 / 0.844, MIXER
 0.836 / 0.838 (validation 0.846 / 0.843 vs 0.847 / 0.855). MIXER does not beat XENT on test
-on these captions: all are
-11 words with the digit names at fixed positions, so each drop of `s` hands the hardest words
-(the second digit's name first) from XENT to REINFORCE while XENT is still improving.
+on these captions: all are 11 words with the digit names at fixed positions, so each drop of
+`s` hands the hardest words (the second digit's name first) from XENT to REINFORCE while
+XENT is still improving. MNIST test digits (`--config.data.source=mnist_test`): XENT 0.812,
+MIXER 0.779 (greedy, 1,500 steps).
 
 The translation task (`--config=experiments/configs/mixer.py:translation`): the attention
 encoder-decoder (`models.seq2seq`) on the synthetic SVO -> verb-final corpus

@@ -33,7 +33,7 @@ from vislang_jax.data.text_corpus import read_lines
 from vislang_jax.data.vocabulary import BOS_ID, EOS_ID, Vocabulary, tokenize
 from vislang_jax.models.rnn_lm import RNNLM
 from vislang_jax.objectives.sequence import xent_loss
-from vislang_jax.ops.sequence import length_mask
+from vislang_jax.ops.sequence import length_mask, shift_right
 from vislang_jax.train import cli, evaluate
 from vislang_jax.train.loop import Task, check_workdir, fit
 from vislang_jax.train.optimizers import make_optimizer
@@ -154,7 +154,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     os.makedirs(workdir, exist_ok=True)
     vocabulary.save(os.path.join(workdir, "vocabulary.json"))
   max_len, settings = config.max_len, config.eval
-  inputs = show_attend_tell.teacher_inputs  # <bos>, then the targets shifted right
+  inputs = functools.partial(shift_right, bos_id=BOS_ID)  # <bos>, then the targets
 
   def sentence_nll(params, batch, key):
     """Per sentence: summed NLL [b], tokens [b] and correctly predicted tokens [b]."""

@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from experiments.show_attend_tell import teacher_inputs
 from vislang_jax import decoding
 from vislang_jax.checks import check_choice, check_int
 from vislang_jax.data import translation
@@ -36,7 +35,7 @@ from vislang_jax.data.vocabulary import BOS_ID, EOS_ID, tokenize
 from vislang_jax.metrics.captions import caption_metrics
 from vislang_jax.models.seq2seq import Seq2Seq
 from vislang_jax.objectives.sequence import xent_loss
-from vislang_jax.ops.sequence import length_mask
+from vislang_jax.ops.sequence import length_mask, shift_right
 from vislang_jax.train import cli, evaluate
 from vislang_jax.train.loop import Task, check_workdir, fit
 from vislang_jax.train.optimizers import make_optimizer
@@ -114,7 +113,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   def apply(params, batch, key=None):
     """Teacher-forced (logits, aux); `key` draws dropout, None: none."""
     return model.apply({"params": params}, batch["source"], batch["source_length"],
-                       teacher_inputs(batch["target"]), deterministic=key is None,
+                       shift_right(batch["target"], bos_id=BOS_ID), deterministic=key is None,
                        rngs=None if key is None else {"dropout": key})
 
   def per_example(params, batch, key):

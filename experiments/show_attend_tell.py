@@ -33,7 +33,7 @@ from vislang_jax.metrics.captions import caption_metrics
 from vislang_jax.models.show_attend_tell import ATTENTIONS, Decoder, Encoder, ShowAttendTell
 from vislang_jax.objectives.show_attend_tell import (caption_nll, hard_attention_loss,
                                                      soft_attention_loss)
-from vislang_jax.ops.sequence import length_mask
+from vislang_jax.ops.sequence import length_mask, shift_right
 from vislang_jax.train import cli, evaluate
 from vislang_jax.train.loop import Task, check_workdir, fit
 from vislang_jax.train.optimizers import make_optimizer
@@ -61,11 +61,6 @@ def make_model(config: ml_collections.ConfigDict, vocab_size: int) -> ShowAttend
                         decoder=Decoder(vocab_size=vocab_size, **config.model.decoder))
 
 
-def teacher_inputs(tokens: jax.Array) -> jax.Array:
-  """Targets [B, T] -> decoder inputs [B, T]: `<bos>`, then the targets shifted right."""
-  return jnp.concatenate([jnp.full_like(tokens[:, :1], BOS_ID), tokens[:, :-1]], axis=1)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> dict[str, dict[str, float]]:
   """Trains the captioner with `config.attention`; returns the final metrics per split."""
@@ -87,7 +82,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     if key is not None:
       dropout_key, sample_key = jax.random.split(key)
       rngs = {"dropout": dropout_key, "sample": sample_key}
-    return model.apply({"params": params}, batch["image"], teacher_inputs(batch["tokens"]),
+    return model.apply({"params": params}, batch["image"], shift_right(batch["tokens"], bos_id=BOS_ID),
                        deterministic=key is None, attention=attention, rngs=rngs)
 
   def caption_mask(batch):

@@ -129,13 +129,10 @@ def _paper(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.train.num_steps = 70 * 625
   config.train.eval_every = 5 * 625
   config.train.checkpoint_every = 5 * 625
-  # Not applied (recorded): after the XENT stage the code weighs XENT and REINFORCE 0.5 each
+  # Not applied here: after the XENT stage the code weighs XENT and REINFORCE 0.5 each
   # (`set_xent_weight(0.5)`, the criterion's weight 1 - 0.5): the same 1:1 ratio as
   # objectives.sequence, so under plain SGD a halved learning rate from the second stage on;
   # the baseline's gradient is weighted 0.01 (`weight_predictive_reward`); its last stage
   # (s = 1) runs 100 epochs; the model is its own attention LSTM (`model_factory.lua`), not
   # RNNsearch.
-  config.paper = ml_collections.ConfigDict({
-      "xent_weight_after_stage_1": 0.5, "baseline_gradient_weight": 0.01,
-      "last_stage_epochs": 100})
   return config

@@ -8,10 +8,10 @@ import pytest
 
 from experiments import mixer
 from experiments.configs import mixer as mixer_config
-from experiments.show_attend_tell import teacher_inputs
 from vislang_jax.data.pipeline import stack_records
+from vislang_jax.data.vocabulary import BOS_ID
 from vislang_jax.objectives.show_attend_tell import caption_nll
-from vislang_jax.ops.sequence import length_mask
+from vislang_jax.ops.sequence import length_mask, shift_right
 from vislang_jax.train.metrics import read_metrics
 from vislang_jax.train.step import make_train_step
 
@@ -78,7 +78,7 @@ def test_word_level_regimes_train_step(data_dir, regime):
     assert float(metrics["feed_probability"]) == 0.0  # p = 0 at step 0
   else:
     logits, _ = setup.model.apply({"params": state.params["model"]}, batch["image"],
-                                  teacher_inputs(batch["tokens"]), deterministic=True)
+                                  shift_right(batch["tokens"], bos_id=BOS_ID), deterministic=True)
     nll, _ = caption_nll(logits, batch["tokens"], length_mask(batch["length"], 12))
     np.testing.assert_allclose(metrics["loss"], nll.mean(), rtol=1e-5)
 

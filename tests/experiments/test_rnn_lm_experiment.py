@@ -8,7 +8,8 @@ import pytest
 
 from experiments import rnn_lm
 from experiments.configs import rnn_lm as rnn_lm_config
-from vislang_jax.data.vocabulary import Vocabulary, tokenize
+from vislang_jax.data.vocabulary import BOS_ID, Vocabulary, tokenize
+from vislang_jax.ops.sequence import shift_right
 from vislang_jax.train.metrics import read_metrics
 
 SUBJECTS = ("the cat", "a dog", "the old man", "my sister")
@@ -60,7 +61,7 @@ def test_trains_on_a_text_file_and_writes_generations(tmp_path):
                            ).state["params"]
   tokens, lengths = vocabulary.encode(lines[-24:], max_len=config.max_len)
   logits, _ = rnn_lm.make_model(config, len(vocabulary)).apply(
-      {"params": params}, rnn_lm.show_attend_tell.teacher_inputs(tokens))
+      {"params": params}, shift_right(tokens, bos_id=BOS_ID))
   logits = np.asarray(logits, np.float64)
   log_probs = logits - logits.max(-1, keepdims=True)
   log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))

@@ -17,6 +17,7 @@ from vislang_jax.data.captions import references
 from vislang_jax.data.vocabulary import BOS_ID, EOS_ID, Vocabulary
 from vislang_jax.metrics import grounding
 from vislang_jax.metrics.captions import caption_metrics
+from vislang_jax.ops.sequence import shift_right
 from vislang_jax.train.metrics import read_metrics
 
 
@@ -78,7 +79,7 @@ def test_trains_decodes_and_scores_every_split(tmp_path, data_dir, attention):
   records = [datasets["test"][i] for i in range(len(datasets["test"]))]
   tokens, lengths = (np.stack([r[k] for r in records]) for k in ("tokens", "length"))
   logits, _ = sat.make_model(config, len(vocabulary)).apply(
-      {"params": params}, np.stack([r["image"] for r in records]), sat.teacher_inputs(tokens),
+      {"params": params}, np.stack([r["image"] for r in records]), shift_right(tokens, bos_id=BOS_ID),
       deterministic=True)
   logits = np.asarray(logits, np.float64)
   log_probs = logits - logits.max(-1, keepdims=True)

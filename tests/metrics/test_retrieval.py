@@ -57,3 +57,39 @@ def test_bad_arguments_are_named():
     retrieval.target_ranks(np.zeros((2, 3)), np.array([0, 3]))
   with pytest.raises(ValueError, match="ks must be positive ints"):
     retrieval.recall_at_k(np.zeros((2, 3)), np.array([0, 1]), ks=(0,))
+
+
+def _brute_hit_rank(row, hit_row):
+  """Walk the candidates from best to worst, non-hits first among ties; stop at a hit."""
+  order = sorted(range(len(row)), key=lambda n: (-row[n], bool(hit_row[n])))
+  return next(position + 1 for position, n in enumerate(order) if hit_row[n])
+
+
+@pytest.mark.parametrize("levels", [3, 1000])
+def test_hit_ranks_and_both_directions_match_brute_force(levels):
+  rng = np.random.default_rng(levels)
+  scores = rng.integers(0, levels, size=(9, 12)).astype(float)  # few levels: many ties
+  scene_of_image = rng.integers(0, 4, size=9)
+  scene_of_sentence = np.concatenate([np.arange(4), rng.integers(0, 4, size=8)])
+  hits = scene_of_image[:, None] == scene_of_sentence[None, :]
+  out = retrieval.bidirectional_retrieval(scores, hits, ks=(1, 5))
+  for name, s, h in (("i2t", scores, hits), ("t2i", scores.T, hits.T)):
+    want = np.array([_brute_hit_rank(s[q], h[q]) for q in range(len(s))])
+    np.testing.assert_array_equal(retrieval.hit_ranks(s, h), want)
+    assert out[f"{name}_r1"] == pytest.approx(np.mean(want <= 1))
+    assert out[f"{name}_r5"] == pytest.approx(np.mean(want <= 5))
+    assert out[f"{name}_median_rank"] == pytest.approx(np.median(want))
+    assert out[f"{name}_mean_rank"] == pytest.approx(np.mean(want))
+  # One hit per query: the single-target ranks.
+  targets = rng.integers(0, 12, size=9)
+  np.testing.assert_array_equal(retrieval.hit_ranks(scores, np.eye(12, dtype=bool)[targets]),
+                                retrieval.target_ranks(scores, targets))
+
+
+def test_hit_ranks_named_errors():
+  with pytest.raises(ValueError, match="N >= 1 candidates"):
+    retrieval.hit_ranks(np.zeros((3, 0)), np.zeros((3, 0), bool))
+  with pytest.raises(ValueError, match="hits must be a bool array"):
+    retrieval.hit_ranks(np.zeros((2, 3)), np.ones((2, 2), bool))
+  with pytest.raises(ValueError, match=r"queries \[1\] have none"):
+    retrieval.hit_ranks(np.zeros((2, 3)), np.array([[1, 0, 0], [0, 0, 0]], bool))

@@ -6,6 +6,11 @@ high as it: ties are broken pessimistically, against the target, so a model that
 candidate the same score ranks every target last (rank ``N``), never first. A NaN score
 counts as ``-inf``. Pure NumPy, host side.
 
+Where a query has several right answers (captioned digits repeat captions: every caption with
+the query's exact scene description is right), ``hit_ranks`` ranks its best hit and
+``bidirectional_retrieval`` reports both directions (image-to-text, text-to-image) of one
+pool: ``i2t_r1`` ... ``t2i_median_rank``.
+
 A model that scores one (query, candidate) pair at a time (e.g. alignDRAW's bound of an image
 given a caption) scores ``AllPairs``, a random-access source of every pair that a sharded
 evaluation reads like any split; its scores in record order reshape to ``[Q, N]``.
@@ -80,6 +85,69 @@ def median_rank(scores: np.ndarray, targets: np.ndarray) -> float:
     The median rank, a float in [1, N] (the mean of the two middle ranks for even Q).
   """
   return float(np.median(target_ranks(scores, targets)))
+
+
+
+def hit_ranks(scores: np.ndarray, hits: np.ndarray) -> np.ndarray:
+  """The 1-based rank of each query's best-scoring hit, ties pessimistic.
+
+  For queries with several right answers (every caption of a scene, or every caption that
+  describes the scene in exactly the query's words): the rank is 1 + the number of non-hit
+  candidates that score at least as high as the query's best hit. With one hit per query this
+  is ``target_ranks``. A NaN score counts as ``-inf``.
+
+  Args:
+    scores: [Q, N] float, higher is better.
+    hits: [Q, N] bool, True at each query's right answers (at least one per query).
+
+  Returns:
+    [Q] int in ``[1, N]``.
+
+  Raises:
+    ValueError: for an empty pool, mismatched shapes or a query without a hit.
+  """
+  scores = np.asarray(scores, np.float64)
+  hits = np.asarray(hits)
+  if scores.ndim != 2 or scores.shape[1] < 1:
+    raise ValueError(f"scores must be a [Q, N] array with N >= 1 candidates, got shape "
+                     f"{scores.shape}.")
+  if hits.shape != scores.shape or hits.dtype != bool:
+    raise ValueError(f"hits must be a bool array of the scores' shape {scores.shape}, got "
+                     f"{hits.dtype} {hits.shape}.")
+  missing = np.flatnonzero(~hits.any(axis=1))
+  if missing.size:
+    raise ValueError(f"hits must mark at least one candidate per query; queries "
+                     f"{missing[:10].tolist()} have none.")
+  scores = np.where(np.isnan(scores), -np.inf, scores)
+  best_hit = np.max(np.where(hits, scores, -np.inf), axis=1, keepdims=True)
+  return 1 + np.sum(~hits & (scores >= best_hit), axis=1).astype(np.int64)
+
+
+def bidirectional_retrieval(scores: np.ndarray, hits: np.ndarray,
+                            ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+  """Image-to-text and text-to-image retrieval over one pool (Kiros et al.; Karpathy et al.).
+
+  Args:
+    scores: [I, S] float, ``scores[i, s]``: image ``i`` against sentence ``s``.
+    hits: [I, S] bool, True where sentence ``s`` is a right answer for image ``i`` (and so
+      image ``i`` for sentence ``s``).
+    ks: the K of R@K.
+
+  Returns:
+    ``i2t_r<K>`` / ``t2i_r<K>`` (fractions), ``i2t_median_rank``, ``t2i_median_rank``,
+    ``i2t_mean_rank`` and ``t2i_mean_rank``.
+  """
+  for k in ks:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+      raise ValueError(f"ks must be positive ints, got {k!r} in {ks!r}.")
+  scores, hits = np.asarray(scores), np.asarray(hits)
+  out = {}
+  for name, s, h in (("i2t", scores, hits), ("t2i", scores.T, hits.T)):
+    ranks = hit_ranks(s, h)
+    out.update({f"{name}_r{int(k)}": float(np.mean(ranks <= k)) for k in ks})
+    out[f"{name}_median_rank"] = float(np.median(ranks))
+    out[f"{name}_mean_rank"] = float(np.mean(ranks))
+  return out
 
 
 class AllPairs:

@@ -373,3 +373,15 @@ def test_traced_control_points_raise_value_error():
   with pytest.raises(ValueError, match="control_points"):
     jax.jit(lambda p: sampling.tps_grid(jnp.zeros((1, 9, 2)), (3, 3), control_points=p))(
         sampling.tps_control_points(3))
+
+
+def test_box_theta_crops_integer_boxes_exactly_and_checks_its_arguments():
+  rng = np.random.default_rng(0)
+  images = rng.normal(size=(2, 7, 9, 3)).astype(np.float32)
+  boxes = np.array([[2, 1, 5, 3], [0, 0, 9, 7]], np.float32)
+  for b, (x0, y0, x1, y1) in enumerate(boxes.astype(int)):
+    grid = sampling.affine_grid(sampling.box_theta(boxes[b:b + 1], (7, 9)), (y1 - y0, x1 - x0))
+    crop = sampling.bilinear_sample(images[b:b + 1], grid)
+    np.testing.assert_allclose(crop[0], images[b, y0:y1, x0:x1], atol=1e-5)
+  with pytest.raises(ValueError, match="boxes must have shape"):
+    sampling.box_theta(np.zeros((2, 3)), (7, 9))

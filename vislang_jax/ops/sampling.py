@@ -374,3 +374,32 @@ def bilinear_sample(images: jax.Array, grid: jax.Array, *, padding_mode: str = "
   if padding_mode not in _PADDING_MODES:
     raise ValueError(f"padding_mode must be one of {_PADDING_MODES}; got {padding_mode!r}.")
   return _bilinear_sample(images, grid, padding_mode, _check_align_corners(align_corners))
+
+
+def box_theta(boxes: jax.Array, image_hw: tuple[int, int]) -> jax.Array:
+  """The affine ``theta`` that maps an output grid onto each box (``align_corners=False``).
+
+  A box ``(x0, y0, x1, y1)`` is in pixels with ``x1``, ``y1`` exclusive (the pixel-edge
+  convention: the integer box ``(2, 1, 5, 3)`` covers columns 2-4 and rows 1-2), so
+  ``bilinear_sample(images, affine_grid(box_theta(boxes, (H, W)), (y1 - y0, x1 - x0)))`` of an
+  integer box is exactly ``images[:, y0:y1, x0:x1]``; other output sizes resample the box
+  bilinearly (DVSA's region crops, DenseCap's bilinear interpolation), differentiably in the
+  box coordinates.
+
+  Args:
+    boxes: [..., 4] float ``(x0, y0, x1, y1)`` in pixels.
+    image_hw: ``(H, W)`` of the images the boxes lie in.
+
+  Returns:
+    [..., 2, 3] float ``theta``: ``x_s = (x1 - x0) / W * x_t + (x0 + x1) / W - 1`` and likewise
+    for ``y``.
+  """
+  height, width = check_hw("image_hw", image_hw)
+  boxes = jnp.asarray(boxes, jnp.float32)
+  if boxes.shape[-1:] != (4,):
+    raise ValueError(f"boxes must have shape [..., 4] (x0, y0, x1, y1); got {boxes.shape}.")
+  x0, y0, x1, y1 = jnp.moveaxis(boxes, -1, 0)
+  zero = jnp.zeros_like(x0)
+  row_x = jnp.stack([(x1 - x0) / width, zero, (x0 + x1) / width - 1.0], axis=-1)
+  row_y = jnp.stack([zero, (y1 - y0) / height, (y0 + y1) / height - 1.0], axis=-1)
+  return jnp.stack([row_x, row_y], axis=-2)

@@ -93,3 +93,73 @@ def test_hit_ranks_named_errors():
     retrieval.hit_ranks(np.zeros((2, 3)), np.ones((2, 2), bool))
   with pytest.raises(ValueError, match=r"queries \[1\] have none"):
     retrieval.hit_ranks(np.zeros((2, 3)), np.array([[1, 0, 0], [0, 0, 0]], bool))
+
+
+def _brute_fold_retrieval(scores, hits, owner, fold_size, ks):
+  """Loops over folds, images and sentences: each fold's pool rebuilt element by element."""
+  num_images = scores.shape[0]
+  num_folds = max(1, num_images // fold_size)
+  per_fold = []
+  for f in range(num_folds):
+    images = [i for i in range(num_images) if i // fold_size == f]
+    sentences = [s for s in range(len(owner)) if owner[s] in images]
+    metrics = {}
+    for name, queries, candidates, score, hit in (
+        ("i2t", images, sentences, lambda q, c: scores[q, c], lambda q, c: hits[q, c]),
+        ("t2i", sentences, images, lambda q, c: scores[c, q], lambda q, c: hits[c, q])):
+      ranks = np.array([_brute_hit_rank([score(q, c) for c in candidates],
+                                        [hit(q, c) for c in candidates]) for q in queries])
+      metrics.update({f"{name}_r{k}": np.mean(ranks <= k) for k in ks})
+      metrics[f"{name}_median_rank"] = np.median(ranks)
+      metrics[f"{name}_mean_rank"] = np.mean(ranks)
+    per_fold.append(metrics)
+  return {name: np.mean([m[name] for m in per_fold]) for name in per_fold[0]}, num_folds
+
+
+@pytest.mark.parametrize("num_images,fold_size,want_folds,want_images", [
+    (12, 4, 3, 12),   # 3 whole folds
+    (14, 4, 3, 12),   # a trailing partial fold of 2 images is dropped
+    (5, 8, 1, 5),     # a pool smaller than a fold is one fold
+])
+def test_fold_retrieval_matches_brute_force(num_images, fold_size, want_folds, want_images):
+  rng = np.random.default_rng(num_images)
+  # 2-3 sentences per image, shuffled so owners are not sorted; same-scene sentences are hits.
+  owner = rng.permutation(np.concatenate([np.arange(num_images),
+                                          rng.integers(0, num_images, size=num_images + 3)]))
+  scene = rng.integers(0, 3, size=num_images)
+  hits = scene[:, None] == scene[owner][None, :]
+  scores = rng.integers(0, 4, size=hits.shape).astype(float)  # ties
+  out = retrieval.fold_retrieval(scores, hits, owner, fold_size=fold_size, ks=(1, 5))
+  want, num_folds = _brute_fold_retrieval(scores, hits, owner, fold_size, (1, 5))
+  assert (out.pop("num_folds"), out.pop("num_images")) == (want_folds, want_images)
+  assert num_folds == want_folds and out.keys() == want.keys()
+  for name in want:
+    assert out[name] == pytest.approx(want[name]), name
+
+
+def test_fold_retrieval_is_the_pool_metric_for_one_fold():
+  rng = np.random.default_rng(3)
+  owner = np.repeat(np.arange(6), 2)
+  scores, hits = rng.normal(size=(6, 12)), owner[None, :] == np.arange(6)[:, None]
+  out = retrieval.fold_retrieval(scores, hits, owner, fold_size=6)
+  assert out == {**retrieval.bidirectional_retrieval(scores, hits), "num_folds": 1,
+                 "num_images": 6}
+
+
+def test_fold_retrieval_named_errors():
+  owner = np.array([0, 1, 1])
+  scores, hits = np.zeros((2, 3)), np.array([[1, 0, 0], [0, 1, 1]], bool)
+  with pytest.raises(ValueError, match=r"scores must be an \[I, S\] array over a non-empty"):
+    retrieval.fold_retrieval(np.zeros((0, 3)), np.zeros((0, 3), bool), owner)
+  with pytest.raises(ValueError, match="hits must be a bool array"):
+    retrieval.fold_retrieval(scores, hits.astype(int), owner)
+  with pytest.raises(ValueError, match=r"owner must be an int array \[S\] = \(3,\)"):
+    retrieval.fold_retrieval(scores, hits, owner[:2])
+  with pytest.raises(ValueError, match=r"owner must hold image ids in \[0, I\) = \[0, 2\)"):
+    retrieval.fold_retrieval(scores, hits, np.array([0, 1, 2]))
+  with pytest.raises(ValueError, match=r"hits must be True at each sentence's owner.*\[0\]"):
+    retrieval.fold_retrieval(scores, hits, np.array([1, 1, 1]))
+  with pytest.raises(ValueError, match=r"every evaluated image.*images \[1\]"):
+    retrieval.fold_retrieval(scores, np.ones((2, 3), bool), np.array([0, 0, 0]))
+  with pytest.raises(ValueError, match="fold_size must be a positive int, got 0"):
+    retrieval.fold_retrieval(scores, hits, owner, fold_size=0)

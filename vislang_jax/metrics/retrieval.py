@@ -9,7 +9,9 @@ counts as ``-inf``. Pure NumPy, host side.
 Where a query has several right answers (captioned digits repeat captions: every caption with
 the query's exact scene description is right), ``hit_ranks`` ranks its best hit and
 ``bidirectional_retrieval`` reports both directions (image-to-text, text-to-image) of one
-pool: ``i2t_r1`` ... ``t2i_median_rank``.
+pool: ``i2t_r1`` ... ``t2i_median_rank``. ``fold_retrieval`` is the papers' 1k-image test
+protocol: the pool split into folds of 1,000 images, each with its own captions, and the
+metrics averaged over folds.
 
 A model that scores one (query, candidate) pair at a time (e.g. alignDRAW's bound of an image
 given a caption) scores ``AllPairs``, a random-access source of every pair that a sharded
@@ -19,6 +21,8 @@ evaluation reads like any split; its scores in record order reshape to ``[Q, N]`
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from vislang_jax.checks import check_positive_int
 
 
 def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -148,6 +152,76 @@ def bidirectional_retrieval(scores: np.ndarray, hits: np.ndarray,
     out[f"{name}_median_rank"] = float(np.median(ranks))
     out[f"{name}_mean_rank"] = float(np.mean(ranks))
   return out
+
+
+def fold_retrieval(scores: np.ndarray, hits: np.ndarray, owner: np.ndarray, *,
+                   fold_size: int = 1000, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+  """The 1k-image test protocol: ``bidirectional_retrieval`` per fold, averaged over folds.
+
+  Karpathy & Fei-Fei (2015, Table 1) report retrieval on pools of 1,000 test images (Flickr30K's
+  whole test split, and COCO); Kiros et al. (2014) on Flickr's 1,000-image test splits. For
+  COCO's 5,000 test images the common protocol (e.g. Vendrov et al. 2016, Faghri et al. 2018)
+  splits them into 5 folds of 1,000 consecutive images, each
+  scored against only the sentences of its own images, and averages every metric (R@K, median
+  and mean rank) over the folds.
+
+  Folds: images ``[f * fold_size, (f + 1) * fold_size)`` for ``f < I // fold_size``; a pool of
+  at most ``fold_size`` images is one fold. A trailing partial fold (the last
+  ``I % fold_size`` images when ``I > fold_size``) is dropped with its sentences: a smaller
+  pool makes R@K easier, so averaging it in would not be the protocol's number. Sentences need
+  not be sorted by owner; fold ``f`` holds every sentence whose owner lies in it.
+
+  Args:
+    scores: [I, S] float, ``scores[i, s]``: image ``i`` against sentence ``s``.
+    hits: [I, S] bool, True where sentence ``s`` is a right answer for image ``i`` (at least at
+      its owner; a sentence of another image with the same scene may be one too).
+    owner: [S] int in ``[0, I)``, the image each sentence was written for.
+    fold_size: images per fold (1,000 in the papers).
+    ks: the K of R@K.
+
+  Returns:
+    The mean over folds of each ``bidirectional_retrieval`` value, plus ``num_folds`` and
+    ``num_images`` (the images scored: ``num_folds * fold_size``, or ``I`` for one fold).
+
+  Raises:
+    ValueError: for an empty pool, ``hits`` not a bool [I, S], ``owner`` not an int [S] in
+      ``[0, I)``, a sentence whose owner is not a hit, an evaluated image that owns no
+      sentence, or a ``fold_size`` that is not a positive int.
+  """
+  check_positive_int("fold_size", fold_size)
+  scores, hits, owner = np.asarray(scores), np.asarray(hits), np.asarray(owner)
+  if scores.ndim != 2 or 0 in scores.shape:
+    raise ValueError(f"scores must be an [I, S] array over a non-empty pool (I, S >= 1), got "
+                     f"shape {scores.shape}.")
+  num_images, num_sentences = scores.shape
+  if hits.shape != scores.shape or hits.dtype != bool:
+    raise ValueError(f"hits must be a bool array of the scores' shape {scores.shape}, got "
+                     f"{hits.dtype} {hits.shape}.")
+  if owner.shape != (num_sentences,) or not np.issubdtype(owner.dtype, np.integer):
+    raise ValueError(f"owner must be an int array [S] = ({num_sentences},), got "
+                     f"{owner.dtype} {owner.shape}.")
+  if owner.min() < 0 or owner.max() >= num_images:
+    raise ValueError(f"owner must hold image ids in [0, I) = [0, {num_images}), got values in "
+                     f"[{owner.min()}, {owner.max()}].")
+  not_hit = np.flatnonzero(~hits[owner, np.arange(num_sentences)])
+  if not_hit.size:
+    raise ValueError(f"hits must be True at each sentence's owner image, got False for "
+                     f"sentences {not_hit[:10].tolist()}.")
+  num_folds = max(1, num_images // fold_size)
+  evaluated = min(num_images, num_folds * fold_size)
+  orphans = np.setdiff1d(np.arange(evaluated), owner)
+  if orphans.size:
+    raise ValueError(f"owner must give every evaluated image at least one sentence, got none "
+                     f"for images {orphans[:10].tolist()}.")
+  fold_of_sentence = owner // fold_size
+  folds = []
+  for f in range(num_folds):
+    images = slice(f * fold_size, min((f + 1) * fold_size, num_images))
+    sentences = fold_of_sentence == f
+    folds.append(bidirectional_retrieval(scores[images][:, sentences],
+                                         hits[images][:, sentences], ks))
+  out = {name: float(np.mean([fold[name] for fold in folds])) for name in folds[0]}
+  return {**out, "num_folds": num_folds, "num_images": evaluated}
 
 
 class AllPairs:

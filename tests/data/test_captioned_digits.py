@@ -223,3 +223,33 @@ def test_caption_and_place_errors():
     captioned_digits.caption("left", (1,))
   with pytest.raises(ValueError, match="patches"):
     captioned_digits.place("left", np.zeros((1, 28, 28)), np.random.default_rng(0))
+
+
+# The templates' word classes written out by hand, one per token then <eos>'s.
+_SINGLE_CLASSES = ("det noun number verb preposition det position position preposition det "
+                   "noun eos").split()
+_PAIR_CLASSES = "det noun number verb preposition det position preposition det noun number eos"
+
+
+def test_caption_structure_covers_every_caption_of_every_layout(built):
+  _, _, records = built
+  stored = {r["caption"].decode() if isinstance(r["caption"], bytes) else r["caption"]
+            for split in records.values() for r in split}
+  generated = {captioned_digits.caption(layout, digits)
+               for layout in captioned_digits.LAYOUTS
+               for digits in ([(d,) for d in range(10)]
+                              if layout in captioned_digits.POSITIONS
+                              else [(a, b) for a in range(10) for b in range(10)])}
+  assert stored <= generated and len(generated) == 4 * 10 + 4 * 100
+  for text in generated:
+    classes = captioned_digits.caption_structure(text)
+    expected = _SINGLE_CLASSES if SINGLE.fullmatch(text) else _PAIR_CLASSES.split()
+    assert list(classes) == expected, text
+    assert set(classes) <= set(captioned_digits.STRUCTURE_CLASSES)
+    assert len(classes) == len(text.split()) + 1
+  assert classes[-1] == captioned_digits.EOS_CLASS
+
+
+def test_caption_structure_names_an_unknown_word():
+  with pytest.raises(ValueError, match="'zebra'"):
+    captioned_digits.caption_structure("the digit zebra is at the top left of the image")

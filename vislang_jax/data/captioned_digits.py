@@ -50,6 +50,7 @@ import tensorflow_datasets as tfds
 from vislang_jax.checks import check_choice, check_int, is_int
 from vislang_jax.data.digit_builder import DigitBuilder, DigitConfig, prepare
 from vislang_jax.data.distortions import to_uint8
+from vislang_jax.data.vocabulary import tokenize
 
 CANVAS_SIZE = 60
 DIGIT_SIZE = 28
@@ -109,6 +110,49 @@ def caption(layout: str, digits: tuple[int, ...]) -> str:
     return f"{names[0]} is at the {layout} of the image"
   preposition = "on the" if layout in ("left", "right") else "at the"
   return f"{names[0]} is {preposition} {layout} of {names[1]}"
+
+
+# Structure variables of the structure-content neural language model (Kiros, Salakhutdinov,
+# Zemel 2014, Sec. 3.3, where they are part-of-speech tags): one word class per token of the
+# caption templates above, and EOS_CLASS for the <eos> that ends every encoded caption.
+EOS_CLASS = "eos"
+STRUCTURE_CLASSES = ("det", "noun", "number", "verb", "preposition", "position", EOS_CLASS)
+WORD_CLASSES: dict[str, str] = {
+    "the": "det",
+    "digit": "noun",
+    "image": "noun",
+    **{name: "number" for name in DIGIT_NAMES},
+    "is": "verb",
+    "at": "preposition",
+    "on": "preposition",
+    "of": "preposition",
+    **{side: "position" for side in ("top", "bottom", "left", "right")},
+}
+
+
+def caption_structure(caption: str) -> tuple[str, ...]:
+  """The word classes of a caption's tokens: one per word, then EOS_CLASS for <eos>.
+
+  The caption is split by `vocabulary.tokenize`, as `Vocabulary.encode` splits it, so the
+  result lines up with the encoded ids (the words' ids, then <eos>); turn it into ids with
+  `STRUCTURE_CLASSES.index`.
+
+  Args:
+    caption: a caption of the templates above, e.g. "the digit three is at the top left of
+      the image".
+
+  Returns:
+    `len(tokenize(caption)) + 1` names from STRUCTURE_CLASSES, the last EOS_CLASS.
+
+  Raises:
+    ValueError: naming the first word that is not in WORD_CLASSES.
+  """
+  words = tokenize(caption)
+  unknown = [w for w in words if w not in WORD_CLASSES]
+  if unknown:
+    raise ValueError(f"caption must hold only words of WORD_CLASSES, got {unknown[0]!r} in "
+                     f"{caption!r}.")
+  return tuple(WORD_CLASSES[w] for w in words) + (EOS_CLASS,)
 
 
 def place(

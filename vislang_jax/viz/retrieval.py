@@ -44,7 +44,8 @@ def show_image(ax, image: np.ndarray, *, frame: tuple[float, float, float] | Non
       spine.set_linewidth(frame_width)
 
 
-def _check_images(name: str, images: np.ndarray, layout: str) -> np.ndarray:
+def check_images(name: str, images: np.ndarray, layout: str) -> np.ndarray:
+  """`images` as NumPy, or a ValueError unless it has `layout`'s axes with C = 1 or 3 last."""
   images = np.asarray(images)
   check_rank(name, images, layout)
   if images.shape[-1] not in (1, 3):
@@ -72,7 +73,7 @@ def save_retrieval_figure(path: str, queries: Sequence[str], images: np.ndarray,
     hits: [Q, k] bool, True where the retrieved image is a right answer (framed in
       ``HIT_COLOUR``; misses in ``MISS_COLOUR``).
   """
-  images = _check_images("images", images, "[Q, k, H, W, C]")
+  images = check_images("images", images, "[Q, k, H, W, C]")
   if len(images) != len(queries) or images.shape[1] < 1:
     raise ValueError(f"images must have shape [Q, k, H, W, C] with Q = len(queries) = "
                      f"{len(queries)} and k >= 1, got {images.shape}.")
@@ -102,7 +103,7 @@ def save_image_to_text_figure(path: str, images: np.ndarray,
     captions: Q lists of k caption strings, each query's top-k retrieved captions, best first.
     hits: [Q, k] bool, True where the retrieved caption is a right answer.
   """
-  images = _check_images("images", images, "[Q, H, W, C]")
+  images = check_images("images", images, "[Q, H, W, C]")
   k = len(captions[0]) if len(captions) else 0
   if len(captions) != len(images) or k < 1 or any(len(c) != k for c in captions):
     raise ValueError(f"captions must be Q = {len(images)} lists of k >= 1 captions each, got "

@@ -8,13 +8,16 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax.core import FrozenDict
 
+from vislang_jax import decoding
 from vislang_jax.models import dvsa
 from vislang_jax.models.show_attend_tell import Encoder
 from vislang_jax.objectives.ranking import ranking_loss
 from vislang_jax.ops.chain_mrf import align_words
+from vislang_jax.ops.sequence import shift_right
 
 V = 9
 ENCODER = FrozenDict(widths=(3,))  # 6x6 crop -> 3x3x3 grid, 27 features
@@ -216,3 +219,132 @@ def test_dvsa_checks_its_configuration_and_word_lengths():
   for lengths in (np.array([6, 0, 1]), np.array([7, 1, 1]), np.array([6, 1])):
     with pytest.raises(ValueError, match=r"lengths must be \[B\] = \(3,\) ints in \[1, T\]"):
       _dvsa().apply({"params": params}, inputs[3], lengths, method=dvsa.DVSA.embed_words)
+
+
+BOS, EOS = 1, 2
+
+
+def _mrnn(dropout_rate=0.0):
+  return dvsa.MultimodalRNN(vocab_size=V, word_dim=4, hidden_size=6, encoder=ENCODER,
+                            dropout_rate=dropout_rate)
+
+
+def _mrnn_inputs(seed=0, batch=3, steps=5):
+  rng = np.random.default_rng(seed)
+  crops = rng.uniform(size=(batch, 6, 6, 1)).astype(np.float32)
+  tokens = rng.integers(3, V, size=(batch, steps)).astype(np.int32)
+  tokens[:, 0] = BOS
+  return crops, tokens
+
+
+def _mrnn_params(seed=0, recurrent_scale=2.0):
+  """Initial parameters with ``W_hh`` scaled up (the past matters) and ``W_hi`` too (so does
+  the image), biases nonzero."""
+  params = _init(_mrnn(), seed, *_mrnn_inputs())["params"]
+  params = dict(params, image={"kernel": params["image"]["kernel"] * 3.0},
+                recurrent={"kernel": params["recurrent"]["kernel"] * recurrent_scale,
+                           "bias": params["recurrent"]["bias"] + 0.1})
+  return params
+
+
+@_jit
+def _mrnn_apply(params, images, tokens_in):
+  return _mrnn().apply({"params": params}, images, tokens_in)
+
+
+def _numpy_mrnn(params, images, tokens_in):
+  """Eq. (13)-(15) in float64, one step at a time: logits [B, T, V]."""
+  p = _f64(params)
+  cnn = np.asarray(Encoder(**ENCODER).apply({"params": params["encoder"]}, images), np.float64)
+  image_bias = cnn.reshape(len(images), -1) @ p["image"]["kernel"]  # b_v, (13)
+  h = np.zeros_like(image_bias)
+  logits = []
+  for t in range(tokens_in.shape[1]):
+    x = p["embed"]["embedding"][tokens_in[:, t]]
+    h = _relu(x @ p["input"]["kernel"] + h @ p["recurrent"]["kernel"]
+              + p["recurrent"]["bias"] + (image_bias if t == 0 else 0.0))  # (14)
+    logits.append(h @ p["out"]["kernel"] + p["out"]["bias"])  # (15)
+  return np.stack(logits, 1)
+
+
+def test_multimodal_rnn_is_eq_13_to_15_with_the_image_at_the_first_step_only():
+  params = _mrnn_params()
+  images, tokens_in = _mrnn_inputs()
+  logits, aux = _mrnn_apply(params, images, tokens_in)
+  assert logits.shape == (3, 5, V) and aux["hidden"].shape == (3, 5, 6)
+  expected = _numpy_mrnn(params, images, tokens_in)
+  np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
+  # The image matters: another image changes the first step and, through h, the later ones.
+  other, _ = _mrnn_apply(params, images[::-1], tokens_in)
+  assert np.abs(np.asarray(other) - logits)[:, -1].max() > 1e-3
+
+
+def test_multimodal_rnn_decode_steps_equal_teacher_forcing():
+  model = _mrnn()
+  params = _mrnn_params()
+  images, tokens_in = _mrnn_inputs()
+  logits, aux = _mrnn_apply(params, images, tokens_in)
+  embedding = model.input_embedding(params)
+  state = model.init_decode_state(params, images)
+  step = _jit(functools.partial(model.decode_step, params))
+  step_embedded = _jit(functools.partial(model.decode_step_embedded, params))
+  for t in range(tokens_in.shape[1]):
+    by_vector, _, _ = step_embedded(embedding[tokens_in[:, t]], state)
+    step_logits, state, extras = step(tokens_in[:, t], state)
+    np.testing.assert_allclose(step_logits, logits[:, t], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(by_vector, step_logits, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(extras["hidden"], aux["hidden"][:, t], rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match=r"tokens must have shape \[N\] with N = 3"):
+    model.decode_step(params, tokens_in[:2, 0], state)
+  with pytest.raises(ValueError, match=r"inputs must have shape \[N, m\] = \(3, 4\)"):
+    model.decode_step_embedded(params, embedding[tokens_in[:, 0], :3], state)
+
+
+def test_multimodal_rnn_greedy_and_beam_decode_under_jit_and_rescore():
+  model = _mrnn()
+  params = _mrnn_params()
+  images, _ = _mrnn_inputs()
+
+  @_jit
+  def caption(params, images):
+    state = model.init_decode_state(params, images)
+    step_fn = functools.partial(model.decode_step, params)
+    options = dict(bos_id=BOS, eos_id=EOS, max_len=6)
+    return (decoding.greedy(step_fn, state, **options),
+            decoding.beam_search(step_fn, state, beam_size=3, **options))
+
+  greedy, beams = caption(params, images)
+  assert greedy.tokens.shape == (3, 6) and beams.tokens.shape == (3, 3, 6)
+  # Teacher-forcing the greedy captions reproduces every choice and the score.
+  logits, _ = _mrnn_apply(params, images, shift_right(greedy.tokens, bos_id=BOS))
+  log_probs = np.asarray(jax.nn.log_softmax(logits), np.float64)
+  real = np.arange(6) < np.asarray(greedy.lengths)[:, None]
+  np.testing.assert_array_equal(np.where(real, np.argmax(log_probs, -1), 0), greedy.tokens)
+  picked = np.take_along_axis(log_probs, np.asarray(greedy.tokens)[..., None], -1)[..., 0]
+  np.testing.assert_allclose(greedy.scores, np.where(real, picked, 0).sum(-1), rtol=1e-5)
+  # The best beam scores at least as well as greedy.
+  assert (np.asarray(beams.scores[:, 0]) >= np.asarray(greedy.scores) - 1e-5).all()
+
+
+def test_multimodal_rnn_dropout_and_training(check_adam_training):
+  model = _mrnn(dropout_rate=0.5)
+  params = _mrnn_params(recurrent_scale=1.0)
+  images, tokens = _mrnn_inputs(seed=4, steps=6)
+  tokens[:, -1] = EOS
+  train, _ = model.apply({"params": params}, images, tokens, deterministic=False,
+                         rngs={"dropout": jax.random.key(1)})
+  test, _ = model.apply({"params": params}, images, tokens)
+  assert np.abs(np.asarray(train) - test).max() > 1e-3
+  state = model.init_decode_state(params, images)
+  inputs = model.input_embedding(params)[tokens[:, 0]]
+  dropped, _, _ = model.decode_step_embedded(params, inputs, state,
+                                             dropout_key=jax.random.key(2))
+  np.testing.assert_allclose(model.decode_step_embedded(params, inputs, state)[0],
+                             test[:, 0], rtol=1e-5, atol=1e-6)
+  assert np.abs(np.asarray(dropped) - test[:, 0]).max() > 1e-3
+
+  def loss_fn(params):
+    logits, _ = _mrnn().apply({"params": params}, images, shift_right(tokens, bos_id=BOS))
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, tokens))
+
+  check_adam_training(loss_fn, params, steps=15)

@@ -84,6 +84,15 @@ def word_region_scores(regions: jax.Array, words: jax.Array, *,
   return jnp.where(jnp.asarray(region_mask, bool)[..., None, :], scores, -jnp.inf)
 
 
+def _frozen_encoder_kwargs(encoder: Any) -> FrozenDict:
+  """``show_attend_tell.Encoder`` keyword arguments (a dict or ConfigDict) as a FrozenDict:
+  hashable, when its values are, so a module holding it can be a static jit argument."""
+  if not hasattr(encoder, "keys"):
+    raise ValueError(f"encoder must be a mapping of show_attend_tell.Encoder keyword "
+                     f"arguments, got {type(encoder).__name__}.")
+  return FrozenDict(encoder)
+
+
 def _flat_features(encoder: nn.Module, images: jax.Array) -> jax.Array:
   """``CNN(I)``: the encoder's [N, L, D] grid flattened to [N, L * D]."""
   features = encoder(images)
@@ -140,12 +149,7 @@ class DVSA(nn.Module):
     for name in ("vocab_size", "embed_dim", "word_dim", "hidden_size"):
       check_positive_int(name, getattr(self, name))
     check_hw("crop_size", self.crop_size)
-    if not hasattr(self.encoder, "keys"):
-      raise ValueError(f"encoder must be a mapping of show_attend_tell.Encoder keyword "
-                       f"arguments, got {type(self.encoder).__name__}.")
-    # A FrozenDict (a dict or ConfigDict given): hashable, so the module can be a static jit
-    # argument, when its values are.
-    object.__setattr__(self, "encoder", FrozenDict(self.encoder))
+    object.__setattr__(self, "encoder", _frozen_encoder_kwargs(self.encoder))
     super().__post_init__()
 
   def setup(self):
@@ -252,3 +256,162 @@ class DVSA(nn.Module):
     scores = region_word_scores(regions, region_mask, words, word_mask)
     return scores, {"regions": regions, "region_mask": region_mask, "words": words,
                     "word_mask": word_mask}
+
+
+class MRNNState(NamedTuple):
+  """The multimodal RNN's state between steps; every leaf has the leading axis ``N``.
+
+  Attributes:
+    hidden: [N, H], ``h_{t-1}`` (``h_0 = 0``).
+    image_bias: [N, H], what the next step adds inside ``f``: ``b_v`` before the first step,
+      zeros after it (the ``1(t = 1)`` of eq. 14).
+  """
+
+  hidden: jax.Array
+  image_bias: jax.Array
+
+
+class MultimodalRNN(nn.Module):
+  """The generator of Sec. 3.2, eq. (13)-(15) (module docstring).
+
+  Parameter names: ``encoder`` the CNN; ``image`` is ``W_hi`` (13); ``embed`` the word
+  vectors ``x_t`` (``<bos>``'s row the START vector); ``input`` ``W_hx``; ``recurrent``
+  ``W_hh`` with ``b_h`` (14); ``out`` ``W_oh``, ``b_o`` (15). Dropout (as neuraltalk's
+  ``drop_prob_encoder`` / ``drop_prob_decoder``) on ``x_t`` and on ``h_t`` before ``W_oh``.
+
+  Training is teacher-forced (``__call__``: ``<bos>`` then the caption shifted right,
+  ``ops.sequence.shift_right``); generation goes through ``vislang_jax.decoding``::
+
+    state = model.init_decode_state(params, images)     # whole images or region crops
+    step_fn = functools.partial(model.decode_step, params)
+    out = decoding.beam_search(step_fn, state, bos_id=1, eos_id=2, max_len=12, beam_size=3)
+
+  Attributes:
+    vocab_size: ``V``, the logits' last axis.
+    word_dim: the size of the word vectors ``x_t``.
+    hidden_size: ``H``, the size of ``h_t``.
+    encoder: keyword arguments of ``show_attend_tell.Encoder`` (its grid flattened is
+      ``CNN(I)``).
+    dropout_rate: dropout on ``x_t`` and ``h_t`` in training (0: none).
+  """
+
+  vocab_size: int
+  word_dim: int = 32
+  hidden_size: int = 64
+  encoder: Mapping[str, Any] = FrozenDict()
+  dropout_rate: float = 0.0
+
+  def __post_init__(self):
+    for name in ("vocab_size", "word_dim", "hidden_size"):
+      check_positive_int(name, getattr(self, name))
+    check_float("dropout_rate", self.dropout_rate, low=0.0, below=1.0)
+    object.__setattr__(self, "encoder", _frozen_encoder_kwargs(self.encoder))
+    super().__post_init__()
+
+  def setup(self):
+    self.cnn = Encoder(**self.encoder, name="encoder")
+    self.image = nn.Dense(self.hidden_size, use_bias=False)
+    self.embed = nn.Embed(self.vocab_size, self.word_dim)
+    self.input = nn.Dense(self.hidden_size, use_bias=False)
+    self.recurrent = nn.Dense(self.hidden_size)
+    self.dropout = nn.Dropout(self.dropout_rate)
+    self.out = nn.Dense(self.vocab_size)
+
+  def start(self, images: jax.Array) -> MRNNState:
+    """``h_0 = 0`` and ``b_v = W_hi [CNN(I)]`` (eq. 13) of images [B, H, W, C]."""
+    check_rank("images", images, "[B, H, W, C]")
+    image_bias = self.image(_flat_features(self.cnn, images))
+    return MRNNState(hidden=jnp.zeros_like(image_bias), image_bias=image_bias)
+
+  def _step(self, state: MRNNState, inputs: jax.Array, *,
+            deterministic: bool) -> tuple[MRNNState, jax.Array]:
+    """Eq. (14)-(15) on embedded inputs ``x_t`` [N, m] -> (state, logits [N, V])."""
+    x = self.dropout(inputs, deterministic=deterministic)
+    hidden = nn.relu(self.input(x) + self.recurrent(state.hidden) + state.image_bias)  # (14)
+    logits = self.out(self.dropout(hidden, deterministic=deterministic))  # (15), pre-softmax
+    return MRNNState(hidden=hidden, image_bias=jnp.zeros_like(state.image_bias)), logits
+
+  def __call__(self, images: jax.Array, tokens_in: jax.Array, *,
+               deterministic: bool = True) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Teacher-forced unroll over ``T`` steps (``nn.scan``).
+
+    Args:
+      images: [B, H, W, C] float, whole images or region crops.
+      tokens_in: [B, T] int, ``<bos>`` then the caption shifted right (targets: the caption).
+      deterministic: no dropout when True; otherwise the ``"dropout"`` rng is used.
+
+    Returns:
+      ``(logits [B, T, V], {"hidden": [B, T, H]})``, the logits of ``y_t`` before the softmax.
+    """
+    check_rank("tokens_in", tokens_in, "[B, T]")
+    check_ids("tokens_in", tokens_in, vocab_size=self.vocab_size)
+    state = self.start(images)
+    if state.hidden.shape[0] != tokens_in.shape[0]:
+      raise ValueError(f"tokens_in must have the images' batch size {state.hidden.shape[0]}, "
+                       f"got {jnp.shape(tokens_in)}.")
+
+    def body(module, state, x):
+      state, logits = module._step(state, x, deterministic=deterministic)
+      return state, (logits, state.hidden)
+
+    scan = nn.scan(body, variable_broadcast="params",
+                   split_rngs={"params": False, "dropout": True}, in_axes=1, out_axes=1)
+    _, (logits, hidden) = scan(self, state, self.embed(tokens_in))
+    return logits, {"hidden": hidden}
+
+  def step_embedded(self, inputs: jax.Array, state: MRNNState, *, deterministic: bool = True
+                    ) -> tuple[jax.Array, MRNNState, dict[str, jax.Array]]:
+    """One step fed ``x_t`` [N, m] (bound-module form) -> (logits, state, {"hidden"})."""
+    state, logits = self._step(state, inputs, deterministic=deterministic)
+    return logits, state, {"hidden": state.hidden}
+
+  def step(self, tokens: jax.Array,
+           state: MRNNState) -> tuple[jax.Array, MRNNState, dict[str, jax.Array]]:
+    """``step_embedded`` of the words' vectors without dropout (bound-module form)."""
+    return self.step_embedded(self.embed(tokens), state)
+
+  @nn.nowrap
+  def init_decode_state(self, params: Any, images: jax.Array) -> MRNNState:
+    """The state before the first step: ``h_0 = 0`` and ``b_v`` of ``images`` [B, H, W, C]."""
+    return self.apply({"params": params}, images, method=MultimodalRNN.start)
+
+  @nn.nowrap
+  def decode_step(self, params: Any, tokens: jax.Array,
+                  state: MRNNState) -> tuple[jax.Array, MRNNState, dict[str, jax.Array]]:
+    """A ``vislang_jax.decoding`` step once ``params`` is bound (``functools.partial``).
+
+    Args:
+      params: the model's ``"params"`` collection.
+      tokens: [N] int, the previous words (``<bos>`` first).
+      state: ``MRNNState`` with leaves [N, H]; beam search reorders its rows.
+
+    Returns:
+      ``(logits [N, V], state, {"hidden": [N, H]})``; equal to
+      ``decode_step_embedded(params, input_embedding(params)[tokens], state)``.
+    """
+    if jnp.ndim(tokens) != 1 or jnp.shape(tokens)[0] != state.hidden.shape[0]:
+      raise ValueError(f"tokens must have shape [N] with N = {state.hidden.shape[0]} (the "
+                       f"state's rows), got {jnp.shape(tokens)}.")
+    check_ids("tokens", tokens, vocab_size=self.vocab_size)
+    return self.apply({"params": params}, tokens, state, method=MultimodalRNN.step)
+
+  @nn.nowrap
+  def decode_step_embedded(self, params: Any, inputs: jax.Array, state: MRNNState, *,
+                           dropout_key: jax.Array | None = None
+                           ) -> tuple[jax.Array, MRNNState, dict[str, jax.Array]]:
+    """``decode_step`` fed an embedded input ``x_t`` [N, m] instead of a word.
+
+    ``dropout_key``: None for no dropout; a key for training-mode dropout on ``x_t`` (which
+    reaches the state) and on ``h_t`` before ``W_oh``.
+    """
+    if jnp.shape(inputs) != (state.hidden.shape[0], self.word_dim):
+      raise ValueError(f"inputs must have shape [N, m] = ({state.hidden.shape[0]}, "
+                       f"{self.word_dim}), got {jnp.shape(inputs)}.")
+    rngs = None if dropout_key is None else {"dropout": dropout_key}
+    return self.apply({"params": params}, inputs, state, deterministic=dropout_key is None,
+                      rngs=rngs, method=MultimodalRNN.step_embedded)
+
+  @nn.nowrap
+  def input_embedding(self, params: Any) -> jax.Array:
+    """The word vectors [V, m]: the step embeds word ``w`` as row ``w``."""
+    return params["embed"]["embedding"]

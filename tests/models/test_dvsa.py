@@ -193,7 +193,10 @@ def test_word_region_scores_feed_the_mrf_and_skip_masked_regions():
   aligned, _ = align_words(scores, np.ones((2, 3), bool), beta=0.0)
   np.testing.assert_array_equal(aligned, np.argmax(np.where(region_mask[:, None], expected,
                                                             -np.inf), axis=-1))
-  assert region_mask[np.arange(2)[:, None], aligned].all()
+  for beta in (0.5, 100.0):  # -inf unaries stay out of the Viterbi with smoothness too
+    aligned, energy = align_words(scores, np.ones((2, 3), bool), beta=beta)
+    assert np.isfinite(energy).all() and region_mask[np.arange(2)[:, None], aligned].all()
+  assert (aligned == aligned[:, :1]).all()  # a large beta: one region per sentence
 
 
 def test_dvsa_trains_every_parameter(check_adam_training):

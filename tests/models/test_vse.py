@@ -142,6 +142,9 @@ def test_call_scores_and_errors(model_and_params):
                 method=model.embed_sentences)
   with pytest.raises(ValueError, match="pool"):
     vse.VSE(vocab_size=V, pool="max")
+  with pytest.raises(ValueError, match="encoder"):
+    vse.VSE(vocab_size=V, encoder=(4, 8))
+  hash(model)  # the encoder kwargs (a ConfigDict here) are frozen
 
 
 def test_arithmetic_query():

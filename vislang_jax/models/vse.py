@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.core import FrozenDict
 
 from vislang_jax.checks import (check_choice, check_ids, check_int, check_positive_int,
                                 check_rank, concrete)
@@ -139,7 +140,7 @@ class VSE(nn.Module):
     hidden_size: the LSTM's state size; None: ``K`` (the paper's choice: the state is the
       sentence vector); otherwise a linear map without bias takes ``h_n`` to ``K``.
     encoder: keyword arguments of ``models.show_attend_tell.Encoder`` (``backbone`` convnet,
-      vgg16 or vgg19; ``widths``, ...).
+      vgg16 or vgg19; ``widths``, ...), a dict or ConfigDict, kept as a FrozenDict.
     pool: ``"flatten"``, the grid [B, L, D] as [B, L * D], so that ``W_I`` sees where
       things are (as a fully connected top layer does; captions say "top left"), or
       ``"mean"``, the average over the ``L`` positions (a pooled VGG feature).
@@ -149,7 +150,7 @@ class VSE(nn.Module):
   embed_dim: int = 64
   word_dim: int = 64
   hidden_size: int | None = None
-  encoder: Mapping[str, Any] | None = None
+  encoder: Mapping[str, Any] = FrozenDict()
   pool: str = "flatten"
 
   def __post_init__(self):
@@ -158,9 +159,10 @@ class VSE(nn.Module):
     if self.hidden_size is not None:
       check_positive_int("hidden_size", self.hidden_size)
     check_choice("pool", self.pool, POOLS)
-    if self.encoder is not None and not hasattr(self.encoder, "keys"):  # a ConfigDict too
+    if not hasattr(self.encoder, "keys"):  # a dict, FrozenDict or ConfigDict
       raise ValueError(f"encoder must be a mapping of Encoder keyword arguments, got "
                        f"{self.encoder!r}.")
+    object.__setattr__(self, "encoder", FrozenDict(self.encoder))  # hashable, immutable
     super().__post_init__()
 
   @property
@@ -168,7 +170,7 @@ class VSE(nn.Module):
     return self.embed_dim if self.hidden_size is None else self.hidden_size
 
   def setup(self):
-    self.image_encoder = Encoder(**dict(self.encoder or {}))
+    self.image_encoder = Encoder(**self.encoder)
     self.image_projection = nn.Dense(self.embed_dim)
     self.embed = nn.Embed(self.vocab_size, self.word_dim)
     self.lstm = nn.OptimizedLSTMCell(self.state_size)

@@ -11,7 +11,7 @@ the ``K``-dimensional sentence vector). Both are L2-normalised (``l2_normalize``
 joint space, and an image-sentence pair scores ``s(x, v) = x . v`` (``scores``); the pairwise
 ranking loss over these scores is ``objectives.ranking``'s.
 
-Multimodal vector arithmetic (Sec. 4, Fig. 5, "image of a blue car - 'blue' + 'red'"):
+Multimodal vector arithmetic (Sec. 4, "image of a blue car - 'blue' + 'red'"):
 ``arithmetic_query`` = normalize(image - word + word), the nearest images of which are the
 answer (``scores`` of the query against a pool).
 
@@ -54,7 +54,7 @@ def l2_normalize(x: jax.Array, *, eps: float = 1e-12) -> jax.Array:
 
 
 def scores(image_emb: jax.Array, sentence_emb: jax.Array) -> jax.Array:
-  """The paper's ``s(x, v) = x . v`` of every image against every sentence (Sec. 2.3).
+  """The paper's ``s(x, v) = x . v`` of every image against every sentence (Sec. 2).
 
   Args:
     image_emb: [I, K] float, image embeddings ``x`` (unit vectors from ``VSE.embed_images``).
@@ -77,7 +77,7 @@ def scores(image_emb: jax.Array, sentence_emb: jax.Array) -> jax.Array:
 
 
 def arithmetic_query(image_emb: jax.Array, minus: jax.Array, plus: jax.Array) -> jax.Array:
-  """The multimodal vector arithmetic of Sec. 4 (Fig. 5): ``normalize(x - w_minus + w_plus)``.
+  """The multimodal vector arithmetic of Sec. 4: ``normalize(x - w_minus + w_plus)``.
 
   "image of a blue car - 'blue' + 'red'": ``image_emb`` the image's embedding, ``minus`` /
   ``plus`` the embeddings of the words taken away and added. The paper gets a word's vector
@@ -274,9 +274,10 @@ class SCNLM(nn.Module):
   ``W^fv``) is the authors' released MLBL-F code's (ryankiros/multimodal-neural-language-
   models, ``lm/mlblf.py``: ``R = Wfx Whf``, ``F = (acts Wfx) * (IF Wfv)``, ``preds = F Whf +
   b``); the form of ``u`` (a rectified sum of the structure embeddings' and the content's
-  context matrices and a bias) is our reading of Sec. 3.3, whose code was not released, so
-  it is not checked against one. Left out: MLBL-F also adds the conditioning vector to
-  ``r_hat`` through a matrix ``M``; eq. of Sec. 3.3 gates only, as here. With
+  context matrices and a bias) is our reading of Sec. 3.3: the SC-NLM's code was not
+  released and the paper's text could not be retrieved here to check it word for word.
+  Left out: MLBL-F also adds its conditioning vector to ``r_hat`` through a matrix ``M``;
+  in our reading the SC-NLM conditions through the gate only, as here. With
   ``num_structure = 0`` there are no structure variables and ``u = max(C^(v) v + b, 0)``
   (a multiplicative log-bilinear model conditioned on the content alone).
 

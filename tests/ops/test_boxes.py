@@ -81,3 +81,23 @@ def test_crop_regions_of_integer_boxes_at_their_size_equal_slicing():
   np.testing.assert_allclose(whole[:, 0], means, atol=1e-5)
   with pytest.raises(ValueError, match=r"boxes must have shape \[B, R, 4\] with B = 2"):
     boxes.crop_regions(images, xyxy[:1], (4, 5))
+
+
+def test_box_iou_against_pixel_counts():
+  rng = np.random.default_rng(0)
+  xs, ys = (np.sort(rng.integers(0, 12, size=(40, 2)), axis=1) for _ in range(2))
+  a = np.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], axis=1)  # some empty boxes too
+  b = np.roll(a, 7, axis=0)
+  got = np.asarray(boxes.box_iou(a[:, None], b[None]))  # every pair
+
+  def pixels(box):
+    mask = np.zeros((12, 12), bool)
+    mask[box[1]:box[3], box[0]:box[2]] = True  # rows y0:y1, columns x0:x1
+    return mask
+
+  for i in range(len(a)):
+    for j in range(len(b)):
+      p, q = pixels(a[i]), pixels(b[j])
+      union = np.sum(p | q)
+      expected = np.sum(p & q) / union if union else 0.0
+      assert got[i, j] == pytest.approx(expected, abs=1e-6), (a[i], b[j])

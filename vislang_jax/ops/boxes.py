@@ -33,6 +33,33 @@ def yxyx_to_xyxy(boxes: jax.Array) -> jax.Array:
   return boxes[..., [1, 0, 3, 2]]
 
 
+def _area(boxes: jax.Array) -> jax.Array:
+  """[..., 4] -> [...]: each box's area, 0 for an empty box."""
+  return (jnp.clip(boxes[..., 2] - boxes[..., 0], 0)
+          * jnp.clip(boxes[..., 3] - boxes[..., 1], 0))
+
+
+def box_iou(boxes_a: jax.Array, boxes_b: jax.Array) -> jax.Array:
+  """Intersection over union of boxes, broadcast over the leading axes.
+
+  Args:
+    boxes_a, boxes_b: [..., 4] float ``(x0, y0, x1, y1)`` (module convention), leading axes
+      broadcastable (``a[:, None]`` against ``b[None]`` gives every pair).
+
+  Returns:
+    [...] float32 in [0, 1]: ``|a & b| / |a | b|``; 0 where the union is empty.
+  """
+  _check_box_axis("boxes_a", boxes_a)
+  _check_box_axis("boxes_b", boxes_b)
+  a = jnp.asarray(boxes_a, jnp.float32)
+  b = jnp.asarray(boxes_b, jnp.float32)
+  width = jnp.clip(jnp.minimum(a[..., 2], b[..., 2]) - jnp.maximum(a[..., 0], b[..., 0]), 0)
+  height = jnp.clip(jnp.minimum(a[..., 3], b[..., 3]) - jnp.maximum(a[..., 1], b[..., 1]), 0)
+  inter = width * height
+  union = _area(a) + _area(b) - inter
+  return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 0.0)
+
+
 def grid_boxes(image_hw: tuple[int, int], grid: tuple[int, int]) -> np.ndarray:
   """A ``rows x cols`` grid of equal boxes tiling the image: fixed region proposals.
 

@@ -13,9 +13,10 @@ Evaluates `validation`, `test` and `novel` (held-out digit/position combinations
 both ways over pools of `eval.pool` images (`metrics.retrieval.fold_retrieval`: the papers'
 1,000-image protocol, averaged over the split's folds), every caption with the query's exact
 words a hit: `i2t_r1` ... `t2i_median_rank`. `dvsa` adds `alignment_accuracy`, the fraction
-of digit words ("three") whose best-scoring region is the box of the digit they name, and
-`mrf_alignment_accuracy`, the same for the chain MRF's alignment (`ops.chain_mrf`, smoothness
-`config.beta`). `vse` adds `arithmetic_r1` / `arithmetic_r5`: for each one-digit image,
+of digit words ("three") whose best-scoring region is the box of the digit they name (a
+region counts as that box when their IoU is at least 0.5: a grid cell can hold the same digit
+crop), and `mrf_alignment_accuracy`, the same for the chain MRF's alignment
+(`ops.chain_mrf`, smoothness `config.beta`). `vse` adds `arithmetic_r1` / `arithmetic_r5`: for each one-digit image,
 `image - "d" + "d+1"` (Kiros et al. Sec. 4's arithmetic) must retrieve an image captioned
 with the same position and digit d+1.
 
@@ -40,7 +41,7 @@ from vislang_jax.data.vocabulary import Vocabulary
 from vislang_jax.metrics.retrieval import fold_retrieval, hit_ranks
 from vislang_jax.models import dvsa, vse
 from vislang_jax.objectives.ranking import ranking_loss, region_word_scores
-from vislang_jax.ops.boxes import grid_boxes
+from vislang_jax.ops.boxes import box_iou, grid_boxes, yxyx_to_xyxy
 from vislang_jax.ops.chain_mrf import align_words
 from vislang_jax.train import cli, evaluate
 from vislang_jax.train.loop import Task, check_workdir, fit
@@ -73,34 +74,42 @@ def same_caption(tokens_a: jax.Array, tokens_b: jax.Array) -> jax.Array:
   return jnp.all(tokens_a[:, None, :] == tokens_b[None, :, :], axis=-1)
 
 
-def region_boxes(batch: dict, image_hw: tuple[int, int], grid: tuple[int, int]
+def whole_box(image_hw: tuple[int, int]) -> jax.Array:
+  """[4] float32: the whole image as a box (x0, y0, x1, y1) = (0, 0, W, H)."""
+  height, width = image_hw
+  return jnp.array([0.0, 0.0, width, height], jnp.float32)
+
+
+def region_boxes(batch: dict, image_hw: tuple[int, int], grid: tuple[int, ...]
                  ) -> tuple[jax.Array, jax.Array]:
   """The proposals of each image: its digits' boxes, then the grid; (x0, y0, x1, y1) pixels.
 
+  Args:
+    batch: "boxes" [B, 2, 4] int (y0, x0, y1, x1), -1 for no digit; "labels" [B, 2].
+    image_hw: (H, W).
+    grid: (rows, cols) of fixed cells, or () for none.
+
   Returns:
     ``(boxes [B, 2 + rows * cols, 4] float32, box_mask [B, 2 + rows * cols] bool)``; a missing
-    digit's box (-1 in the record) is replaced by the whole image and masked out.
+    digit's box is replaced by the whole image and masked out.
   """
-  height, width = image_hw
-  y0, x0, y1, x1 = jnp.moveaxis(jnp.asarray(batch["boxes"], jnp.float32), -1, 0)
   present = batch["labels"] >= 0
-  whole = jnp.array([0.0, 0.0, width, height], jnp.float32)
-  digits = jnp.where(present[..., None], jnp.stack([x0, y0, x1, y1], -1), whole)
-  cells = jnp.broadcast_to(grid_boxes(image_hw, grid), (digits.shape[0],) + (grid[0] * grid[1], 4))
+  digits = yxyx_to_xyxy(jnp.asarray(batch["boxes"], jnp.float32))
+  digits = jnp.where(present[..., None], digits, whole_box(image_hw))
+  cells = grid_boxes(image_hw, grid) if grid else np.zeros((0, 4), np.float32)
+  cells = jnp.broadcast_to(cells, (digits.shape[0],) + cells.shape)
   boxes = jnp.concatenate([digits, cells], axis=1)
   mask = jnp.concatenate([present, jnp.ones(cells.shape[:2], bool)], axis=1)
   return boxes, mask
 
 
-def digit_word_regions(tokens: jax.Array, digit_ids: jax.Array) -> jax.Array:
-  """[B, T] int: the region of the box each digit word names (1 + its digit's place in the
-  caption, region 0 being the whole image), -1 at other words.
+def digit_word_index(tokens: jax.Array, digit_ids: np.ndarray) -> jax.Array:
+  """[B, T] int: which of the record's digits (0, 1) each digit word names, -1 at other words.
 
   A caption names its digits in the order of the record's `labels` and `boxes`.
   """
   is_digit = jnp.isin(tokens, digit_ids)
-  order = jnp.cumsum(is_digit, axis=1) - 1
-  return jnp.where(is_digit, 1 + order, -1)
+  return jnp.where(is_digit, jnp.cumsum(is_digit, axis=1) - 1, -1)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
@@ -138,11 +147,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     boxes, box_mask = region_boxes(batch, image_hw, grid)
     regions, region_mask = model.apply(variables, batch["image"], boxes, box_mask,
                                        method=model.embed_regions)
+    # Region 0 is the whole image: `config.whole_image` False leaves it out of every score.
+    region_mask = region_mask.at[:, 0].set(region_mask[:, 0] & config.whole_image)
     # DVSA's words are the caption's words: <eos> is not one (`DVSA.embed_words`).
     words, word_mask = model.apply(variables, batch["tokens"], batch["length"] - 1,
                                    method=model.embed_words)
+    whole = jnp.broadcast_to(whole_box(image_hw), (boxes.shape[0], 1, 4))
     return {"regions": regions, "region_mask": region_mask, "words": words,
-            "word_mask": word_mask}
+            "word_mask": word_mask, "boxes": jnp.concatenate([whole, boxes], axis=1)}
 
   def batch_scores(out):
     """[B, B]: image k against sentence l of one batch."""
@@ -176,13 +188,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     else:
       dots = dvsa.word_region_scores(out["regions"], out["words"],
                                      region_mask=out["region_mask"])  # [b, T, R]
-      target = digit_word_regions(batch["tokens"], digit_ids)
       mrf, _ = align_words(dots, out["word_mask"], beta=config.beta)
-      named = (target >= 0) & out["word_mask"]
+      named = digit_word_index(batch["tokens"], digit_ids)  # [b, T]
+      digit_boxes = jnp.take_along_axis(out["boxes"][:, 1:3], jnp.maximum(named, 0)[..., None],
+                                        axis=1)  # [b, T, 4]: the named digit's box
+
+      def grounded(regions):  # [b, T] region per word -> its box has IoU >= 0.5 with the digit
+        chosen = jnp.take_along_axis(out["boxes"], jnp.maximum(regions, 0)[..., None], axis=1)
+        return box_iou(chosen, digit_boxes) >= 0.5
+
+      named = (named >= 0) & out["word_mask"]
       out["digit_words"] = jnp.sum(named, axis=1)
-      out["best_correct"] = jnp.sum(named & (jnp.argmax(dots, -1) == target), axis=1)
-      out["mrf_correct"] = jnp.sum(named & (mrf == target), axis=1)
+      out["best_correct"] = jnp.sum(named & grounded(jnp.argmax(dots, -1)), axis=1)
+      out["mrf_correct"] = jnp.sum(named & grounded(mrf), axis=1)
+      out["aligned"] = mrf
     return out
+
+  predict_jit = jax.jit(predict)
 
   def pool_scores(out):
     """[I, S] scores of every image against every sentence of a split (NumPy)."""
@@ -229,8 +251,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     del key  # deterministic
     records = stack_records(source, ("image", "tokens", "length", "labels", "boxes"),
                             count=config.eval.pool)
-    out = jax.jit(predict)(params, records, None)
-    out = jax.tree.map(np.asarray, out)
+    out = jax.tree.map(np.asarray, predict_jit(params, records, None))
     scores = pool_scores(out)[:, :config.num_samples]  # images x the first queries
     top = np.argsort(-scores, axis=0, kind="stable")[:config.top_k].T  # [Q, k]
     tokens = records["tokens"]
@@ -239,15 +260,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
               "tokens": tokens[:config.num_samples], "length": records["length"][:config.num_samples]}
     if not is_vse:
       n = config.num_samples
-      boxes, box_mask = region_boxes({k: records[k][:n] for k in ("boxes", "labels")},
-                                     image_hw, grid)
-      height, width = image_hw
-      whole = jnp.broadcast_to(jnp.array([0.0, 0.0, width, height]), (n, 1, 4))
-      dots = dvsa.word_region_scores(out["regions"][:n], out["words"][:n],
-                                     region_mask=out["region_mask"][:n])
-      aligned, _ = align_words(dots, out["word_mask"][:n], beta=config.beta)
-      arrays.update(image=records["image"][:n], boxes=jnp.concatenate([whole, boxes], 1),
-                    region_mask=out["region_mask"][:n], regions=aligned)
+      arrays.update(image=records["image"][:n], boxes=out["boxes"][:n],
+                    region_mask=out["region_mask"][:n], regions=out["aligned"][:n])
     return arrays
 
   def write_retrieval(arrays, directory, split, step):

@@ -159,8 +159,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   classes = jnp.asarray(word_class_ids(vocabulary))
   train_tokens = stack_records(datasets["train"], ("tokens",))["tokens"]
   templates = jnp.asarray(np.unique(np.asarray(classes)[train_tokens], axis=0))  # [P, T]
-  height, width = image_hw
-  whole = jnp.array([[0.0, 0.0, width, height]], jnp.float32)
+  whole = retrieval.whole_box(image_hw)[None]  # [1, 4]
 
   def whole_images(images):
     """The images resampled to the region crops' size (the m-RNN's input)."""

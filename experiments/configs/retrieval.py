@@ -44,8 +44,12 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
       "crop_size": (28, 28),      # every region (and the whole image) resampled to this
       "encoder": {"widths": (16, 32)},  # 28x28 crop -> 7x7x32, flattened, then W_m
   })
-  # Region proposals beside the whole image: the digits' boxes, then a rows x cols grid.
+  # Region proposals beside the whole image: the digits' boxes, then a rows x cols grid
+  # (() for none).
   config.grid = (2, 2)
+  # The whole image as a region (Karpathy & Fei-Fei's 20 regions include it); False leaves
+  # only the proposals.
+  config.whole_image = True
   # alpha of the hinge: VSE's 0.2 (Kiros et al.'s released code), DVSA's 1 (eq. 9);
   # None: the model's own.
   config.margin = ml_collections.config_dict.placeholder(float)

@@ -61,10 +61,10 @@ def test_helpers_against_hand_written_cases():
   tokens = jnp.array([[3, 4, 2], [3, 4, 2], [3, 5, 2]])
   np.testing.assert_array_equal(retrieval.same_caption(tokens, tokens),
                                 [[1, 1, 0], [1, 1, 0], [0, 0, 1]])
-  # Digit words (ids 7 and 9) name the boxes in caption order: regions 1, 2; others -1.
+  # Digit words (ids 7 and 9) name the record's digits in caption order: 0, 1; others -1.
   words = jnp.array([[1, 7, 4, 9, 2], [1, 9, 4, 2, 0]])
-  np.testing.assert_array_equal(retrieval.digit_word_regions(words, jnp.array([7, 9])),
-                                [[-1, 1, -1, 2, -1], [-1, 1, -1, -1, -1]])
+  np.testing.assert_array_equal(retrieval.digit_word_index(words, np.array([7, 9])),
+                                [[-1, 0, -1, 1, -1], [-1, 0, -1, -1, -1]])
   batch = {"boxes": jnp.array([[[2, 1, 30, 29], [-1, -1, -1, -1]]]),  # (y0, x0, y1, x1)
            "labels": jnp.array([[5, -1]])}
   boxes, mask = retrieval.region_boxes(batch, (60, 40), (1, 2))
@@ -153,14 +153,23 @@ def test_dvsa_metrics_and_alignment(tmp_path, data_dir):
   digit_ids = {vocabulary.token_id(n) for n in DIGIT_NAMES}
   correct = total = 0
   for b in range(len(novel)):
+    y0, x0, y1, x1 = records["boxes"][b].T
+    digit_boxes = np.stack([x0, y0, x1, y1], 1)
+    all_boxes = np.concatenate([[[0, 0, 60, 60]], np.asarray(boxes[b])])  # region 0: whole
     seen = 0
     for t in range(records["tokens"].shape[1]):
       if not word_mask[b, t] or int(records["tokens"][b, t]) not in digit_ids:
         continue
-      seen += 1
       dots = [regions[b, r] @ words[b, t] if region_mask[b, r] else -np.inf
               for r in range(regions.shape[1])]
-      correct += int(np.argmax(dots) == seen)  # region 0 is the whole image, then the boxes
+      best = all_boxes[int(np.argmax(dots))]
+      box = digit_boxes[seen]  # the caption names the digits in the record's order
+      inter = (max(0, min(best[2], box[2]) - max(best[0], box[0]))
+               * max(0, min(best[3], box[3]) - max(best[1], box[1])))
+      union = ((best[2] - best[0]) * (best[3] - best[1]) + (box[2] - box[0]) * (box[3] - box[1])
+               - inter)
+      correct += int(inter / union >= 0.5)
       total += 1
+      seen += 1
   assert total > 0
   assert final["novel"]["alignment_accuracy"] == pytest.approx(correct / total, abs=1e-3)

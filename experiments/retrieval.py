@@ -26,6 +26,7 @@ green) and, for `dvsa`, DIR/samples/alignment_<split>_<step>.png (boxes and the 
 gives them, in the box's colour).
 """
 
+import functools
 import os
 
 import jax
@@ -54,9 +55,9 @@ MODELS = ("vse", "dvsa")
 # The hinge's margin when `config.margin` is None: Kiros et al.'s trainer (margin=0.2) and
 # Karpathy & Fei-Fei's eq. (9) (+1).
 DEFAULT_MARGINS = {"vse": 0.2, "dvsa": 1.0}
-# Images scored per block when DVSA's [I, S] pool scores are computed (bounds the
-# [block, S, R, T] intermediate).
-_DVSA_BLOCK = 50
+# `embed_pairs`'s fields of the image side and of the sentence side.
+_IMAGE_FIELDS = ("image", "regions", "region_mask")
+_SENTENCE_FIELDS = ("sentence", "words", "word_mask")
 
 
 def load_datasets(config: ml_collections.ConfigDict
@@ -112,6 +113,56 @@ def digit_word_index(tokens: jax.Array, digit_ids: np.ndarray) -> jax.Array:
   return jnp.where(is_digit, jnp.cumsum(is_digit, axis=1) - 1, -1)
 
 
+def embed_pairs(model: vse.VSE | dvsa.DVSA, params, batch: dict, *, image_hw: tuple[int, int],
+                grid: tuple[int, ...], whole_image: bool) -> dict[str, jax.Array]:
+  """Both sides of a batch of captioned digits in the joint space.
+
+  Returns:
+    VSE: {"image" [B, K], "sentence" [B, K]}. DVSA: {"regions" [B, R, h], "region_mask"
+    [B, R] (region 0, the whole image, masked out unless `whole_image`), "words" [B, T, h],
+    "word_mask" [B, T], "boxes" [B, R, 4] (x0, y0, x1, y1): the whole image, the digits'
+    boxes, the grid (`region_boxes`)}.
+  """
+  variables = {"params": params}
+  if isinstance(model, vse.VSE):
+    return {"image": model.apply(variables, batch["image"], method=model.embed_images),
+            "sentence": model.apply(variables, batch["tokens"], batch["length"],
+                                    method=model.embed_sentences)}
+  boxes, box_mask = region_boxes(batch, image_hw, grid)
+  regions, region_mask = model.apply(variables, batch["image"], boxes, box_mask,
+                                     method=model.embed_regions)
+  region_mask = region_mask.at[:, 0].set(region_mask[:, 0] & whole_image)
+  # DVSA's words are the caption's words: <eos> is not one (`DVSA.embed_words`).
+  words, word_mask = model.apply(variables, batch["tokens"], batch["length"] - 1,
+                                 method=model.embed_words)
+  whole = jnp.broadcast_to(whole_box(image_hw), (boxes.shape[0], 1, 4))
+  return {"regions": regions, "region_mask": region_mask, "words": words,
+          "word_mask": word_mask, "boxes": jnp.concatenate([whole, boxes], axis=1)}
+
+
+def pair_scores(embedded: dict[str, jax.Array]) -> jax.Array:
+  """[I, S] scores of `embed_pairs`'s images against its sentences: VSE's ``x . v``, DVSA's
+  ``S_kl = sum_t max_i v_i . s_t``."""
+  if "image" in embedded:
+    return vse.scores(embedded["image"], embedded["sentence"])
+  return region_word_scores(embedded["regions"], embedded["region_mask"], embedded["words"],
+                            embedded["word_mask"])
+
+
+_pair_scores = jax.jit(pair_scores)
+
+
+def pool_scores(embedded: dict[str, np.ndarray], *, block: int = 50) -> np.ndarray:
+  """`pair_scores` of every image of a pool against every sentence, `block` images at a time
+  (bounding DVSA's [block, S, R, T] intermediate); NumPy [I, S]."""
+  images = {k: v for k, v in embedded.items() if k in _IMAGE_FIELDS}
+  sentences = {k: v for k, v in embedded.items() if k in _SENTENCE_FIELDS}
+  count = len(next(iter(images.values())))
+  return np.concatenate([
+      np.asarray(_pair_scores({**{k: v[i:i + block] for k, v in images.items()}, **sentences}))
+      for i in range(0, count, block)])
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> dict[str, dict[str, float]]:
   """Trains `config.model` (vse | dvsa); returns the final metrics per split."""
@@ -136,36 +187,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   model = (vse.VSE(vocab_size=len(vocabulary), **config.vse) if is_vse
            else dvsa.DVSA(vocab_size=len(vocabulary), **config.dvsa))
 
-  def embed(params, batch):
-    """Per record: vse {"image", "sentence"}; dvsa {"regions", "region_mask", "words",
-    "word_mask"}."""
-    variables = {"params": params}
-    if is_vse:
-      return {"image": model.apply(variables, batch["image"], method=model.embed_images),
-              "sentence": model.apply(variables, batch["tokens"], batch["length"],
-                                      method=model.embed_sentences)}
-    boxes, box_mask = region_boxes(batch, image_hw, grid)
-    regions, region_mask = model.apply(variables, batch["image"], boxes, box_mask,
-                                       method=model.embed_regions)
-    # Region 0 is the whole image: `config.whole_image` False leaves it out of every score.
-    region_mask = region_mask.at[:, 0].set(region_mask[:, 0] & config.whole_image)
-    # DVSA's words are the caption's words: <eos> is not one (`DVSA.embed_words`).
-    words, word_mask = model.apply(variables, batch["tokens"], batch["length"] - 1,
-                                   method=model.embed_words)
-    whole = jnp.broadcast_to(whole_box(image_hw), (boxes.shape[0], 1, 4))
-    return {"regions": regions, "region_mask": region_mask, "words": words,
-            "word_mask": word_mask, "boxes": jnp.concatenate([whole, boxes], axis=1)}
-
-  def batch_scores(out):
-    """[B, B]: image k against sentence l of one batch."""
-    if is_vse:
-      return vse.scores(out["image"], out["sentence"])
-    return region_word_scores(out["regions"], out["region_mask"], out["words"],
-                              out["word_mask"])
+  embed = functools.partial(embed_pairs, model, image_hw=image_hw, grid=grid,
+                            whole_image=config.whole_image)
 
   def per_example(params, batch, key):
     del key  # no randomness in either model
-    scores = batch_scores(embed(params, batch))
+    scores = pair_scores(embed(params, batch))
     same = same_caption(batch["tokens"], batch["tokens"])
     loss = ranking_loss(scores, margin=margin, same=same, hardest=config.hardest)
     true = jnp.diagonal(scores)
@@ -205,17 +232,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     return out
 
   predict_jit = jax.jit(predict)
-
-  def pool_scores(out):
-    """[I, S] scores of every image against every sentence of a split (NumPy)."""
-    if is_vse:
-      return np.asarray(vse.scores(jnp.asarray(out["image"]), jnp.asarray(out["sentence"])))
-    words, word_mask = jnp.asarray(out["words"]), jnp.asarray(out["word_mask"])
-    blocks = [scores_block(jnp.asarray(out["regions"][i:i + _DVSA_BLOCK]),
-                                       jnp.asarray(out["region_mask"][i:i + _DVSA_BLOCK]),
-                                       words, word_mask)
-              for i in range(0, len(out["regions"]), _DVSA_BLOCK)]
-    return np.concatenate([np.asarray(b) for b in blocks])
 
   def score(predictions, source):
     del source
@@ -289,10 +305,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   figures = [evaluate.Figure(name="retrieval_figure", arrays_fn=retrieval_arrays,
                              write_fn=write_retrieval)]
   return fit(config, workdir, task, datasets, evaluators=evaluators, figures=figures)
-
-
-# DVSA's scores of a block of images against every sentence of a pool.
-scores_block = jax.jit(region_word_scores)
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def snippets(tokens: jax.Array, aligned: jax.Array, regions: jax.Array, *, eos_i
 
 def decode_with_templates(generator: vse.SCNLM, params, content: jax.Array,
                           templates: jax.Array, *, max_len: int, beam_size: int
-                          ) -> tuple[jax.Array, jax.Array]:
+                          ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """The SC-NLM's likeliest caption over every structure template, by beam search.
 
   Args:
@@ -114,8 +114,8 @@ def decode_with_templates(generator: vse.SCNLM, params, content: jax.Array,
     max_len, beam_size: of `decoding.beam_search`.
 
   Returns:
-    `(tokens [B, max_len], lengths [B])`: per image, the best beam of the template whose best
-    beam has the highest log-probability.
+    `(tokens [B, max_len], lengths [B], scores [B])`: per image, the best beam of the
+    template whose best beam has the highest log-probability, and that log-probability.
   """
   count, num = content.shape[0], templates.shape[0]
   state = generator.init_decode_state(params, jnp.repeat(content, num, axis=0),
@@ -125,7 +125,7 @@ def decode_with_templates(generator: vse.SCNLM, params, content: jax.Array,
                              beam_size=beam_size)
   best = jnp.argmax(out.scores[:, 0].reshape(count, num), axis=1)
   rows = jnp.arange(count) * num + best
-  return out.tokens[rows, 0], out.lengths[rows, 0]
+  return out.tokens[rows, 0], out.lengths[rows, 0], out.scores[rows, 0]
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
@@ -161,6 +161,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   templates = jnp.asarray(np.unique(np.asarray(classes)[train_tokens], axis=0))  # [P, T]
   whole = retrieval.whole_box(image_hw)[None]  # [1, 4]
 
+  def image_crops(batch):
+    """[B, 3, h, w, C]: the whole image and the two digits' boxes at `dvsa.crop_size` (the
+    m-RNN's inputs; a missing digit's crop is the whole image)."""
+    digits, _ = retrieval.region_boxes(batch, image_hw, ())
+    boxes = jnp.concatenate([jnp.broadcast_to(whole, (digits.shape[0], 1, 4)), digits], 1)
+    return crop_regions(batch["image"], boxes, tuple(config.dvsa.crop_size))
+
   def whole_images(images):
     """The images resampled to the region crops' size (the m-RNN's input)."""
     boxes = jnp.broadcast_to(whole, (images.shape[0], 1, 4))
@@ -174,48 +181,61 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     nll, count = caption_nll(logits, tokens, length_mask(lengths, tokens.shape[1]))
     return nll / jnp.maximum(count, 1)
 
-  def per_example(params, batch, key):
-    emb, gen = params["embedding"], params["generator"]
+  embed = functools.partial(retrieval.embed_pairs, embedding, image_hw=image_hw, grid=grid,
+                            whole_image=config.whole_image)
+
+  def generator_nll(gen, batch, content, key):
+    """The generator's teacher-forced NLL per token of the captions [B] (`content`: the
+    SC-NLM's joint-space vectors; the m-RNN reads the images)."""
     tokens, lengths = batch["tokens"], batch["length"]
-    same = retrieval.same_caption(tokens, tokens)
     tokens_in = shift_right(tokens, bos_id=BOS_ID)
     if is_scnlm:
-      scores, aux = embedding.apply({"params": emb}, batch["image"], tokens, lengths)
       structure = classes[tokens] if with_structure else None
-      logits = generator.apply({"params": gen}, tokens_in, structure,
-                               jax.lax.stop_gradient(aux["images"]),
+      logits = generator.apply({"params": gen}, tokens_in, structure, content,
                                method=generator.sentence_logits)
-      caption = nll_per_token(logits, tokens, lengths)
-      region = jnp.zeros_like(caption)
     else:
-      boxes, box_mask = retrieval.region_boxes(batch, image_hw, grid)
-      scores, aux = embedding.apply({"params": emb}, batch["image"], boxes, box_mask, tokens,
-                                    lengths - 1)
       dropout = {"dropout": key} if key is not None and config.mrnn.dropout_rate else None
       logits, _ = generator.apply({"params": gen}, whole_images(batch["image"]), tokens_in,
                                   deterministic=dropout is None, rngs=dropout)
-      caption = nll_per_token(logits, tokens, lengths)
-      dots = jax.lax.stop_gradient(dvsa.word_region_scores(
-          aux["regions"], aux["words"], region_mask=aux["region_mask"]))
-      aligned, _ = align_words(dots, aux["word_mask"], beta=config.beta)
-      digit_regions = jnp.arange(1, 3)  # region 0 is the whole image, then the digits' boxes
-      words, word_lengths = snippets(tokens, aligned, digit_regions, eos_id=EOS_ID)
-      crops = crop_regions(batch["image"], boxes[:, :2], tuple(config.dvsa.crop_size))
-      region_logits, _ = generator.apply({"params": gen}, flat(crops),
-                                         shift_right(flat(words), bos_id=BOS_ID),
-                                         deterministic=dropout is None, rngs=dropout)
-      used = (box_mask[:, :2] & (word_lengths > 1)).astype(jnp.float32)  # [B, 2]
-      per_region = nll_per_token(region_logits, flat(words), flat(word_lengths))
-      region = (jnp.sum(per_region.reshape(used.shape) * used, axis=1)
-                / jnp.maximum(jnp.sum(used, axis=1), 1.0))
-    rank = ranking_loss(scores, margin=margin, same=same, hardest=config.hardest)
+    return nll_per_token(logits, tokens, lengths)
+
+  def region_nll(gen, batch, embedded, key):
+    """The m-RNN's NLL per token of each digit box's MRF snippet, averaged over the boxes
+    with a snippet [B]."""
+    dots = jax.lax.stop_gradient(dvsa.word_region_scores(
+        embedded["regions"], embedded["words"], region_mask=embedded["region_mask"]))
+    aligned, _ = align_words(dots, embedded["word_mask"], beta=config.beta)
+    digit_regions = jnp.arange(1, 3)  # region 0 is the whole image, then the digits' boxes
+    words, word_lengths = snippets(batch["tokens"], aligned, digit_regions, eos_id=EOS_ID)
+    crops = crop_regions(batch["image"], embedded["boxes"][:, 1:3],
+                         tuple(config.dvsa.crop_size))
+    dropout = {"dropout": key} if key is not None and config.mrnn.dropout_rate else None
+    logits, _ = generator.apply({"params": gen}, flat(crops),
+                                shift_right(flat(words), bos_id=BOS_ID),
+                                deterministic=dropout is None, rngs=dropout)
+    used = ((batch["labels"] >= 0) & (word_lengths > 1)).astype(jnp.float32)  # [B, 2]
+    per_region = nll_per_token(logits, flat(words), flat(word_lengths)).reshape(used.shape)
+    return jnp.sum(per_region * used, axis=1) / jnp.maximum(jnp.sum(used, axis=1), 1.0)
+
+  def per_example(params, batch, key):
+    emb, gen = params["embedding"], params["generator"]
+    embedded = embed(emb, batch)
+    same = retrieval.same_caption(batch["tokens"], batch["tokens"])
+    rank = ranking_loss(retrieval.pair_scores(embedded), margin=margin, same=same,
+                        hardest=config.hardest)
+    content = jax.lax.stop_gradient(embedded["image"]) if is_scnlm else None
+    caption = generator_nll(gen, batch, content, key)
+    region = jnp.zeros_like(caption) if is_scnlm else region_nll(gen, batch, embedded, key)
     loss = rank + config.caption_weight * (caption + config.region_weight * region)
     return {"loss": loss, "ranking_loss": rank, "nll_per_token": caption,
             "region_nll_per_token": region}
 
   def teacher_forced(params, batch, key):
-    values = per_example(params, batch, key)
-    return {"nll_per_token": values["nll_per_token"]}
+    del key  # no dropout
+    emb, gen = params["embedding"], params["generator"]
+    content = (embedding.apply({"params": emb}, batch["image"], method=embedding.embed_images)
+               if is_scnlm else None)
+    return {"nll_per_token": generator_nll(gen, batch, content, None)}
 
   def beam(gen_params, state):
     out = decoding.beam_search(functools.partial(generator.decode_step, gen_params), state,
@@ -233,15 +253,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       if not with_structure:
         tokens, lengths = beam(gen, generator.init_decode_state(gen, content))
         return {"tokens": tokens, "lengths": lengths}
-      tokens, lengths = decode_with_templates(generator, gen, content, templates,
-                                              max_len=config.max_len,
-                                              beam_size=config.eval.beam_size)
+      tokens, lengths, _ = decode_with_templates(generator, gen, content, templates,
+                                                 max_len=config.max_len,
+                                                 beam_size=config.eval.beam_size)
       return {"tokens": tokens, "lengths": lengths}
-    tokens, lengths = beam(gen, generator.init_decode_state(gen, whole_images(images)))
-    boxes, _ = retrieval.region_boxes(batch, image_hw, grid)
-    crops = crop_regions(images, boxes[:, :2], tuple(config.dvsa.crop_size))
-    region_tokens, region_lengths = beam(
-        gen, generator.init_decode_state(gen, flat(crops)))
+    crops = image_crops(batch)
+    tokens, lengths = beam(gen, generator.init_decode_state(gen, crops[:, 0]))
+    region_tokens, region_lengths = beam(gen, generator.init_decode_state(gen,
+                                                                          flat(crops[:, 1:])))
     return {"tokens": tokens, "lengths": lengths, "labels": batch["labels"],
             "region_tokens": region_tokens.reshape(count, 2, -1),
             "region_lengths": region_lengths.reshape(count, 2)}
@@ -272,10 +291,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     del key  # deterministic
     batch = stack_records(source, ("image", "tokens", "length", "labels", "boxes"),
                           count=config.num_samples)
-    out = sample_captions(params, batch)
-    boxes, _ = retrieval.region_boxes(batch, image_hw, grid)
-    boxes = jnp.concatenate([jnp.broadcast_to(whole, (boxes.shape[0], 1, 4)), boxes[:, :2]], 1)
-    return dict(out, crops=crop_regions(batch["image"], boxes, tuple(config.dvsa.crop_size)))
+    return dict(sample_captions(params, batch), crops=image_crops(batch))
 
   def write_captions(arrays, directory, split, step):
     texts = vocabulary.decode(arrays["tokens"], arrays["lengths"])

@@ -44,17 +44,23 @@ def test_template_decoding_keeps_the_likeliest_template():
   content = jax.random.normal(jax.random.key(1), (4, 7))
   params = model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32), templates[:1],
                       content[:1], method=model.sentence_logits)["params"]
-  tokens, lengths = vse_caption.decode_with_templates(model, params, content, templates,
-                                                      max_len=5, beam_size=2)
+  tokens, lengths, scores = jax.jit(functools.partial(vse_caption.decode_with_templates, model,
+                                              max_len=5, beam_size=2))(params, content,
+                                                                       templates)
   # Reference: one beam search per (image, template), the best score kept in Python.
+  @jax.jit
+  def search(one_content, template):
+    state = model.init_decode_state(params, one_content, template)
+    return decoding.beam_search(functools.partial(model.decode_step, params), state,
+                                bos_id=BOS_ID, eos_id=EOS_ID, max_len=5, beam_size=2)
+
   for b in range(4):
     best = None
     for p in range(3):
-      state = model.init_decode_state(params, content[b:b + 1], templates[p:p + 1])
-      out = decoding.beam_search(functools.partial(model.decode_step, params), state,
-                                 bos_id=BOS_ID, eos_id=EOS_ID, max_len=5, beam_size=2)
+      out = search(content[b:b + 1], templates[p:p + 1])
       if best is None or out.scores[0, 0] > best[0]:
         best = (out.scores[0, 0], out.tokens[0, 0], out.lengths[0, 0])
+    assert scores[b] == pytest.approx(float(best[0]), abs=1e-5)
     np.testing.assert_array_equal(tokens[b], best[1])
     assert lengths[b] == best[2]
 

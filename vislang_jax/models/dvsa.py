@@ -50,7 +50,7 @@ from flax.core import FrozenDict
 
 from vislang_jax.checks import (check_float, check_hw, check_ids, check_positive_int,
                                 check_rank, concrete)
-from vislang_jax.models.show_attend_tell import Encoder
+from vislang_jax.models.show_attend_tell import Encoder, encoder_kwargs
 from vislang_jax.objectives.ranking import region_word_scores
 from vislang_jax.ops.boxes import check_boxes_inside, crop_regions
 from vislang_jax.ops.sequence import length_mask
@@ -82,15 +82,6 @@ def word_region_scores(regions: jax.Array, words: jax.Array, *,
     raise ValueError(f"region_mask must have shape {tuple(jnp.shape(regions)[:-1])}, got "
                      f"{np.shape(region_mask)}.")
   return jnp.where(jnp.asarray(region_mask, bool)[..., None, :], scores, -jnp.inf)
-
-
-def _frozen_encoder_kwargs(encoder: Any) -> FrozenDict:
-  """``show_attend_tell.Encoder`` keyword arguments (a dict or ConfigDict) as a FrozenDict:
-  hashable, when its values are, so a module holding it can be a static jit argument."""
-  if not hasattr(encoder, "keys"):
-    raise ValueError(f"encoder must be a mapping of show_attend_tell.Encoder keyword "
-                     f"arguments, got {type(encoder).__name__}.")
-  return FrozenDict(encoder)
 
 
 def _flat_features(encoder: nn.Module, images: jax.Array) -> jax.Array:
@@ -149,7 +140,7 @@ class DVSA(nn.Module):
     for name in ("vocab_size", "embed_dim", "word_dim", "hidden_size"):
       check_positive_int(name, getattr(self, name))
     check_hw("crop_size", self.crop_size)
-    object.__setattr__(self, "encoder", _frozen_encoder_kwargs(self.encoder))
+    object.__setattr__(self, "encoder", encoder_kwargs(self.encoder))
     super().__post_init__()
 
   def setup(self):
@@ -305,7 +296,7 @@ class MultimodalRNN(nn.Module):
     for name in ("vocab_size", "word_dim", "hidden_size"):
       check_positive_int(name, getattr(self, name))
     check_float("dropout_rate", self.dropout_rate, low=0.0, below=1.0)
-    object.__setattr__(self, "encoder", _frozen_encoder_kwargs(self.encoder))
+    object.__setattr__(self, "encoder", encoder_kwargs(self.encoder))
     super().__post_init__()
 
   def setup(self):

@@ -51,6 +51,7 @@ from typing import Any, NamedTuple, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.core import FrozenDict
 
 from vislang_jax.checks import check_ids, check_positive_int, check_rank
 from vislang_jax.models.vgg import VGGFeatures
@@ -59,6 +60,15 @@ from vislang_jax.ops import attention
 ATTENTIONS = ("soft", "hard")
 # The convnet trained from scratch, or ``models.vgg.VGGFeatures`` of depth 16 or 19.
 BACKBONES = ("convnet", "vgg16", "vgg19")
+
+
+def encoder_kwargs(encoder: Any) -> FrozenDict:
+  """``Encoder`` keyword arguments (a dict or ConfigDict) as a FrozenDict: hashable when its
+  values are, so a module holding them (VSE, DVSA, ...) can be a static jit argument."""
+  if not hasattr(encoder, "keys"):
+    raise ValueError(f"encoder must be a mapping of show_attend_tell.Encoder keyword "
+                     f"arguments, got {type(encoder).__name__}.")
+  return FrozenDict(encoder)
 
 
 class Encoder(nn.Module):

@@ -32,7 +32,7 @@ from flax.core import FrozenDict
 
 from vislang_jax.checks import (check_choice, check_ids, check_int, check_positive_int,
                                 check_rank, concrete)
-from vislang_jax.models.show_attend_tell import Encoder
+from vislang_jax.models.show_attend_tell import Encoder, encoder_kwargs
 
 POOLS = ("flatten", "mean")
 
@@ -159,10 +159,7 @@ class VSE(nn.Module):
     if self.hidden_size is not None:
       check_positive_int("hidden_size", self.hidden_size)
     check_choice("pool", self.pool, POOLS)
-    if not hasattr(self.encoder, "keys"):  # a dict, FrozenDict or ConfigDict
-      raise ValueError(f"encoder must be a mapping of Encoder keyword arguments, got "
-                       f"{self.encoder!r}.")
-    object.__setattr__(self, "encoder", FrozenDict(self.encoder))  # hashable, immutable
+    object.__setattr__(self, "encoder", encoder_kwargs(self.encoder))
     super().__post_init__()
 
   @property

@@ -11,7 +11,6 @@ from matplotlib.patches import Rectangle
 
 from vislang_jax.checks import check_rank
 from vislang_jax.viz import figure
-from vislang_jax.viz.retrieval import check_images, show_image
 
 REGION_COLOURS = tuple(plt.get_cmap("tab10").colors)
 UNALIGNED_COLOUR = (0.5, 0.5, 0.5)
@@ -92,7 +91,7 @@ def save_region_alignment(path: str, images: np.ndarray, boxes: np.ndarray,
     regions: [S, N] int, word ``t``'s region in ``[0, R)`` (a real one) or -1; -1 at every
       ``t >= len(words[s])`` (padding).
   """
-  images = check_images("images", images, "[S, H, W, C]")
+  images = figure.check_images("images", images, "[S, H, W, C]")
   num, height, width = images.shape[:3]
   boxes, region_mask, regions = map(np.asarray, (boxes, region_mask, regions))
   check_rank("boxes", boxes, "[S, R, 4]")
@@ -130,7 +129,7 @@ def save_region_alignment(path: str, images: np.ndarray, boxes: np.ndarray,
       else:  # pixel i spans [i - 0.5, i + 0.5] on imshow's axes
         axes[0, s].add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
                                        edgecolor=colour, linewidth=2))
-    show_image(axes[0, s], images[s], frame=frame)
+    figure.show_image(axes[0, s], images[s], frame=frame)
     if words[s]:  # the sentence hangs below the image
       word_colours = [colours.get(int(r), UNALIGNED_COLOUR) for r in regions[s, :lengths[s]]]
       axes[0, s].add_artist(AnchoredOffsetbox(

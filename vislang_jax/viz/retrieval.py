@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vislang_jax.checks import check_rank
 from vislang_jax.viz import figure
 
 HIT_COLOUR = (0.0, 0.6, 0.0)
@@ -22,35 +21,6 @@ def hit_colours(hits: np.ndarray) -> np.ndarray:
   """[Q, k] bool -> [Q, k, 3] RGB: ``HIT_COLOUR`` at the hits, ``MISS_COLOUR`` elsewhere."""
   hits = np.asarray(hits)
   return np.where(hits[..., None], np.array(HIT_COLOUR), np.array(MISS_COLOUR))
-
-
-def show_image(ax, image: np.ndarray, *, frame: tuple[float, float, float] | None = None,
-               frame_width: float = 3.0) -> None:
-  """Draws one [H, W, C] image in [0, 1] on `ax` without ticks (C = 1 in grey, C = 3 RGB).
-
-  With `frame`, the axes' border is drawn in that colour: the image's own outline.
-  """
-  image = np.clip(np.asarray(image, np.float32), 0.0, 1.0)
-  if image.shape[-1] == 1:
-    ax.imshow(image[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
-  else:
-    ax.imshow(image)
-  ax.set_xticks([])
-  ax.set_yticks([])
-  for spine in ax.spines.values():
-    spine.set_visible(frame is not None)
-    if frame is not None:
-      spine.set_edgecolor(frame)
-      spine.set_linewidth(frame_width)
-
-
-def check_images(name: str, images: np.ndarray, layout: str) -> np.ndarray:
-  """`images` as NumPy, or a ValueError unless it has `layout`'s axes with C = 1 or 3 last."""
-  images = np.asarray(images)
-  check_rank(name, images, layout)
-  if images.shape[-1] not in (1, 3):
-    raise ValueError(f"{name} must have shape {layout} with C = 1 or 3, got {images.shape}.")
-  return images
 
 
 def _check_hits(hits: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -73,7 +43,7 @@ def save_retrieval_figure(path: str, queries: Sequence[str], images: np.ndarray,
     hits: [Q, k] bool, True where the retrieved image is a right answer (framed in
       ``HIT_COLOUR``; misses in ``MISS_COLOUR``).
   """
-  images = check_images("images", images, "[Q, k, H, W, C]")
+  images = figure.check_images("images", images, "[Q, k, H, W, C]")
   if len(images) != len(queries) or images.shape[1] < 1:
     raise ValueError(f"images must have shape [Q, k, H, W, C] with Q = len(queries) = "
                      f"{len(queries)} and k >= 1, got {images.shape}.")
@@ -85,7 +55,7 @@ def save_retrieval_figure(path: str, queries: Sequence[str], images: np.ndarray,
     axes[q, 0].text(0.0, 0.5, textwrap.fill(text, 24), fontsize=7, va="center",
                     transform=axes[q, 0].transAxes)
     for j in range(k):
-      show_image(axes[q, 1 + j], images[q, j], frame=tuple(colours[q, j]))
+      figure.show_image(axes[q, 1 + j], images[q, j], frame=tuple(colours[q, j]))
       axes[q, 1 + j].set_title(f"{j + 1}", fontsize=7)
   figure.save(fig, path)
 
@@ -103,7 +73,7 @@ def save_image_to_text_figure(path: str, images: np.ndarray,
     captions: Q lists of k caption strings, each query's top-k retrieved captions, best first.
     hits: [Q, k] bool, True where the retrieved caption is a right answer.
   """
-  images = check_images("images", images, "[Q, H, W, C]")
+  images = figure.check_images("images", images, "[Q, H, W, C]")
   k = len(captions[0]) if len(captions) else 0
   if len(captions) != len(images) or k < 1 or any(len(c) != k for c in captions):
     raise ValueError(f"captions must be Q = {len(images)} lists of k >= 1 captions each, got "
@@ -112,7 +82,7 @@ def save_image_to_text_figure(path: str, images: np.ndarray,
   colours = hit_colours(hits)
   fig, axes = figure.subplots(len(images), 2, figsize=(6.0, max(1.3, 0.3 * k) * len(images)))
   for q, image in enumerate(images):
-    show_image(axes[q, 0], image)
+    figure.show_image(axes[q, 0], image)
     ax = axes[q, 1]
     ax.axis("off")
     for j, caption in enumerate(captions[q]):

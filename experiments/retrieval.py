@@ -1,31 +1,61 @@
-"""Joint image-text embeddings on captioned digits: VSE (Kiros et al. 2014) or DVSA (Karpathy &
-Fei-Fei 2015), evaluated by bidirectional retrieval.
+"""Joint image-text embeddings: VSE (Kiros et al. 2014) or DVSA (Karpathy & Fei-Fei 2015),
+evaluated by bidirectional retrieval, on captioned digits or on a Karpathy-split corpus.
 
   python -m experiments.retrieval --workdir=DIR [--config.model=dvsa] ...
 
-Trains `config.model` on the captioned digits (`data.captioned_digits`) with the bidirectional
-hinge of `objectives.ranking` over the batch, pairs with the same caption masked out of the
-negatives: `vse` on the unit-vector scores `x . v` (margin `config.margin`, default 0.2 as
-Kiros et al.'s released trainer), `dvsa` on the region-word scores `S_kl = sum_t max_i v_i .
-s_t` (margin 1, eq. 9) over the whole image, each digit's box and a `config.grid` of boxes.
+Real images (Flickr8k / Flickr30k / COCO with Karpathy's split JSON and the image folder):
 
-Evaluates `validation`, `test` and `novel` (held-out digit/position combinations): retrieval
-both ways over pools of `eval.pool` images (`metrics.retrieval.fold_retrieval`: the papers'
-1,000-image protocol, averaged over the split's folds), every caption with the query's exact
-words a hit: `i2t_r1` ... `t2i_median_rank`. `dvsa` adds `alignment_accuracy`, the fraction
-of digit words ("three") whose best-scoring region is the box of the digit they name (a
-region counts as that box when their IoU is at least 0.5: a grid cell can hold the same digit
-crop), and `mrf_alignment_accuracy`, the same for the chain MRF's alignment
-(`ops.chain_mrf`, smoothness `config.beta`). `vse` adds `arithmetic_r1` / `arithmetic_r5`: for each one-digit image,
-`image - "d" + "d+1"` (Kiros et al. Sec. 4's arithmetic) must retrieve an image captioned
-with the same position and digit d+1.
+  python -m experiments.retrieval --workdir=runs/f30k --config.data.source=karpathy \
+      --config.data.karpathy_json=DIR/dataset_flickr30k.json \
+      --config.data.image_dir=DIR/flickr30k-images --config.data.image_size=224 \
+      --config.max_len=32 --config.vse.encoder.backbone=vgg19 --config.vse.pool=mean
+
+(`--config.model=dvsa --config.dvsa.encoder.backbone=vgg16 --config.dvsa.crop_size=(224,224)`
+for DVSA; COCO: `dataset_coco.json` with `--config.data.image_dir` the folder holding
+`train2014/` and `val2014/`). The VGG backbones (`models.show_attend_tell.Encoder`) start
+from random weights here and train from scratch with the rest; ImageNet weights, for users
+who have torchvision's, convert with `models.vgg.vgg_params_from_torch` into
+`params["image_encoder"]["vgg19"]` (VSE) / `params["encoder"]["vgg16"]` (DVSA), but this
+script has no option to load them, so its numbers are not the papers' pretrained-CNN numbers.
+Images are RGB in [0, 1] (no ImageNet normalisation).
+
+Data (`load_datasets`): `config.data.source` a digit source (`data.captioned_digits`:
+"train", "validation", "test", "novel" = held-out digit/position combinations) or
+"karpathy" (`data.karpathy_split`: "train" = Karpathy's train + restval (COCO's 113,287
+images; restval is empty elsewhere), "validation" = val, "test" = test; no "novel"). A
+Karpathy record is an image with one of its captions, `data.captions_per_image` (5, Kiros
+et al.'s and Karpathy & Fei-Fei's protocol) consecutive records per image, captions longer
+than `max_len - 1` words truncated, the vocabulary the `data.vocab_size` most frequent words
+of the training captions.
+
+Trains `config.model` with the bidirectional hinge of `objectives.ranking` over the batch,
+pairs of the same scene (the same caption, or on Karpathy data the same image) masked out of
+the negatives: `vse` on the unit-vector scores `x . v` (margin `config.margin`, default 0.2
+as Kiros et al.'s released trainer), `dvsa` on the region-word scores `S_kl = sum_t max_i
+v_i . s_t` (margin 1, eq. 9) over the whole image, each digit's box (digits only: the
+corpora have no detector boxes here, where Karpathy & Fei-Fei used 19 R-CNN detections) and
+a `config.grid` of boxes.
+
+Evaluates every split but train: retrieval both ways over pools of `eval.pool` images
+(`metrics.retrieval.fold_retrieval`: the papers' 1,000-image protocol, averaged over the
+split's folds, e.g. COCO's 5,000 test images as 5 folds): `i2t_r1` ... `t2i_median_rank`,
+`num_images`. The image side holds each image once (records sharing an `image_id`, in order
+of first appearance; a digit record is its own image), the sentence side every record, and a
+sentence is a hit for an image when it was written for it or has exactly the words of one of
+its captions (`retrieval_pool`). On digits, `dvsa` adds `alignment_accuracy`, the fraction of
+digit words ("three") whose best-scoring region is the box of the digit they name (a region
+counts as that box when their IoU is at least 0.5: a grid cell can hold the same digit crop),
+and `mrf_alignment_accuracy`, the same for the chain MRF's alignment (`ops.chain_mrf`,
+smoothness `config.beta`); `vse` adds `arithmetic_r1` / `arithmetic_r5`: for each one-digit
+image, `image - "d" + "d+1"` (Kiros et al. Sec. 4's arithmetic) must retrieve an image
+captioned with the same position and digit d+1. Data without digit labels skips these three.
 
 Writes DIR/metrics.jsonl, DIR/vocabulary.json, DIR/checkpoints and
-DIR/samples/retrieval_<split>_<step>.png (text queries and their top images; hits framed
-green) and, for `dvsa`, DIR/samples/alignment_<split>_<step>.png (boxes and the words the MRF
-gives them, in the box's colour).
+DIR/samples/retrieval_<split>_<step>.png (a caption of each of the first images as a text
+query and its top images among the first `eval.pool` records' images; hits framed green)
+and, for `dvsa`, DIR/samples/alignment_<split>_<step>.png (boxes and the words the MRF gives
+them, in the box's colour).
 """
-
 import functools
 import os
 
@@ -37,7 +67,9 @@ import numpy as np
 from vislang_jax.checks import check_choice
 from vislang_jax.data.captioned_digits import DIGIT_NAMES
 from vislang_jax.data.captions import EncodedCaptions, build_encoded_captioned_digits
+from vislang_jax.data.karpathy_split import load_karpathy_split
 from vislang_jax.data.pipeline import stack_records
+from vislang_jax.data.sources import SOURCES
 from vislang_jax.data.vocabulary import Vocabulary
 from vislang_jax.metrics.retrieval import fold_retrieval, hit_ranks
 from vislang_jax.models import dvsa, vse
@@ -52,6 +84,8 @@ from vislang_jax.viz.alignment import save_region_alignment
 from vislang_jax.viz.retrieval import save_retrieval_figure
 
 MODELS = ("vse", "dvsa")
+# `config.data.source`: the digit sources of `data.sources`, or Karpathy's split JSON.
+DATA_SOURCES = SOURCES + ("karpathy",)
 # The hinge's margin when `config.margin` is None: Kiros et al.'s trainer (margin=0.2) and
 # Karpathy & Fei-Fei's eq. (9) (+1).
 DEFAULT_MARGINS = {"vse": 0.2, "dvsa": 1.0}
@@ -60,19 +94,98 @@ _IMAGE_FIELDS = ("image", "regions", "region_mask")
 _SENTENCE_FIELDS = ("sentence", "words", "word_mask")
 
 
+def check_data_config(data: ml_collections.ConfigDict) -> None:
+  """A ValueError naming the field for an unknown `data.source` or, for "karpathy", a
+  `karpathy_json` that is not a file or an `image_dir` that is not a folder (before loading)."""
+  check_choice("data.source", data.source, DATA_SOURCES)
+  if data.source != "karpathy":
+    return
+  if not data.karpathy_json or not os.path.isfile(data.karpathy_json):
+    raise ValueError(f"data.karpathy_json must be the path of Karpathy's split JSON "
+                     f"(dataset_flickr30k.json, dataset_coco.json or dataset_flickr8k.json) "
+                     f"for data.source='karpathy', got {data.karpathy_json!r}.")
+  if not data.image_dir or not os.path.isdir(data.image_dir):
+    raise ValueError(f"data.image_dir must be the folder of the JSON's images (Flickr: the "
+                     f"jpgs; COCO: the folder holding train2014/ and val2014/) for "
+                     f"data.source='karpathy', got {data.image_dir!r}.")
+
+
 def load_datasets(config: ml_collections.ConfigDict
                   ) -> tuple[dict[str, EncodedCaptions], Vocabulary]:
-  """The encoded captioned-digit splits and the vocabulary of the training captions."""
+  """The encoded splits and the vocabulary of the training captions.
+
+  Digit sources: `data.captions.build_encoded_captioned_digits`'s "train", "validation",
+  "test" and "novel". "karpathy": Karpathy's "train+restval", "val" and "test" as "train",
+  "validation" and "test" (`data.karpathy_split.load_karpathy_split`, `data.image_size`
+  square RGB images, `data.captions_per_image` consecutive records per image), captions
+  truncated to `max_len - 1` words, the vocabulary the `data.vocab_size` most frequent words
+  of the training records' captions.
+  """
   data = config.data
-  return build_encoded_captioned_digits(
-      source=data.source, data_dir=data.dir or None, max_len=config.max_len,
-      mnist_dir=data.mnist_dir or None, seed=config.seed, copies=data.copies,
-      novel_size=data.novel_size)
+  check_data_config(data)
+  if data.source != "karpathy":
+    return build_encoded_captioned_digits(
+        source=data.source, data_dir=data.dir or None, max_len=config.max_len,
+        mnist_dir=data.mnist_dir or None, seed=config.seed, copies=data.copies,
+        novel_size=data.novel_size)
+  splits = {"train": "train+restval", "validation": "val", "test": "test"}  # restval may be empty
+  raw = {name: load_karpathy_split(data.karpathy_json, data.image_dir, split=split,
+                                   image_size=data.image_size,
+                                   captions_per_image=data.captions_per_image)
+         for name, split in splits.items()}
+  # The training records' captions from the JSON, without decoding the images: record k of
+  # an image holds its caption k % (its captions), as `data.captions.CocoCaptions` reads it.
+  captions = [entry["sentences"][k % len(entry["sentences"])]["raw"]
+              for entry in raw["train"].source.entries if entry["sentences"]
+              for k in range(data.captions_per_image)]
+  vocabulary = Vocabulary.build(captions, max_size=data.vocab_size)
+  return {name: EncodedCaptions(source, vocabulary, max_len=config.max_len, truncate=True)
+          for name, source in raw.items()}, vocabulary
+
+
+def retrieval_pool(tokens: np.ndarray, image_ids: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The retrieval pool of a split's records: each image once, every record a sentence.
+
+  Args:
+    tokens: [S, T] int, each record's caption ids.
+    image_ids: [S] int, each record's image (Karpathy / COCO records: an image's captions
+      share its id); None: every record is its own image (captioned digits).
+
+  Returns:
+    ``(first [I], owner [S], hits [I, S])``: ``first[i]`` the first record of image ``i``
+    (images in order of first appearance), ``owner[s]`` the image of record ``s``, and
+    ``hits[i, s]`` True when record ``s`` is image ``i``'s or its ids equal those of a caption
+    of image ``i`` (for digits: the records with identical captions; real captions compare
+    after truncation and `<unk>`), the arguments of `metrics.retrieval.fold_retrieval`.
+  """
+  tokens = np.asarray(tokens)
+  ids = np.arange(len(tokens)) if image_ids is None else np.asarray(image_ids)
+  _, first, owner = np.unique(ids, return_index=True, return_inverse=True)
+  order = np.argsort(first)  # unique ids sorted by value -> by first appearance
+  row = np.empty_like(order)
+  row[order] = np.arange(len(order))
+  first, owner = first[order], row[owner.reshape(-1)]
+  _, caption = np.unique(tokens, axis=0, return_inverse=True)
+  caption = caption.reshape(-1)
+  has_caption = np.zeros((len(first), caption.max() + 1), bool)  # [I, distinct captions]
+  has_caption[owner, caption] = True
+  return first, owner, has_caption[:, caption]
 
 
 def same_caption(tokens_a: jax.Array, tokens_b: jax.Array) -> jax.Array:
   """[A, B] bool: True where caption ``a`` and caption ``b`` have exactly the same ids."""
   return jnp.all(tokens_a[:, None, :] == tokens_b[None, :, :], axis=-1)
+
+
+def same_scene(batch: dict) -> jax.Array:
+  """[B, B] bool: the pairs of a batch that describe one scene, masked out of the hinge's
+  negatives: the same caption (`same_caption`), or the same "image_id" where the records
+  carry one (an image's other captions are not negatives)."""
+  same = same_caption(batch["tokens"], batch["tokens"])
+  if "image_id" in batch:
+    same = same | (batch["image_id"][:, None] == batch["image_id"][None, :])
+  return same
 
 
 def whole_box(image_hw: tuple[int, int]) -> jax.Array:
@@ -86,17 +199,23 @@ def region_boxes(batch: dict, image_hw: tuple[int, int], grid: tuple[int, ...]
   """The proposals of each image: its digits' boxes, then the grid; (x0, y0, x1, y1) pixels.
 
   Args:
-    batch: "boxes" [B, 2, 4] int (y0, x0, y1, x1), -1 for no digit; "labels" [B, 2].
+    batch: "boxes" [B, 2, 4] int (y0, x0, y1, x1), -1 for no digit; "labels" [B, 2]. A batch
+      without them (real images: "image" [B, H, W, C]) has the grid only.
     image_hw: (H, W).
     grid: (rows, cols) of fixed cells, or () for none.
 
   Returns:
-    ``(boxes [B, 2 + rows * cols, 4] float32, box_mask [B, 2 + rows * cols] bool)``; a missing
-    digit's box is replaced by the whole image and masked out.
+    ``(boxes [B, D + rows * cols, 4] float32, box_mask [B, D + rows * cols] bool)``, D = 2
+    digit boxes (0 without them); a missing digit's box is replaced by the whole image and
+    masked out.
   """
-  present = batch["labels"] >= 0
-  digits = yxyx_to_xyxy(jnp.asarray(batch["boxes"], jnp.float32))
-  digits = jnp.where(present[..., None], digits, whole_box(image_hw))
+  if "boxes" in batch and "labels" in batch:
+    present = batch["labels"] >= 0
+    digits = yxyx_to_xyxy(jnp.asarray(batch["boxes"], jnp.float32))
+    digits = jnp.where(present[..., None], digits, whole_box(image_hw))
+  else:
+    present = jnp.zeros((len(batch["image"]), 0), bool)
+    digits = jnp.zeros((len(batch["image"]), 0, 4), jnp.float32)
   cells = grid_boxes(image_hw, grid) if grid else np.zeros((0, 4), np.float32)
   cells = jnp.broadcast_to(cells, (digits.shape[0],) + cells.shape)
   boxes = jnp.concatenate([digits, cells], axis=1)
@@ -152,21 +271,51 @@ def pair_scores(embedded: dict[str, jax.Array]) -> jax.Array:
 _pair_scores = jax.jit(pair_scores)
 
 
-def pool_scores(embedded: dict[str, np.ndarray], *, block: int = 50) -> np.ndarray:
-  """`pair_scores` of every image of a pool against every sentence, `block` images at a time
-  (bounding DVSA's [block, S, R, T] intermediate); NumPy [I, S]."""
-  images = {k: v for k, v in embedded.items() if k in _IMAGE_FIELDS}
-  sentences = {k: v for k, v in embedded.items() if k in _SENTENCE_FIELDS}
+def pool_scores(embedded: dict[str, np.ndarray], *, images: np.ndarray | None = None,
+                sentences: np.ndarray | None = None, block: int = 50) -> np.ndarray:
+  """`pair_scores` of the images of a pool against its sentences, `block` images at a time
+  (bounding DVSA's [block, S, R, T] intermediate); NumPy [I, S].
+
+  `images` / `sentences`: the records (rows of `embed_pairs`'s output) whose image side /
+  sentence side to score, e.g. `retrieval_pool`'s first record of each image; None: all.
+  """
+  images = {k: v if images is None else v[images]
+            for k, v in embedded.items() if k in _IMAGE_FIELDS}
+  sentences = {k: v if sentences is None else v[sentences]
+               for k, v in embedded.items() if k in _SENTENCE_FIELDS}
   count = len(next(iter(images.values())))
   return np.concatenate([
       np.asarray(_pair_scores({**{k: v[i:i + block] for k, v in images.items()}, **sentences}))
       for i in range(0, count, block)])
 
 
+def digit_words(vocabulary: Vocabulary, *, max_len: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """The digit names as one-word sentences and their ids, for the digit-only metrics.
+
+  Returns:
+    ``(tokens [10, max_len], lengths [10], ids [10], successor [V])``: ``successor`` maps a
+    word id to itself and a digit's id to the next digit's (VSE's arithmetic).
+
+  Raises:
+    ValueError: naming a digit name the training captions never used.
+  """
+  tokens, lengths = vocabulary.encode(DIGIT_NAMES, max_len=max_len, strict=True)
+  ids = tokens[:, 0]
+  successor = np.arange(len(vocabulary))
+  successor[ids] = np.roll(ids, -1)
+  return tokens, lengths, ids, successor
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> dict[str, dict[str, float]]:
   """Trains `config.model` (vse | dvsa); returns the final metrics per split."""
   check_choice("model", config.model, MODELS)
+  if (config.model == "dvsa" and config.data.source == "karpathy" and not config.grid
+      and not config.whole_image):
+    raise ValueError(f"grid must name cells or whole_image be True for dvsa on "
+                     f"data.source='karpathy' (no digit boxes: no region would be left), got "
+                     f"grid={tuple(config.grid)} and whole_image={config.whole_image}.")
   workdir = check_workdir(workdir)
   datasets, vocabulary = load_datasets(config)
   if jax.process_index() == 0:
@@ -175,13 +324,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   example = datasets["train"][0]
   image_hw = tuple(example["image"].shape[:2])
   grid = tuple(config.grid)
-  # The digit names as one-word sentences (VSE's arithmetic; a name the training captions
-  # never used is a ValueError naming it), and their ids with the next digit's.
-  digit_tokens, digit_lengths = vocabulary.encode(DIGIT_NAMES, max_len=config.max_len,
-                                                  strict=True)
-  digit_ids = digit_tokens[:, 0]
-  successor = np.arange(len(vocabulary))  # word id -> itself, a digit's -> the next digit's
-  successor[digit_ids] = np.roll(digit_ids, -1)
+  # Digit labels and boxes: the digit-only metrics (alignment to the digits' boxes, the
+  # arithmetic over digit names); real images have neither.
+  has_digits = "labels" in example and "boxes" in example
+  if has_digits:
+    digit_tokens, digit_lengths, digit_ids, successor = digit_words(vocabulary,
+                                                                   max_len=config.max_len)
   margin = DEFAULT_MARGINS[config.model] if config.margin is None else config.margin
   is_vse = config.model == "vse"
   model = (vse.VSE(vocab_size=len(vocabulary), **config.vse) if is_vse
@@ -193,7 +341,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   def per_example(params, batch, key):
     del key  # no randomness in either model
     scores = pair_scores(embed(params, batch))
-    same = same_caption(batch["tokens"], batch["tokens"])
+    same = same_scene(batch)
     loss = ranking_loss(scores, margin=margin, same=same, hardest=config.hardest)
     true = jnp.diagonal(scores)
     # The fraction of the batch's other captions scored below the true one (image side).
@@ -205,17 +353,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     del key  # deterministic
     out = embed(params, batch)
     out.update(tokens=batch["tokens"], length=batch["length"])
+    if "image_id" in batch:
+      out["image_id"] = batch["image_id"]
     if is_vse:
-      # Kiros et al.'s arithmetic on each image's first digit d: image - "d" + "d+1".
-      first = jnp.maximum(batch["labels"][:, 0], 0)
-      names = model.apply({"params": params}, digit_tokens, digit_lengths,
-                          method=model.embed_sentences)  # [10, K]
-      out["arithmetic"] = vse.arithmetic_query(out["image"], names[first],
-                                               names[(first + 1) % 10])
-    else:
-      dots = dvsa.word_region_scores(out["regions"], out["words"],
-                                     region_mask=out["region_mask"])  # [b, T, R]
-      mrf, _ = align_words(dots, out["word_mask"], beta=config.beta)
+      if has_digits:
+        # Kiros et al.'s arithmetic on each image's first digit d: image - "d" + "d+1".
+        first = jnp.maximum(batch["labels"][:, 0], 0)
+        names = model.apply({"params": params}, digit_tokens, digit_lengths,
+                            method=model.embed_sentences)  # [10, K]
+        out["arithmetic"] = vse.arithmetic_query(out["image"], names[first],
+                                                 names[(first + 1) % 10])
+      return out
+    dots = dvsa.word_region_scores(out["regions"], out["words"],
+                                   region_mask=out["region_mask"])  # [b, T, R]
+    mrf, _ = align_words(dots, out["word_mask"], beta=config.beta)
+    out["aligned"] = mrf
+    if has_digits:
       named = digit_word_index(batch["tokens"], digit_ids)  # [b, T]
       digit_boxes = jnp.take_along_axis(out["boxes"][:, 1:3], jnp.maximum(named, 0)[..., None],
                                         axis=1)  # [b, T, 4]: the named digit's box
@@ -228,20 +381,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       out["digit_words"] = jnp.sum(named, axis=1)
       out["best_correct"] = jnp.sum(named & grounded(jnp.argmax(dots, -1)), axis=1)
       out["mrf_correct"] = jnp.sum(named & grounded(mrf), axis=1)
-      out["aligned"] = mrf
     return out
 
   predict_jit = jax.jit(predict)
 
   def score(predictions, source):
     del source
-    tokens = predictions["tokens"]
-    hits = np.all(tokens[:, None] == tokens[None], axis=-1)
-    metrics = fold_retrieval(pool_scores(predictions), hits, np.arange(len(tokens)),
+    first, owner, hits = retrieval_pool(predictions["tokens"], predictions.get("image_id"))
+    metrics = fold_retrieval(pool_scores(predictions, images=first), hits, owner,
                              fold_size=config.eval.pool)
-    if is_vse:
+    if has_digits and is_vse:
       metrics.update(arithmetic_retrieval(predictions))
-    else:
+    elif has_digits:
       count = max(int(predictions["digit_words"].sum()), 1)
       metrics["alignment_accuracy"] = float(predictions["best_correct"].sum() / count)
       metrics["mrf_alignment_accuracy"] = float(predictions["mrf_correct"].sum() / count)
@@ -264,20 +415,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
             "arithmetic_r5": float(np.mean(ranks <= 5))}
 
   def retrieval_arrays(params, source, key):
+    """The figures' arrays over the first `eval.pool` records: a caption of each of the first
+    `num_samples` images as a text query, its `top_k` images of the pool (each image once)."""
     del key  # deterministic
-    records = stack_records(source, ("image", "tokens", "length", "labels", "boxes"),
-                            count=config.eval.pool)
-    out = jax.tree.map(np.asarray, predict_jit(params, records, None))
-    scores = pool_scores(out)[:, :config.num_samples]  # images x the first queries
-    top = np.argsort(-scores, axis=0, kind="stable")[:config.top_k].T  # [Q, k]
-    tokens = records["tokens"]
-    hits = np.all(tokens[top] == tokens[:config.num_samples, None], axis=-1)
-    arrays = {"images": records["image"][top], "hits": hits,
-              "tokens": tokens[:config.num_samples], "length": records["length"][:config.num_samples]}
+    fields = ("image", "tokens", "length") + tuple(
+        k for k in ("labels", "boxes", "image_id") if k in example)
+    records = stack_records(source, fields, count=config.eval.pool)
+    step = config.eval.batch_size
+    out = [jax.tree.map(np.asarray, predict_jit(
+        params, {k: v[i:i + step] for k, v in records.items()}, None))
+           for i in range(0, len(records["tokens"]), step)]
+    out = {k: np.concatenate([o[k] for o in out]) for k in out[0]}
+    first, _, hits = retrieval_pool(records["tokens"], records.get("image_id"))
+    queries = first[:config.num_samples]  # records
+    scores = pool_scores(out, images=first, sentences=queries)  # [I, Q]
+    top = np.argsort(-scores, axis=0, kind="stable")[:config.top_k].T  # [Q, k] images
+    arrays = {"images": records["image"][first[top]], "hits": hits[top, queries[:, None]],
+              "tokens": records["tokens"][queries], "length": records["length"][queries]}
     if not is_vse:
-      n = config.num_samples
-      arrays.update(image=records["image"][:n], boxes=out["boxes"][:n],
-                    region_mask=out["region_mask"][:n], regions=out["aligned"][:n])
+      arrays.update(image=records["image"][queries], boxes=out["boxes"][queries],
+                    region_mask=out["region_mask"][queries], regions=out["aligned"][queries])
     return arrays
 
   def write_retrieval(arrays, directory, split, step):

@@ -1,5 +1,5 @@
-"""Joint image-text embeddings on captioned digits: VSE (Kiros et al. 2014) or DVSA (Karpathy &
-Fei-Fei 2015), evaluated by bidirectional retrieval.
+"""Joint image-text embeddings on captioned digits or a Karpathy-split corpus: VSE (Kiros et
+al. 2014) or DVSA (Karpathy & Fei-Fei 2015), evaluated by bidirectional retrieval.
 
 Quickstart (offline, scikit-learn digits on 60x60 canvases, a few minutes on a 2-core CPU):
   python -m experiments.retrieval --workdir=/tmp/vse
@@ -12,6 +12,18 @@ whole split when smaller), every caption with the query's exact words counting a
 `mrf_alignment_accuracy` (the same after the chain MRF); `vse` adds `arithmetic_r1` /
 `arithmetic_r5` (image - "seven" + "three" retrieves the three in the seven's place). The
 README lists the measured numbers.
+
+Real images, for users with Karpathy's split JSON and the images (a GPU run; VGG from
+scratch, see experiments/retrieval.py for ImageNet weights):
+  python -m experiments.retrieval --workdir=runs/f30k --config.data.source=karpathy \
+      --config.data.karpathy_json=DIR/dataset_flickr30k.json \
+      --config.data.image_dir=DIR/flickr30k-images --config.data.image_size=224 \
+      --config.max_len=32 --config.vse.encoder.backbone=vgg19 --config.vse.pool=mean
+(`--config.model=dvsa --config.dvsa.encoder.backbone=vgg16 --config.dvsa.crop_size=(224,224)`
+for DVSA, whose proposals there are the whole image and the `grid` cells). Splits: train
+(+ restval), validation, test; retrieval over each image once with its
+`data.captions_per_image` captions, in folds of `eval.pool` = 1,000 images (COCO's 5k test
+set: 5 folds); the digit-only metrics are not reported.
 
 Paper anchors (Flickr30k, 1,000 test images, R@1 image-to-text): 23.0 (Kiros et al., VGG),
 22.2 (Karpathy & Fei-Fei, BRNN).
@@ -34,7 +46,9 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   config.vse = ml_collections.ConfigDict({
       "embed_dim": 64,            # K, the joint space
       "word_dim": 32,             # W_T
-      "encoder": {"widths": (16, 32, 32)},  # 60x60 -> 7x7x32, flattened, then W_I
+      # show_attend_tell.Encoder: backbone convnet | vgg16 | vgg19 (widths: convnet only)
+      "encoder": {"backbone": "convnet", "widths": (16, 32, 32)},  # 60x60 -> 7x7x32
+      "pool": "flatten",          # the encoder's grid flattened (then W_I) | mean (for VGG)
   })
   # Keyword arguments of `models.dvsa.DVSA`.
   config.dvsa = ml_collections.ConfigDict({
@@ -42,7 +56,8 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
       "word_dim": 32,             # W_w
       "hidden_size": 64,          # the BRNN's states
       "crop_size": (28, 28),      # every region (and the whole image) resampled to this
-      "encoder": {"widths": (16, 32)},  # 28x28 crop -> 7x7x32, flattened, then W_m
+      # 28x28 crop -> 7x7x32, flattened, then W_m; backbone as VSE's
+      "encoder": {"backbone": "convnet", "widths": (16, 32)},
   })
   # Region proposals beside the whole image: the digits' boxes, then a rows x cols grid
   # (() for none).
@@ -55,12 +70,18 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   config.margin = ml_collections.config_dict.placeholder(float)
   config.hardest = False          # VSE++'s hardest negative instead of the sum (Faghri 2018)
   config.beta = 1.0               # the chain MRF's smoothness weight (DVSA Sec. 3.1.4)
-  config.max_len = 12             # caption ids incl. <eos>
+  config.max_len = 12             # caption ids incl. <eos> (karpathy: longer ones truncated)
   config.num_samples = 4          # queries in samples/retrieval_*.png and alignment_*.png
   config.top_k = 5                # retrieved items drawn per query
 
-  config.data.copies = 4          # captioned canvases per training digit
-  config.data.novel_size = 300    # examples of held-out digit/position combinations
+  # data.source: a digit source (common.data_config) | karpathy (the fields below)
+  config.data.copies = 4          # digits: captioned canvases per training digit
+  config.data.novel_size = 300    # digits: examples of held-out digit/position combinations
+  config.data.karpathy_json = ""  # karpathy: dataset_flickr30k.json / _coco.json / _flickr8k.json
+  config.data.image_dir = ""      # karpathy: the images (COCO: holding train2014/, val2014/)
+  config.data.image_size = 64     # karpathy: square RGB side (64 a CPU smoke test; 224 VGG)
+  config.data.vocab_size = 10000  # karpathy: the training captions' most frequent words
+  config.data.captions_per_image = 5  # karpathy: records (image, caption k) per image
 
   config.train.num_steps = 2000
   config.train.batch_size = 64

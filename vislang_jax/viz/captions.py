@@ -1,5 +1,6 @@
 """Images generated from captions, one row per caption (Mansimov et al. 2016, Fig. 2-4)."""
 
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,10 +22,11 @@ def save_caption_rows(path: str, captions: Sequence[str], images: np.ndarray) ->
     raise ValueError(f"images must be [S, K, H, W(, C)] with S = len(captions) = "
                      f"{len(captions)}, got shape {images.shape}.")
   rows = len(captions)
-  fig, axes = figure.subplots(rows, 1, figsize=(1.0 * images.shape[1] + 0.5, 1.25 * rows))
+  width = max(1.0 * images.shape[1] + 0.5, 4.5)  # room for a caption over a single image
+  fig, axes = figure.subplots(rows, 1, figsize=(width, 1.4 * rows))
   for r, text in enumerate(captions):
     ax = axes[r, 0]
     ax.imshow(image_grid(images[r][None]), cmap="gray", vmin=0, vmax=1)
-    ax.set_title(text, fontsize=7)
+    ax.set_title(textwrap.fill(text, width=int(width * 14)), fontsize=7)
     ax.axis("off")
   figure.save(fig, path)

@@ -199,7 +199,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       novel_size=data.novel_size)
   model = make_model(config, len(vocabulary))
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
     vocabulary.save(os.path.join(workdir, "vocabulary.json"))
   judge, judge_params = build_judge(config, datasets["train"])
 

@@ -211,7 +211,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   workdir = check_workdir(workdir)
   setup, task, evaluators = build(config)
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
     setup.vocabulary.save(os.path.join(workdir, "vocabulary.json"))
   return fit(config, workdir, task, setup.datasets, evaluators=evaluators)
 

@@ -319,7 +319,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   workdir = check_workdir(workdir)
   datasets, vocabulary = load_datasets(config)
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
     vocabulary.save(os.path.join(workdir, "vocabulary.json"))
   example = datasets["train"][0]
   image_hw = tuple(example["image"].shape[:2])

@@ -151,7 +151,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   datasets, vocabulary = load_datasets(config)
   model = make_model(config, len(vocabulary))
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
     vocabulary.save(os.path.join(workdir, "vocabulary.json"))
   max_len, settings = config.max_len, config.eval
   inputs = functools.partial(shift_right, bos_id=BOS_ID)  # <bos>, then the targets

@@ -106,7 +106,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   model = make_model(config, len(source_vocab), len(target_vocab))
   max_len = config.data.max_len
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
     source_vocab.save(os.path.join(workdir, "source_vocabulary.json"))
     target_vocab.save(os.path.join(workdir, "target_vocabulary.json"))
 

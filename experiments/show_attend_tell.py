@@ -68,7 +68,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   datasets, vocabulary = load_datasets(config)
   model = make_model(config, len(vocabulary))
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
     vocabulary.save(os.path.join(workdir, "vocabulary.json"))
   example = datasets["train"][0]
   image_hw = example["image"].shape[:2]

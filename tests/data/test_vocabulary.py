@@ -94,7 +94,7 @@ def test_max_len():
 
 def test_save_load(tmp_path):
   vocab = Vocabulary.build(CAPTIONS, min_count=1)
-  path = tmp_path / "vocab.json"
+  path = tmp_path / "new" / "workdir" / "vocab.json"  # save makes the folders
   vocab.save(path)
   loaded = Vocabulary.load(path)
   assert loaded == vocab and loaded.tokens == vocab.tokens

@@ -259,7 +259,8 @@ class Vocabulary:
     return cls(words=tuple(data["words"]), counts=tuple(data["counts"]))
 
   def save(self, path: str | os.PathLike) -> None:
-    """Writes the vocabulary as JSON to `path` (e.g. next to a checkpoint)."""
+    """Writes the vocabulary as JSON to `path` (e.g. next to a checkpoint); makes its folder."""
+    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
       json.dump(self.to_json_dict(), f, ensure_ascii=False, indent=1)
       f.write("\n")

@@ -4,12 +4,12 @@ import os
 
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from experiments import retrieval
 from experiments.configs import retrieval as retrieval_config
 from vislang_jax.data.captioned_digits import DIGIT_NAMES
+from vislang_jax.train.checkpoint import load_params
 from vislang_jax.train.metrics import read_metrics
 
 
@@ -37,13 +37,6 @@ def tiny_config(data_dir, model):
   config.eval.pool = 1000
   config.num_samples = 2
   return config
-
-
-def restore_params(workdir, step):
-  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
-  assert manager.latest_step() == step
-  return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
-                         ).state["params"]
 
 
 def brute_force_ranks(scores, tokens):
@@ -83,7 +76,8 @@ def test_vse_metrics_equal_brute_force(tmp_path, data_dir):
   assert set(final) == {"validation", "test", "novel"}
   assert os.path.isfile(os.path.join(workdir, "samples", "retrieval_test_30.png"))
   # Recompute the test split's retrieval from the final checkpoint, unbatched, in NumPy.
-  params = restore_params(workdir, 30)
+  step, params = load_params(workdir)
+  assert step == 30
   datasets, vocabulary = retrieval.load_datasets(config)
   test = datasets["test"]
   assert len(test) <= config.eval.pool  # one pool: the whole split
@@ -138,7 +132,8 @@ def test_dvsa_metrics_and_alignment(tmp_path, data_dir):
   for name in ("retrieval", "alignment"):
     assert os.path.isfile(os.path.join(workdir, "samples", f"{name}_novel_30.png"))
   # alignment_accuracy on novel, recomputed word by word with Python loops.
-  params = restore_params(workdir, 30)
+  step, params = load_params(workdir)
+  assert step == 30
   datasets, vocabulary = retrieval.load_datasets(config)
   novel = datasets["novel"]
   records = {k: np.stack([novel[i][k] for i in range(len(novel))])

@@ -5,12 +5,12 @@ import json
 import os
 
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
 from experiments import retrieval
 from experiments.configs import retrieval as retrieval_config
+from vislang_jax.train.checkpoint import load_params
 from vislang_jax.train.metrics import read_metrics
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220),
@@ -68,13 +68,6 @@ def tiny_config(corpus, model):
   config.num_samples = 2
   config.top_k = 3
   return config
-
-
-def restore_params(workdir):
-  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
-  assert manager.latest_step() == STEPS
-  return manager.restore(STEPS, args=ocp.args.Composite(state=ocp.args.StandardRestore())
-                         ).state["params"]
 
 
 def brute_force_ranks(scores, hits):
@@ -140,7 +133,8 @@ def test_metrics_equal_brute_force(tmp_path, corpus, model):
   for name in names:
     assert os.path.isfile(os.path.join(workdir, "samples", f"{name}_test_{STEPS}.png"))
   # The test split from the checkpoint: 4 images x 3 records, each image embedded once.
-  params = restore_params(workdir)
+  step, params = load_params(workdir)
+  assert step == STEPS
   datasets, vocabulary = retrieval.load_datasets(config)
   split = datasets["test"]
   records = {k: np.stack([split[i][k] for i in range(len(split))])

@@ -8,8 +8,9 @@ import subprocess
 import sys
 
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
+
+from vislang_jax.train import checkpoint
 
 TOY = os.path.join(os.path.dirname(__file__), "toy_experiment.py")
 
@@ -78,12 +79,13 @@ def test_non_finite_update_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert proc.returncode != 0
   assert "NonFiniteLossError" in proc.stderr
   assert "at step 13" in proc.stderr
-  manager = ocp.CheckpointManager(os.path.join(tmp_path, "checkpoints"))
-  assert manager.latest_step() == 10
-  restored = manager.restore(10, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore()))
-  leaves = [np.asarray(x) for x in
-            __import__("jax").tree.leaves(restored.state["params"])]
+  step, params = checkpoint.load_params(str(tmp_path))
+  assert step == 10
+  leaves = [np.asarray(x) for x in __import__("jax").tree.leaves(params)]
   assert leaves and all(np.all(np.isfinite(x)) for x in leaves)
+  with pytest.raises(ValueError, match="step must be one of the checkpoints"):
+    checkpoint.load_params(str(tmp_path), step=11)
+  with pytest.raises(ValueError, match="holds no checkpoint"):
+    checkpoint.load_params(str(tmp_path / "elsewhere"))
   steps = [r["step"] for r in records(tmp_path) if r["split"] == "train"]
   assert steps == [4, 8, 12]  # the step-15 checkpoint check raised

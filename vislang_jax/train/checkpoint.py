@@ -71,3 +71,29 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def load_params(workdir: str, *, step: int | None = None) -> tuple[int, Any]:
+  """A run's trained parameters, for evaluation or a notebook: `(step, params)`.
+
+  Args:
+    workdir: the experiment's `--workdir` (its `checkpoints/` folder).
+    step: the checkpoint to read; None: the newest.
+
+  Returns:
+    The step and the `TrainState.params` pytree saved there, as host arrays.
+
+  Raises:
+    ValueError: naming `workdir` when it holds no checkpoint, or `step` when it is not one.
+  """
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  manager = ocp.CheckpointManager(directory)
+  steps = list(manager.all_steps()) if os.path.isdir(directory) else []
+  if not steps:
+    raise ValueError(f"workdir {workdir!r} holds no checkpoint (no steps under {directory}).")
+  step = max(steps) if step is None else step
+  if step not in steps:
+    raise ValueError(f"step must be one of the checkpoints {sorted(steps)} of {workdir!r}, got "
+                     f"{step}.")
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  return step, restored.state["params"]

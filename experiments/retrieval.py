@@ -420,11 +420,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     fields = ("image", "tokens", "length") + tuple(
         k for k in ("labels", "boxes", "image_id") if k in example)
     records = stack_records(source, fields, count=config.eval.pool)
-    step = config.eval.batch_size
+    # Batches of eval.batch_size, the last one padded with copies of the last record: one
+    # compiled shape for every split.
+    step, count = config.eval.batch_size, len(records["tokens"])
+    padded = {k: np.concatenate([v, np.repeat(v[-1:], -count % step, axis=0)])
+              for k, v in records.items()}
     out = [jax.tree.map(np.asarray, predict_jit(
-        params, {k: v[i:i + step] for k, v in records.items()}, None))
-           for i in range(0, len(records["tokens"]), step)]
-    out = {k: np.concatenate([o[k] for o in out]) for k in out[0]}
+        params, {k: v[i:i + step] for k, v in padded.items()}, None))
+           for i in range(0, count, step)]
+    out = {k: np.concatenate([o[k] for o in out])[:count] for k in out[0]}
     first, _, hits = retrieval_pool(records["tokens"], records.get("image_id"))
     queries = first[:config.num_samples]  # records
     scores = pool_scores(out, images=first, sentences=queries)  # [I, Q]

@@ -12,6 +12,8 @@ read back as random-access sources. What they share lives here:
     `np.random.default_rng([seed, split_id, index])`, so records do not depend on the order
     or parallelism in which they are written;
   * preparing once, on process 0 first (`prepare`).
+`OfflineBuilder` holds what any generated dataset shares (no download, so no checksums file;
+the examples' seeds) and `prepare` takes any such builder; `DigitBuilder` adds the digit sources.
 """
 
 from __future__ import annotations
@@ -72,12 +74,11 @@ class DigitConfig(tfds.core.BuilderConfig):
                **fields)
 
 
-class DigitBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """A dataset derived from a digit source; subclasses write `_split_examples`.
+class OfflineBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """A builder that downloads nothing and seeds its examples (digit and generated datasets).
 
-  Subclasses set `VERSION` (bump it on any change to the generated data), `RELEASE_NOTES`,
-  `_info` and `_split_examples`, and are constructed with their config:
-  `Builder(config=Config.make(...), data_dir=..., file_format="array_record")`.
+  Its config has a `seed` field; example `index` of a split (a key of SPLIT_IDS) draws from
+  `example_rng(split, index)`.
   """
 
   @tfds.core.utils.classproperty
@@ -91,6 +92,22 @@ class DigitBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """
     return None
 
+  def example_rng(self, split: str, index: int) -> np.random.Generator:
+    """The generator of example `index` of `split`: `default_rng([seed, split_id, index])`."""
+    return np.random.default_rng([self.builder_config.seed, SPLIT_IDS[split], index])
+
+
+class DigitBuilder(OfflineBuilder, skip_registration=True):
+  """A dataset derived from a digit source; subclasses write `_split_examples`.
+
+  Subclasses set `VERSION` (bump it on any change to the generated data), `RELEASE_NOTES`,
+  `_info` and `_split_examples`, and are constructed with their config:
+  `Builder(config=Config.make(...), data_dir=..., file_format="array_record")`.
+  """
+
+  # translation.py reads DigitBuilder.__dict__["code_path"]; it can extend OfflineBuilder instead.
+  code_path = OfflineBuilder.__dict__["code_path"]
+
   def _split_generators(self, dl_manager):
     del dl_manager  # The sources load themselves.
     config = self.builder_config
@@ -100,12 +117,8 @@ class DigitBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """`{"train", "validation", "test"} -> (images, labels)` -> `{split: example generator}`."""
     raise NotImplementedError
 
-  def example_rng(self, split: str, index: int) -> np.random.Generator:
-    """The generator of example `index` of `split`: `default_rng([seed, split_id, index])`."""
-    return np.random.default_rng([self.builder_config.seed, SPLIT_IDS[split], index])
 
-
-def prepare(builder_class: type[DigitBuilder], config: DigitConfig, *,
+def prepare(builder_class: type[OfflineBuilder], config: tfds.core.BuilderConfig, *,
             data_dir: str | os.PathLike | None
             ) -> dict[str, tfds.data_sources.ArrayRecordDataSource]:
   """Writes `builder_class(config)` into `data_dir` once; returns every split's source.

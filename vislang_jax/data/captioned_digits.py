@@ -325,7 +325,7 @@ class CaptionedDigits(DigitBuilder):
         digits = tuple(int(labels[i]) for i in chosen)
         if (layout, digits) not in HELD_OUT:
           break
-      yield index, make_example(layout, digits, images[chosen], rng)
+      yield index, self._record(layout, digits, images[chosen], rng)
 
   def _generate_novel(self, images: np.ndarray, labels: np.ndarray):
     config = self.builder_config
@@ -333,7 +333,15 @@ class CaptionedDigits(DigitBuilder):
       rng = self.example_rng("novel", index)
       layout, digits = _HELD_OUT_ORDER[rng.integers(len(_HELD_OUT_ORDER))]
       chosen = [int(rng.choice(np.flatnonzero(labels == d))) for d in digits]
-      yield index, make_example(layout, digits, images[chosen], rng)
+      yield index, self._record(layout, digits, images[chosen], rng)
+
+  def _record(self, layout: str, digits: tuple[int, ...], patches: np.ndarray,
+              rng: np.random.Generator) -> dict:
+    """The record of a drawn scene: `make_example`; `digit_qa.DigitQA` adds its questions.
+
+    `rng` is the example's generator, after the draws of the scene's layout and digits.
+    """
+    return make_example(layout, digits, patches, rng)
 
 
 def build_captioned_digits_dataset(

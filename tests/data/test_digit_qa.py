@@ -159,9 +159,9 @@ def test_balance(built):
   n = len(train)
   assert 0.4 < by_type["exists"]["yes"] / n < 0.6
   assert 0.4 < by_type["count"]["two"] / n < 0.6
-  # A pair's relation holds half the time; one-digit scenes (half of them) answer "nothing".
-  assert 0.4 < np.mean(pair_nothing) < 0.6
-  assert 0.65 < by_type["relation"]["nothing"] / n < 0.85
+  # A pair's relation holds 0.8 of the time; one-digit scenes (half of them) answer "nothing".
+  assert 0.1 < np.mean(pair_nothing) < 0.3
+  assert 0.5 < by_type["relation"]["nothing"] / n < 0.7
   assert set(by_type["relation"]) == set(NAMES) | {"nothing"}
   assert set(by_type["position"]) == {"top left", "top right", "bottom left", "bottom right",
                                       "left", "right", "top", "bottom", "left and right",
@@ -184,7 +184,8 @@ def test_rebuild_elsewhere_is_byte_identical(built, tmp_path):
   data_dir, _, records = built
   again = digit_qa.build_digit_qa_dataset(source="sklearn_digits", data_dir=str(tmp_path),
                                           novel_size=NOVEL_SIZE)
-  name = f"digit_qa/sklearn_digits-seed0-copies1-novel{NOVEL_SIZE}/1.0.0"
+  name = (f"digit_qa/sklearn_digits-seed0-copies1-novel{NOVEL_SIZE}/"
+          f"{digit_qa.DigitQA.VERSION}")
   files = sorted(p.name for p in (data_dir / name).glob("*.array_record*"))
   assert len(files) == 4
   for f in files:

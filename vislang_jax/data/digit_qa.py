@@ -14,9 +14,9 @@ NeurIPS 2017, Sec. 4):
   * "relation": "which digit is left of the seven" (or "right of", "above", "below"). The
     named digit is one of the scene's, drawn uniformly. The answer is the name of the digit
     in that relation to it, or "nothing". In a two-digit scene the relation that holds is
-    asked with probability `HOLDS` = 1/2, else one of the three others, uniformly; a
-    one-digit scene gets a relation drawn uniformly and the answer "nothing" (so about 3/4 of
-    all relation answers are "nothing"). Identical digits are well defined: the left three of
+    asked with probability `HOLDS` = 0.8, else one of the three others, uniformly; a
+    one-digit scene gets a relation drawn uniformly and the answer "nothing" (so about 0.6
+    of all relation answers are "nothing": the majority baseline of `accuracy_relation`). Identical digits are well defined: the left three of
     a pair of threes is left of the right three, so "which digit is left of the three" ->
     "three".
   * "position": "where is the three" (a digit of the scene, drawn uniformly) -> a single
@@ -61,7 +61,7 @@ NOTHING = "nothing"
 # Digit names (also the counts "one", "two"), "nothing", corners, sides, both sides, yes / no.
 ANSWERS = (DIGIT_NAMES + (NOTHING,) + POSITIONS + SIDES + ("left and right", "top and bottom")
            + ("yes", "no"))
-HOLDS = 0.5  # probability that a two-digit scene's relation question asks the relation it has
+HOLDS = 0.8  # probability that a two-digit scene's relation question asks the relation it has
 _RELATION_WORDS = {"left": "left of", "right": "right of", "above": "above", "below": "below"}
 
 
@@ -222,8 +222,10 @@ class DigitQA(CaptionedDigits):
   code); bump VERSION when either changes.
   """
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release.",
+                   "1.1.0": "HOLDS 0.8 (was 0.5): 'nothing' answers 0.6 of the relation "
+                            "questions (was 0.75)."}
 
   def _info(self) -> tfds.core.DatasetInfo:
     side, count = CANVAS_SIZE, len(QUESTION_TYPES)

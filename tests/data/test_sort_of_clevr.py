@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from vislang_jax.data import sort_of_clevr
+from vislang_jax.data.questions import encode_question_splits
 from vislang_jax.data.sort_of_clevr import (ANSWERS, QUESTION_SUBTYPES, QUESTION_TYPES,
                                             SortOfClevrConfig, answer,
                                             build_sort_of_clevr_dataset, make_example)
@@ -29,7 +30,8 @@ PATTERNS = {  # subtype -> (question type, pattern)
     "horizontal": ("non_relational", rf"is the {_C} object on the left"),
     "vertical": ("non_relational", rf"is the {_C} object at the top"),
     "closest_shape": ("relational", rf"what is the shape of the object closest to the {_C} object"),
-    "farthest_shape": ("relational", rf"what is the shape of the object farthest from the {_C} object"),
+    "farthest_shape": ("relational",
+                       rf"what is the shape of the object farthest from the {_C} object"),
     "count": ("relational", rf"how many objects have the same shape as the {_C} object"),
 }
 
@@ -104,8 +106,9 @@ def test_splits_fields_and_shapes(built):
 
 
 def test_objects_and_answers_rederived_from_pixels(built):
-  circle_pixels = sum(dy * dy + dx * dx <= OBJECT ** 2 for dy in range(-OBJECT, OBJECT + 1)
-                      for dx in range(-OBJECT, OBJECT + 1))
+  # A disc as wide as the square: pixel centres within OBJECT + 1/2 of its centre.
+  offsets = range(-OBJECT, OBJECT + 1)
+  circle_pixels = sum(dy * dy + dx * dx <= (OBJECT + 0.5) ** 2 for dy in offsets for dx in offsets)
   for records in built.values():
     for record in records:
       image = record["image"]
@@ -214,3 +217,19 @@ def test_config_name_spells_every_parameter():
       ("image_size", 70), ("object_size", 4), ("questions_per_group", 1))}) == 7
   assert sort_of_clevr.question_text("red", "count") == (
       "how many objects have the same shape as the red object")
+
+
+def test_question_answers_flattens_a_split(built):
+  splits, vocabulary = encode_question_splits(
+      {"validation": built["validation"]}, answers=ANSWERS, question_types=QUESTION_TYPES,
+      vocabulary_split="validation")
+  flat = splits["validation"]
+  assert len(flat) == SIZES["validation"] * 20
+  example = flat[23]  # image 1, question 3 (non-relational)
+  record = built["validation"][1]
+  assert ANSWERS[example["answer"]] == record["answers"][3].decode()
+  assert example["question_type"] == 0 and example["image_index"] == 1
+  assert example["question_subtype"] == record["question_subtypes"][3]
+  assert example["question_color"] == record["question_colors"][3]
+  np.testing.assert_array_equal(example["centers"], record["centers"])
+  assert example["image"].shape == (SIZE, SIZE, 3) and example["image"].max() == 1.0

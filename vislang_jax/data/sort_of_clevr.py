@@ -23,8 +23,9 @@ Scene (`make_scene`), per image, for the objects in COLORS order:
   * image: uint8 `[image_size, image_size, 3]`, white background (as released). A square
     covers the pixels with |row - y| <= s and |col - x| <= s (side 2s + 1 pixels, as
     OpenCV's filled rectangle between the corners (x - s, y - s) and (x + s, y + s) of the
-    released code), a circle those with (row - y)^2 + (col - x)^2 <= s^2 (radius s; OpenCV's
-    circle rasterises its rim a little differently), s = object_size.
+    released code), a circle those with (row - y)^2 + (col - x)^2 <= (s + 1/2)^2 (the disc as
+    wide as the square, 2s + 1 pixels, as OpenCV's filled circle of radius s; their rims
+    differ by a few pixels), s = object_size.
 
 Questions (`make_questions`): `questions_per_group` non-relational questions, then as many
 relational ones (Q = 2 * questions_per_group, 20 by default); each draws its colour
@@ -197,7 +198,7 @@ def render(shapes: Any, centers: Any, *, image_size: int, object_size: int) -> n
     if SHAPES[shape] == "square":
       inside = (np.abs(dy) <= object_size) & (np.abs(dx) <= object_size)
     else:
-      inside = dy ** 2 + dx ** 2 <= object_size ** 2
+      inside = dy ** 2 + dx ** 2 <= (object_size + 0.5) ** 2
     image[inside] = COLOR_RGB[k]
   return image
 
@@ -250,7 +251,7 @@ class SortOfClevrConfig(tfds.core.BuilderConfig):
     seed: base seed of every example's generator.
     num_train, num_validation, num_test: images of each split.
     image_size: the images' side in pixels.
-    object_size: s: squares have side 2s + 1 pixels, circles radius s.
+    object_size: s: squares and circles are 2s + 1 pixels wide (module docstring).
     questions_per_group: questions of each type per image (Q = twice this).
   """
 

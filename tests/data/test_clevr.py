@@ -175,3 +175,10 @@ def _png(array):
   buffer = io.BytesIO()
   Image.fromarray(array).save(buffer, format="PNG")
   return buffer.getvalue()
+
+
+def test_a_tfrecord_preparation_is_named(data_dir):
+  with mock.patch.object(tfds.core.DatasetInfo, "file_format", new_callable=mock.PropertyMock,
+                         return_value=tfds.core.FileFormat.TFRECORD):
+    with pytest.raises(ValueError, match="holds CLEVR as tfrecord.*array_record"):
+      clevr.load_clevr(data_dir=data_dir)

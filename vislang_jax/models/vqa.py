@@ -288,7 +288,7 @@ class StackedAttention(nn.Module):
   ``ops.attention``'s additive scores (query ``W_QA u + b_A``, keys ``W_IA v_I``, score
   vector ``W_P``), masked softmax and context.
 
-  Dropout: the paper (Sec. 4.2) says it uses dropout without saying where; the authors'
+  Dropout: the paper's training details (Sec. 4) say dropout is used, not where; the authors'
   released Theano code (zcyang/imageqa-san, ``san_att_lstm_twolayer_theano.py``, option
   ``combined_mlp_drop_0``) applies it, with ratio 0.5, to ``u^K`` before the answer layer
   only (``use_attention_drop`` and ``sent_drop`` are off). That is ``dropout_rate`` here.
@@ -296,8 +296,9 @@ class StackedAttention(nn.Module):
   code applies a tanh to ``W_IA v_I + b`` and to ``W_QA u + b`` separately and another to
   ``W_P h_A + b_P``, and its LSTM outputs ``h_t = o_t c_t`` (``use_tanh=False``) with a
   forget-gate bias of 1; here ``h_t = o_t tanh(c_t)`` (Flax's ``OptimizedLSTMCell``) and
-  zero biases. Training settings (Sec. 4.2): SGD with momentum 0.9, batch size 100,
-  gradient clipping; the released code clips each gradient's norm at 0.1, weight decay 5e-4.
+  zero biases. Training settings (Sec. 4): SGD with momentum 0.9, batch size 100, gradient
+  clipping; the released code clips each parameter's gradient norm at 0.1 and adds weight
+  decay 5e-4 (word embeddings excluded).
 
   Parameter names: ``image_encoder``, ``image_projection`` (``W_I``, ``b_I``), ``embed``,
   ``question_lstm`` (``layer_0/cell``), ``att_image_<k>`` (``W_IA^k``), ``att_query_<k>``

@@ -105,9 +105,6 @@ class DigitBuilder(OfflineBuilder, skip_registration=True):
   `Builder(config=Config.make(...), data_dir=..., file_format="array_record")`.
   """
 
-  # translation.py reads DigitBuilder.__dict__["code_path"]; it can extend OfflineBuilder instead.
-  code_path = OfflineBuilder.__dict__["code_path"]
-
   def _split_generators(self, dl_manager):
     del dl_manager  # The sources load themselves.
     config = self.builder_config

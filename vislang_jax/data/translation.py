@@ -89,7 +89,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vislang_jax.checks import check_choice, check_int
-from vislang_jax.data.digit_builder import DigitBuilder, prepare
+from vislang_jax.data.digit_builder import OfflineBuilder, prepare
 from vislang_jax.data.text_corpus import as_text, read_lines
 from vislang_jax.data.vocabulary import PAD_ID, Vocabulary, tokenize
 
@@ -269,7 +269,7 @@ class SyntheticTranslationConfig(tfds.core.BuilderConfig):
         test_size=int(test_size), max_clauses=int(max_clauses), max_words=int(max_words))
 
 
-class SyntheticTranslation(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class SyntheticTranslation(OfflineBuilder, skip_registration=True):
   """The synthetic translation corpus (module docstring), TFDS name `synthetic_translation`.
 
   Construct with a config: `SyntheticTranslation(config=SyntheticTranslationConfig.make(...),
@@ -283,7 +283,6 @@ class SyntheticTranslation(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
   # Bump on any change to the generated data (lexicon, grammar, probabilities, splits).
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
-  code_path = DigitBuilder.__dict__["code_path"]  # No checksums file (see DigitBuilder).
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(

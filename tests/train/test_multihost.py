@@ -2,6 +2,7 @@
 coordinator on 127.0.0.1, one CPU device each) train STN through the real command line with
 `--distributed`, and match one process with two devices and the same global batch."""
 
+import functools
 import json
 import os
 import socket
@@ -24,12 +25,17 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def launch(workdir, data_dir, *, processes, devices, num_steps):
-  """Runs `python -m experiments.stn` as `processes` processes of `devices` CPU devices."""
+def launch(workdir, data_dir, *, processes, devices, num_steps, cache_dir):
+  """Runs `python -m experiments.stn` as `processes` processes of `devices` CPU devices,
+  with JAX's persistent compilation cache in `cache_dir`."""
   flags = [f"--config.{k}={v}" for k, v in {**FLAGS, "train.num_steps": num_steps}.items()]
   flags += [f"--workdir={workdir}", f"--config.data.dir={data_dir}"]
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  # (The XLA flags tests/conftest.py sets, e.g. its optimisation level, are kept.)
+  flags_xla = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags_xla.strip(),
+             JAX_COMPILATION_CACHE_DIR=str(cache_dir),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   port = free_port()
   procs = []
   for index in range(processes):
@@ -60,12 +66,14 @@ def records(workdir):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   data_dir = tmp_path_factory.mktemp("data")
+  # The resumed processes compile what the first two did: they read it from the cache.
+  run = functools.partial(launch, data_dir=data_dir, cache_dir=tmp_path_factory.mktemp("xla"))
   single = tmp_path_factory.mktemp("single")
-  launch(single, data_dir, processes=1, devices=2, num_steps=30)
+  run(single, processes=1, devices=2, num_steps=30)
   multi = tmp_path_factory.mktemp("multi")
   # Two processes stop at step 15 (a checkpoint); two fresh processes resume to 30.
-  first = launch(multi, data_dir, processes=2, devices=1, num_steps=15)
-  second = launch(multi, data_dir, processes=2, devices=1, num_steps=30)
+  first = run(multi, processes=2, devices=1, num_steps=15)
+  second = run(multi, processes=2, devices=1, num_steps=30)
   return records(single), records(multi), multi, first + second
 
 

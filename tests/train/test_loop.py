@@ -15,10 +15,18 @@ from vislang_jax.train import checkpoint
 TOY = os.path.join(os.path.dirname(__file__), "toy_experiment.py")
 
 
-def run_toy(workdir, *args):
-  proc = subprocess.run([sys.executable, TOY, str(workdir), *map(str, args)],
-                        capture_output=True, text=True, timeout=300)
-  return proc
+@pytest.fixture(scope="module")
+def run_toy(tmp_path_factory):
+  """`run_toy(workdir, *args)`: runs the toy experiment. Its runs share JAX's persistent
+  compilation cache, so that a restart (or a run like an earlier one) reads its executables
+  from there instead of compiling them again."""
+  cache = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("xla")),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  def run(workdir, *args):
+    return subprocess.run([sys.executable, TOY, str(workdir), *map(str, args)],
+                          capture_output=True, text=True, timeout=300, env=cache)
+  return run
 
 
 def final_metrics(proc):
@@ -32,7 +40,7 @@ def records(workdir):
 
 
 @pytest.fixture(scope="module")
-def single_device_run(tmp_path_factory):
+def single_device_run(tmp_path_factory, run_toy):
   workdir = tmp_path_factory.mktemp("single")
   return workdir, final_metrics(run_toy(workdir))
 
@@ -51,7 +59,7 @@ def test_training_learns_and_logs_every_split(single_device_run):
 
 @pytest.mark.parametrize("devices", [1, 4])
 def test_sigkill_and_restart_ends_like_an_uninterrupted_run(
-    tmp_path, single_device_run, devices):
+    tmp_path, single_device_run, devices, run_toy):
   _, uninterrupted = single_device_run
   killed = run_toy(tmp_path, "--kill_at", 13, "--devices", devices)
   assert killed.returncode == -signal.SIGKILL
@@ -66,7 +74,7 @@ def test_sigkill_and_restart_ends_like_an_uninterrupted_run(
                                err_msg=name)
 
 
-def test_batch_size_must_divide_over_devices(tmp_path):
+def test_batch_size_must_divide_over_devices(tmp_path, run_toy):
   proc = run_toy(tmp_path, "--devices", 4, "--batch_size", 6)
   assert proc.returncode != 0
   assert ("train.batch_size must be a positive multiple of the number of "
@@ -74,7 +82,7 @@ def test_batch_size_must_divide_over_devices(tmp_path):
   assert "got 6" in proc.stderr
 
 
-def test_non_finite_update_stops_and_keeps_last_good_checkpoint(tmp_path):
+def test_non_finite_update_stops_and_keeps_last_good_checkpoint(tmp_path, run_toy):
   proc = run_toy(tmp_path, "--nan_at", 12)
   assert proc.returncode != 0
   assert "NonFiniteLossError" in proc.stderr

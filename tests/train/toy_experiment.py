@@ -19,8 +19,8 @@ parser.add_argument("--devices", type=int, default=1)
 parser.add_argument("--batch_size", type=int, default=16)
 parser.add_argument("--num_steps", type=int, default=24)
 args = parser.parse_args()
-os.environ["XLA_FLAGS"] = (
-    f"--xla_force_host_platform_device_count={args.devices}")
+os.environ["XLA_FLAGS"] = (  # after the flags the test's environment holds (tests/conftest.py)
+    f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={args.devices}")
 
 import flax.linen as nn  # pylint: disable=g-import-not-at-top
 import jax

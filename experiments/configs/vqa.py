@@ -37,7 +37,7 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   config.dataset = "sort_of_clevr"  # sort_of_clevr | digit_qa | clevr
   # show_attend_tell.Encoder (backbone convnet | vgg16 | vgg19): 3x3 convolutions and 2x2
   # max-pools; 75x75 Sort-of-CLEVR -> a 9x9 grid of L = 81 regions, 60x60 digits -> 7x7.
-  encoder = {"backbone": "convnet", "widths": (32, 64, 64)}
+  encoder = {"backbone": "convnet", "widths": (24, 24, 24)}
   # Keyword arguments of `models.vqa.NaiveVQA`, `StackedAttention`, `MemoryNetwork` (the
   # vocabulary and answer sizes come from the data).
   config.naive = ml_collections.ConfigDict({
@@ -75,7 +75,7 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   config.data.novel_size = 500    # digit_qa: scenes of held-out digit/layout combinations
   config.data.clevr_image_size = 128  # clevr: square RGB side the images are resized to
 
-  config.train.num_steps = 5000
+  config.train.num_steps = 3000
   config.train.batch_size = 64
   config.train.learning_rate = 1e-3
   config.train.log_every = 100

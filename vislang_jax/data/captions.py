@@ -56,19 +56,19 @@ COCO_SPLITS = ("train", "val", "test", "restval")
 _DERIVED = ("image", "tokens", "length", "index")
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
   """A caption as `str` (TFDS gives text as UTF-8 bytes)."""
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def _is_numeric(value: Any) -> bool:
+def is_numeric(value: Any) -> bool:
   """True for bool/int/float scalars and arrays: the fields a batch can carry to JAX."""
   if isinstance(value, (bool, int, float, np.generic, np.ndarray)):
     return np.asarray(value).dtype.kind in "biuf"
   return False
 
 
-def _as_array(value: Any) -> np.ndarray:
+def as_array(value: Any) -> np.ndarray:
   """A numeric field as NumPy; Python scalars (TFDS's scalar features) as int32/float32/bool."""
   if isinstance(value, bool):
     return np.bool_(value)
@@ -79,14 +79,15 @@ def _as_array(value: Any) -> np.ndarray:
   return np.asarray(value)
 
 
-def _source_repr(source: Sequence) -> str:
+def source_repr(source: Sequence) -> str:
   """repr(source), but only type and length for in-memory data (as grain's DataLoader)."""
   if isinstance(source, (list, tuple, np.ndarray)):
     return f"<{type(source).__name__} of {len(source)} records>"
   return repr(source)
 
 
-def _check_source(source: Any) -> None:
+def check_source(source: Any) -> None:
+  """A ValueError unless `source` is a random-access sequence (`len` and indexing) of records."""
   if not (hasattr(source, "__len__") and hasattr(source, "__getitem__")) or isinstance(
       source, (str, bytes)
   ):
@@ -112,7 +113,7 @@ class EncodedCaptions:
   def __init__(
       self, source: Sequence, vocabulary: Vocabulary, *, max_len: int, truncate: bool = False
   ):
-    _check_source(source)
+    check_source(source)
     if not isinstance(vocabulary, Vocabulary):
       raise ValueError(f"vocabulary must be a Vocabulary, got {type(vocabulary).__name__}.")
     check_int("max_len", max_len, low=1)
@@ -132,11 +133,11 @@ class EncodedCaptions:
     record = self.source[index]
     try:
       tokens, lengths = self.vocabulary.encode(
-          [_text(record["caption"])], max_len=self.max_len, truncate=self.truncate
+          [as_text(record["caption"])], max_len=self.max_len, truncate=self.truncate
       )
     except ValueError as error:
-      raise ValueError(f"record {index} of {_source_repr(self.source)}: {error}") from error
-    encoded = {k: _as_array(v) for k, v in record.items() if k not in _DERIVED and _is_numeric(v)}
+      raise ValueError(f"record {index} of {source_repr(self.source)}: {error}") from error
+    encoded = {k: as_array(v) for k, v in record.items() if k not in _DERIVED and is_numeric(v)}
     encoded.update(
         image=np.asarray(record["image"]).astype(np.float32) / 255.0,
         tokens=tokens[0],
@@ -149,7 +150,7 @@ class EncodedCaptions:
     # Grain stores this in checkpoints and checks it on restore: it names every parameter
     # (the vocabulary by size and content digest) and no memory address.
     return (
-        f"EncodedCaptions(source={_source_repr(self.source)}, "
+        f"EncodedCaptions(source={source_repr(self.source)}, "
         f"vocabulary=<Vocabulary of {len(self.vocabulary)} ids, sha256 {self._vocabulary_digest}>, "
         f"max_len={self.max_len}, truncate={self.truncate})"
     )
@@ -170,12 +171,12 @@ def references(source: Sequence) -> dict[int, list[str]]:
   """
   if isinstance(source, EncodedCaptions):
     source = source.source
-  _check_source(source)
+  check_source(source)
   result = {}
   for index in range(len(source)):
     record = source[index]
     texts = record["references"] if "references" in record else [record["caption"]]
-    result[index] = [_text(t) for t in texts]
+    result[index] = [as_text(t) for t in texts]
   return result
 
 
@@ -239,7 +240,7 @@ class CocoCaptions:
       captions_per_image: int = 1,
       center_crop: bool = True,
   ):
-    _check_source(source)
+    check_source(source)
     check_int("image_size", image_size, low=1)
     check_int("captions_per_image", captions_per_image, low=1)
     if not isinstance(center_crop, bool):
@@ -257,7 +258,7 @@ class CocoCaptions:
       raise IndexError(f"index must be in [0, {len(self)}), got {index}.")
     image_index, choice = divmod(int(index), self.captions_per_image)
     example = self.source[image_index]
-    texts = tuple(_text(t).encode("utf-8") for t in example["captions"]["text"])
+    texts = tuple(as_text(t).encode("utf-8") for t in example["captions"]["text"])
     if not texts:
       raise ValueError(
           f"source record {image_index} (image id {example['image/id']}) has no caption."
@@ -273,7 +274,7 @@ class CocoCaptions:
 
   def __repr__(self) -> str:
     return (
-        f"CocoCaptions(source={_source_repr(self.source)}, image_size={self.image_size}, "
+        f"CocoCaptions(source={source_repr(self.source)}, image_size={self.image_size}, "
         f"captions_per_image={self.captions_per_image}, center_crop={self.center_crop})"
     )
 
@@ -366,7 +367,7 @@ def build_encoded_captioned_digits(
       novel_size=novel_size,
   )
   train = raw["train"]
-  vocabulary = Vocabulary.build(_text(train[i]["caption"]) for i in range(len(train)))
+  vocabulary = Vocabulary.build(as_text(train[i]["caption"]) for i in range(len(train)))
   return {
       split: EncodedCaptions(split_source, vocabulary, max_len=max_len)
       for split, split_source in raw.items()

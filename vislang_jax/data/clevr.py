@@ -36,7 +36,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from vislang_jax.checks import check_int
-from vislang_jax.data.captions import _text, resize_square
+from vislang_jax.data.captions import as_text, resize_square
 
 COLORS = ("gray", "blue", "brown", "yellow", "red", "green", "purple", "cyan")
 SHAPES = ("cube", "sphere", "cylinder")
@@ -60,7 +60,7 @@ def question_type(answer: str | bytes) -> int:
   Raises:
     ValueError: naming the answer, for one outside ANSWERS.
   """
-  answer = _text(answer)
+  answer = as_text(answer)
   if answer not in _TYPE_OF_ANSWER:
     raise ValueError(f"answer must be one of CLEVR's {len(ANSWERS)} ANSWERS, got {answer!r}.")
   return _TYPE_OF_ANSWER[answer]
@@ -99,12 +99,12 @@ class ClevrQuestions:
   def __getitem__(self, index: int) -> dict[str, Any]:
     record = self.source[index]
     qa = record["question_answer"]
-    questions = [q if isinstance(q, bytes) else _text(q).encode() for q in qa["question"]]
-    answers = [a if isinstance(a, bytes) else _text(a).encode() for a in qa["answer"]]
+    questions = [q if isinstance(q, bytes) else as_text(q).encode() for q in qa["question"]]
+    answers = [a if isinstance(a, bytes) else as_text(a).encode() for a in qa["answer"]]
     try:
       types = np.array([question_type(a) for a in answers], np.int32)
     except ValueError as error:
-      raise ValueError(f"record {index} ({_text(record['file_name'])!r}) of {self!r}: "
+      raise ValueError(f"record {index} ({as_text(record['file_name'])!r}) of {self!r}: "
                        f"{error}") from error
     with Image.open(io.BytesIO(record["image"])) as picture:
       image = np.asarray(picture.convert("RGB"))

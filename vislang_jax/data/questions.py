@@ -45,7 +45,7 @@ import numpy as np
 
 from vislang_jax.checks import check_int
 # Private helpers of the sibling captions module, shared rather than copied.
-from vislang_jax.data.captions import _as_array, _check_source, _is_numeric, _source_repr, _text
+from vislang_jax.data.captions import as_array, as_text, check_source, is_numeric, source_repr
 from vislang_jax.data.vocabulary import Vocabulary, tokenize
 
 _PER_IMAGE_QA = ("questions", "answers", "question_types")
@@ -72,7 +72,7 @@ def _check_names(name: str, values: Any) -> tuple[str, ...]:
 
 def _record_qa(record: Mapping[str, Any]) -> tuple[list[str], list[str], list[int]]:
   """A record's (questions, answers, question types) as text and ints."""
-  return ([_text(q) for q in record["questions"]], [_text(a) for a in record["answers"]],
+  return ([as_text(q) for q in record["questions"]], [as_text(a) for a in record["answers"]],
           [int(t) for t in np.asarray(record["question_types"]).reshape(-1)])
 
 
@@ -99,7 +99,7 @@ class QuestionAnswers:
   def __init__(self, source: Sequence, vocabulary: Vocabulary, answers: Sequence[str], *,
                max_len: int, question_types: Sequence[str],
                question_counts: Sequence[int] | np.ndarray | None = None):
-    _check_source(source)
+    check_source(source)
     if not isinstance(vocabulary, Vocabulary):
       raise ValueError(f"vocabulary must be a Vocabulary, got {type(vocabulary).__name__}.")
     self.answers = _check_names("answers", answers)
@@ -138,7 +138,7 @@ class QuestionAnswers:
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     image_index, q = self.locate(int(index))
     record = self.source[image_index]
-    where = f"record {image_index} of {_source_repr(self.source)}"
+    where = f"record {image_index} of {source_repr(self.source)}"
     questions, answers, types = _record_qa(record)
     count = int(self._counts[image_index])
     given = {"questions": len(questions), "answers": len(answers), "question_types": len(types)}
@@ -163,12 +163,12 @@ class QuestionAnswers:
       raise ValueError(f"{where}: image must be uint8 [H, W, C], got {image.dtype} {image.shape}.")
     example = {}
     for key, value in record.items():
-      if key in _PER_IMAGE_QA or key in _DERIVED or not _is_numeric(value):
+      if key in _PER_IMAGE_QA or key in _DERIVED or not is_numeric(value):
         continue
       if key.startswith("question_") and key.endswith("s"):
-        example[key[:-1]] = _as_array(np.asarray(value)[q])
+        example[key[:-1]] = as_array(np.asarray(value)[q])
       else:
-        example[key] = _as_array(value)
+        example[key] = as_array(value)
     example.update(
         image=image.astype(np.float32) / 255.0,
         question=ids[0],
@@ -187,7 +187,7 @@ class QuestionAnswers:
               f"<{len(self.question_counts)} counts, {len(self)} questions, sha256 "
               f"{_digest(self.question_counts.tolist())}>")
     return (
-        f"QuestionAnswers(source={_source_repr(self.source)}, "
+        f"QuestionAnswers(source={source_repr(self.source)}, "
         f"vocabulary=<Vocabulary of {len(self.vocabulary)} ids, sha256 {self._vocabulary_digest}>, "
         f"answers=<{len(self.answers)} answers, sha256 {_digest(self.answers)}>, "
         f"max_len={self.max_len}, question_types={self.question_types}, "
@@ -199,7 +199,7 @@ def _records(source: Sequence):
   """The per-image records of a source (a `QuestionAnswers` gives its wrapped source's)."""
   if isinstance(source, QuestionAnswers):
     source = source.source
-  _check_source(source)
+  check_source(source)
   return (source[i] for i in range(len(source)))
 
 

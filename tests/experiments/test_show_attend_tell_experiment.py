@@ -78,9 +78,12 @@ def test_trains_decodes_and_scores_every_split(tmp_path, data_dir, attention):
   datasets, vocabulary = sat.load_datasets(config)
   records = [datasets["test"][i] for i in range(len(datasets["test"]))]
   tokens, lengths = (np.stack([r[k] for r in records]) for k in ("tokens", "length"))
-  logits, _ = sat.make_model(config, len(vocabulary)).apply(
-      {"params": params}, np.stack([r["image"] for r in records]), shift_right(tokens, bos_id=BOS_ID),
-      deterministic=True)
+  model = sat.make_model(config, len(vocabulary))
+  # (Jitted, one call: run op by op, the model took most of the test's time.)
+  forward = jax.jit(lambda params, images, inputs: model.apply(
+      {"params": params}, images, inputs, deterministic=True))
+  logits, _ = forward(params, np.stack([r["image"] for r in records]),
+                      shift_right(tokens, bos_id=BOS_ID))
   logits = np.asarray(logits, np.float64)
   log_probs = logits - logits.max(-1, keepdims=True)
   log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
@@ -93,21 +96,20 @@ def test_trains_decodes_and_scores_every_split(tmp_path, data_dir, attention):
   # The beam-search test metrics, recomputed without the evaluator: the test images decoded
   # in order in batches of eval.batch_size (the last one zero-padded, as the evaluator pads
   # it), each caption scored against its own record's references.
-  model = sat.make_model(config, len(vocabulary))
   images = np.stack([r["image"] for r in records])
   size = config.eval.batch_size
   padded = np.concatenate([images, np.zeros((-len(images) % size,) + images.shape[1:],
                                             images.dtype)])
-  decoded = [decoding.beam_search(
-      functools.partial(model.decode_step, params),
-      model.init_decode_state(params, padded[i:i + size]), bos_id=BOS_ID, eos_id=EOS_ID,
-      max_len=config.max_len, beam_size=config.eval.beam_size)
-      for i in range(0, len(padded), size)]
+  decode = jax.jit(lambda params, images: decoding.beam_search(  # one compilation, every batch
+      functools.partial(model.decode_step, params), model.init_decode_state(params, images),
+      bos_id=BOS_ID, eos_id=EOS_ID, max_len=config.max_len, beam_size=config.eval.beam_size))
+  decoded = [decode(params, padded[i:i + size]) for i in range(0, len(padded), size)]
   best = {k: np.concatenate([np.asarray(getattr(d, k)[:, 0]) for d in decoded])[:len(images)]
           for k in ("tokens", "lengths")}
   alpha = np.concatenate([np.asarray(d.extras["alpha"][:, 0]) for d in decoded])[:len(images)]
   hypotheses = dict(enumerate(vocabulary.decode(best["tokens"], best["lengths"])))
-  expected = caption_metrics(references(datasets["test"]), hypotheses)
+  # (meteor=False, as the evaluator's eval.meteor: METEOR's Java start is ~11 s.)
+  expected = caption_metrics(references(datasets["test"]), hypotheses, meteor=False)
   for key in ("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider"):
     assert final["test"][key] == pytest.approx(expected[key], rel=1e-6), key
   digit_of = {vocabulary.token_id(name): d for d, name in enumerate(DIGIT_NAMES)}

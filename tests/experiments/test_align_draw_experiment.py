@@ -140,7 +140,9 @@ def test_every_variant_takes_a_step_and_draws(variant):
   # evaluation bound, sampler and retrieval scores, on captions padded differently.
   config = tiny_config("/nonexistent", model={"variant": variant})
   model = ad.make_model(config, 12)
-  params = ad.init_params(model, jax.random.PRNGKey(0), max_len=config.max_len)
+  # (Jitted here and below: run op by op, the model took most of the test's time.)
+  params = jax.jit(functools.partial(ad.init_params, model, max_len=config.max_len))(
+      jax.random.PRNGKey(0))
   records = _fake_records(3)
   batch = {k: jnp.stack([r[k] for r in records]) for k in records[0]}
   batch["index"] = jnp.arange(3, dtype=jnp.int32)
@@ -153,7 +155,8 @@ def test_every_variant_takes_a_step_and_draws(variant):
   assert np.isfinite(loss) and all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
   np.testing.assert_allclose(parts["loss"], parts["recon_nats"] + parts["kl_nats"], rtol=1e-5)
   key = jax.random.PRNGKey(2)
-  metrics = jax.jit(functools.partial(ad.bound_metrics, model))(params, batch, key)
+  bound_metrics = jax.jit(functools.partial(ad.bound_metrics, model))
+  metrics = bound_metrics(params, batch, key)
   assert metrics["nll_bound_nats"].shape == (3,)
   canvases, aux = align_draw.generate(model, params, jax.random.PRNGKey(3), batch["tokens"],
                                       batch["length"])
@@ -165,16 +168,19 @@ def test_every_variant_takes_a_step_and_draws(variant):
   # NumPy, is the evaluation bound's recon_nats (same bits, same posterior noise). Random
   # parameters, so that the canvas depends on the bits and the noise (at initialisation
   # c_0 = -10 leaves it nearly blank).
-  leaves, tree = jax.tree.flatten(params)
-  noisy = jax.tree.unflatten(tree, [p + 0.3 * jax.random.normal(jax.random.PRNGKey(i), p.shape)
-                                    for i, p in enumerate(leaves)])
-  recon = np.asarray(ad.reconstruct(model, noisy, batch, key), np.float64)
+  @jax.jit
+  def add_noise(params):
+    leaves, tree = jax.tree.flatten(params)
+    return jax.tree.unflatten(tree, [p + 0.3 * jax.random.normal(jax.random.PRNGKey(i), p.shape)
+                                     for i, p in enumerate(leaves)])
+  noisy = add_noise(params)
+  recon = np.asarray(jax.jit(functools.partial(ad.reconstruct, model))(noisy, batch, key),
+                     np.float64)
   bits = np.asarray(ad.record_inputs(model, batch, key, batch["index"])[0], np.float64)
   assert set(np.unique(bits)) <= {0.0, 1.0}
   nll = -np.sum(bits * np.log(recon) + (1 - bits) * np.log1p(-recon), axis=(1, 2, 3))
   # (Equal computations agree to ~1e-7 here; other bits and noise differ by ~3e-4.)
-  np.testing.assert_allclose(nll, ad.bound_metrics(model, noisy, batch, key)["recon_nats"],
-                             rtol=1e-6)
+  np.testing.assert_allclose(nll, bound_metrics(noisy, batch, key)["recon_nats"], rtol=1e-6)
   # Pair scores: image n under caption q. The diagonal is each record's evaluation bound,
   # although the pairs are batched differently: bits and noise follow the image.
   pairs = AllPairs({"tokens": np.asarray(batch["tokens"]), "length": np.asarray(batch["length"])},

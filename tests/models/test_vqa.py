@@ -206,6 +206,29 @@ def test_san_matches_equations():
     np.testing.assert_allclose(logits[b], ref_logits, rtol=1e-4, atol=1e-5)
 
 
+def test_grid_coordinates_row_major_in_minus_one_one():
+  np.testing.assert_allclose(vqa.grid_coordinates(9), [[r, c] for r in (-1, 0, 1)
+                                                       for c in (-1, 0, 1)])
+  np.testing.assert_array_equal(vqa.grid_coordinates(1), [[0.0, 0.0]])
+  with pytest.raises(ValueError, match=r"square grid of L = g\^2 regions, got L = 6"):
+    vqa.grid_coordinates(6)
+
+
+def test_san_region_coordinates_are_appended_to_every_region():
+  """With coordinates, SAN is the plain SAN on features with (row, column) appended."""
+  tagged = _model("san", region_coordinates=True)
+  params = _init(tagged)
+  features = _features()
+  rows, cols = np.divmod(np.arange(L), 3)
+  coordinates = np.stack([rows - 1.0, cols - 1.0], -1)  # a 3x3 grid in [-1, 1]
+  appended = jnp.concatenate([features, jnp.broadcast_to(coordinates, (B, L, 2))], -1)
+  want = _from_features(_model("san"), params, appended, region_mask=MASK)
+  got = _from_features(tagged, params, features, region_mask=MASK)
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+  np.testing.assert_allclose(got[1]["attention"], want[1]["attention"], rtol=1e-6)
+  assert params["image_projection"]["kernel"].shape == (D + 2, SMALL["san"]["hidden_size"])
+
+
 @pytest.mark.parametrize("tying,question_encoding,location_encoding,linear_start", [
     ("adjacent", "position", True, False),
     ("layerwise", "position", True, False),

@@ -108,6 +108,25 @@ def position_encoding(num_words: jax.Array, max_len: int, dim: int) -> jax.Array
   return jnp.where(j <= words, weights, 0.0)
 
 
+def grid_coordinates(num_regions: int) -> jax.Array:
+  """The (row, column) of each cell of a square grid, scaled to [-1, 1]: [L, 2] float32.
+
+  Cells are row-major (``i = y g + x`` for ``L = g^2``), as ``show_attend_tell.Encoder``
+  flattens its grid; a one-cell grid sits at (0, 0). The relation network tags every cell
+  of its CNN's map with its coordinates this way (Santoro et al. 2017, Sec. 4).
+
+  Raises:
+    ValueError: when ``num_regions`` is not a square.
+  """
+  side = int(round(num_regions ** 0.5))
+  if side < 1 or side * side != num_regions:
+    raise ValueError(f"region coordinates need a square grid of L = g^2 regions, got "
+                     f"L = {num_regions}.")
+  axis = jnp.linspace(-1.0, 1.0, side) if side > 1 else jnp.zeros((1,))
+  rows, cols = jnp.meshgrid(axis, axis, indexing="ij")
+  return jnp.stack([rows.reshape(-1), cols.reshape(-1)], axis=-1)
+
+
 class _LSTMStates(nn.Module):
   """An ``OptimizedLSTMCell`` step that also emits its carry ``(c, h)`` (for ``nn.scan``)."""
 
@@ -300,6 +319,12 @@ class StackedAttention(nn.Module):
   clipping; the released code clips each parameter's gradient norm at 0.1 and adds weight
   decay 5e-4 (word embeddings excluded).
 
+  ``region_coordinates`` (off by default, not in the paper) appends each region's grid
+  (row, column) in [-1, 1] to ``f_i`` before ``W_I`` (``grid_coordinates``), as the relation
+  network tags its CNN cells (Santoro et al. 2017): a weighted sum of regions (17) keeps
+  what they hold but not where they are, which Sort-of-CLEVR's "is the red object on the
+  left" and "closest to" questions ask.
+
   Parameter names: ``image_encoder``, ``image_projection`` (``W_I``, ``b_I``), ``embed``,
   ``question_lstm`` (``layer_0/cell``), ``att_image_<k>`` (``W_IA^k``), ``att_query_<k>``
   (``W_QA^k``, ``b_A^k``), ``att_score_<k>`` (``W_P^k``), ``answer`` (``W_u``, ``b_u``);
@@ -314,6 +339,7 @@ class StackedAttention(nn.Module):
     attention_dim: ``m``, the width of ``h_A`` (512 in the released code).
     num_layers: ``K`` >= 1 (the paper's best: 2).
     dropout_rate: dropout on ``u^K`` before ``W_u`` (the released code's 0.5).
+    region_coordinates: append each region's grid coordinates to ``f_i`` (a square grid).
   """
 
   num_answers: int
@@ -324,6 +350,7 @@ class StackedAttention(nn.Module):
   attention_dim: int = 512
   num_layers: int = 2
   dropout_rate: float = 0.5
+  region_coordinates: bool = False
 
   def __post_init__(self):
     for name in ("num_answers", "vocab_size", "embed_dim", "hidden_size", "attention_dim",
@@ -351,6 +378,10 @@ class StackedAttention(nn.Module):
     """The model on the encoder's grid ``features`` [B, L, D] (``__call__``'s other args)."""
     length = check_question(question, length, vocab_size=self.vocab_size)
     check_features(features, question.shape[0], region_mask)
+    if self.region_coordinates:
+      coordinates = grid_coordinates(features.shape[1]).astype(features.dtype)
+      features = jnp.concatenate(
+          [features, jnp.broadcast_to(coordinates, features.shape[:2] + (2,))], axis=-1)
     regions = jnp.tanh(self.image_projection(features))  # v_I [B, L, d]
     ((_, u),) = self.question_lstm(self.embed(question), length)  # v_Q = u^0 [B, d]
     weights = []

@@ -40,8 +40,8 @@ def test_frames_titles_and_attention_panels(tmp_path, saved_figures, channels):
     cell = (slice(0, 4), slice(4, 8)) if r == 0 else (slice(4, 8), slice(0, 4))
     np.testing.assert_array_equal(heat[cell], 1.0)
     assert float(np.sum(heat)) == 16.0  # nothing outside its cell
-  assert axes[0, 0].get_title(loc="left") == "is the red object on the left?"
-  assert axes[1, 0].get_xlabel() == "left (true: right)"
+  assert axes[0, 0].get_xlabel() == "is the red object on the left?\nyes (true: yes)"
+  assert axes[1, 0].get_xlabel() == "where is the three?\nleft (true: right)"
 
 
 def test_without_attention_only_the_images(tmp_path, saved_figures):

@@ -1,6 +1,7 @@
 """Visual question answering figures: the image, the question, the answer and where each
 attention layer (SAN, Yang et al. 2016, Fig. 5) or memory hop (Sukhbaatar et al. 2015) looked."""
 
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -20,7 +21,7 @@ def save_vqa_figure(path: str, images: np.ndarray, questions: Sequence[str],
     path: the PNG to write.
     images: [R, H, W, C] float in [0, 1], C = 1 (grey) or 3 (RGB).
     questions, predictions, answers: R texts each: the question, the model's answer, the
-      true answer; the image's title is the question, its caption "answer (true: ...)".
+      true answer; under the image the question (wrapped), then "answer (true: ...)".
     attention: [R, K, L] weights of K attention layers / hops over L = g^2 row-major grid
       cells (``viz.attention.attention_heatmap``), drawn over the image in grey, one panel
       each titled "`step_name` k"; None for a model without attention (the image alone).
@@ -45,12 +46,12 @@ def save_vqa_figure(path: str, images: np.ndarray, questions: Sequence[str],
   correct = np.array([p == a for p, a in zip(predictions, answers)])
   frames = hit_colours(correct)
   cmap = plt.get_cmap("jet").with_extremes(bad=(0.5, 0.5, 0.5))
-  fig, axes = figure.subplots(rows, 1 + steps, figsize=(2.2 + 1.6 * steps, 1.9 * rows))
+  fig, axes = figure.subplots(rows, 1 + steps, figsize=(2.2 + 1.6 * steps, 2.3 * rows))
   for r in range(rows):
     ax = axes[r, 0]
     figure.show_image(ax, images[r], frame=tuple(frames[r]))
-    ax.set_title(questions[r], fontsize=7, loc="left", wrap=True)
-    ax.set_xlabel(f"{predictions[r]} (true: {answers[r]})", fontsize=7)
+    ax.set_xlabel(f"{textwrap.fill(questions[r], 32)}\n{predictions[r]} (true: {answers[r]})",
+                  fontsize=7)
     grey = images[r].mean(-1, keepdims=True)
     for k in range(steps):
       ax = axes[r, 1 + k]

@@ -55,6 +55,9 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
       "attention_dim": 64,        # k: h_A
       "num_layers": 2,            # K attention layers (the paper's best)
       "dropout_rate": 0.0,
+      # Each region's grid (row, column) appended to its features (the relation network's
+      # tagging; not in the paper): the attended sum otherwise loses where things are.
+      "region_coordinates": True,
   })
   config.memnet = ml_collections.ConfigDict({
       "encoder": dict(encoder),

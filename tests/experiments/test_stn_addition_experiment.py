@@ -74,13 +74,13 @@ def test_two_transformers_each_read_and_warp_both_channels(tmp_path):
 def test_gradient_reaches_both_localisation_nets(tmp_path):
   model = stn_addition.make_model(tiny_config(tmp_path))
   x, labels = _images(), jnp.array([0, 7, 12, 18])
-  params = model.init(KEY, x)["params"]
+  params = jax.jit(model.init)(KEY, x)["params"]
 
   def loss(p):
     return optax.softmax_cross_entropy_with_integer_labels(
         model.apply({"params": p}, x)[0], labels).mean()
 
-  grads = jax.grad(loss)(params)
+  grads = jax.jit(jax.grad(loss))(params)  # (jitted: op by op it took most of the test)
   # At init both regressors have zero kernels and identity biases: non-zero gradients on
   # their kernels show the loss reaches each net through head, sampler and grid, and they
   # differ because the head weighs the two transformers' channels differently.

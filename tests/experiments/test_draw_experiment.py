@@ -191,8 +191,8 @@ def test_binarized_mnist_is_used_as_it_is(tmp_path):
   assert {split: len(source) for split, source in datasets.items()} == {
       "train": 8, "validation": 8, "test": 8}
   model = experiment.make_model(config, experiment.image_shape(config))
-  params = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)},
-                      np.zeros((1, SIDE, SIDE, 1), np.float32))["params"]
+  params = jax.jit(model.init)({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)},
+                               np.zeros((1, SIDE, SIDE, 1), np.float32))["params"]
   grey = jax.random.uniform(jax.random.PRNGKey(2), (5, SIDE, SIDE, 1))  # not bits
   batch = {"image": grey, "index": np.arange(5, dtype=np.int32)}
   key = jax.random.PRNGKey(3)

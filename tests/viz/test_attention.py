@@ -1,6 +1,5 @@
 """vislang_jax.viz.attention: each cell drawn where metrics.grounding counts it."""
 
-import os
 
 import numpy as np
 import pytest

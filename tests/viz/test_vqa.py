@@ -4,20 +4,7 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgb
 
-from vislang_jax.viz import figure, retrieval, vqa
-
-
-@pytest.fixture
-def saved_figures(monkeypatch):
-  """Keeps each figure the module saves (still writing it), so its artists can be checked."""
-  figures, save = [], figure.save
-
-  def keep(fig, path, **kwargs):
-    figures.append(fig)
-    save(fig, path, **kwargs)
-
-  monkeypatch.setattr(figure, "save", keep)
-  return figures
+from vislang_jax.viz import retrieval, vqa
 
 
 @pytest.mark.parametrize("channels", [1, 3])

@@ -170,3 +170,44 @@ def test_bad_arguments_are_named():
   with pytest.raises(ValueError, match=r"arrays must hold rows of one non-zero length"):
     judge_lib.fit(lambda p, b: 0.0, {}, {"a": np.zeros(3), "b": np.zeros(2)}, num_steps=1,
                   batch_size=1, learning_rate=1e-3, seed=0)
+
+
+def test_convnet_features_are_the_layer_under_the_logits():
+  net = judge_lib.ConvNet((4, 8), CLASSES, hidden=16)
+  images = np.random.default_rng(0).uniform(size=(5, SIZE, SIZE, 1)).astype(np.float32)
+  params = net.init(jax.random.PRNGKey(0), images)["params"]
+  # The compact form's names: judges cached before `features` existed still load.
+  assert set(params) == {"Conv_0", "Conv_1", "Dense_0", "Dense_1"}
+  assert params["Dense_0"]["kernel"].shape == (6 * 6 * 8, 16)
+  features = net.apply({"params": params}, images, method=judge_lib.ConvNet.features)
+  assert features.shape == (5, 16) and np.all(np.asarray(features) >= 0)  # after the ReLU
+  dense = params["Dense_1"]
+  np.testing.assert_allclose(net.apply({"params": params}, images),
+                             features @ dense["kernel"] + dense["bias"], rtol=1e-5, atol=1e-6)
+
+
+def test_scene_features_are_the_layout_features_and_the_read_windows_mean():
+  # A third layout of three windows: S = 3, so a two-window layout has a padded slot.
+  windows = WINDOWS + (((0, 0), (0, 12), (12, 0)),)
+  judge = judge_lib.SceneJudge(windows=windows, window_size=WINDOW, num_classes=CLASSES,
+                               widths=(8, 8))
+  images, targets = toy_scenes(4, seed=4)
+  params = jax.jit(judge.init)(jax.random.PRNGKey(1), images[:1], targets[:1, 0])["params"]
+  features_fn = jax.jit(lambda p: judge.apply({"params": p}, images,
+                                              method=judge_lib.SceneJudge.features))
+  net_features = lambda name, classes, x: np.asarray(judge_lib.ConvNet(
+      judge.widths, classes).apply({"params": params[name]}, x,
+                                   method=judge_lib.ConvNet.features))
+  layout_features = net_features("layout_net", len(windows), images)
+  for layout, corners in enumerate(windows):
+    # The layout head made to read `layout` on every image (its features are unchanged).
+    head = {"kernel": jnp.zeros_like(params["layout_net"]["Dense_1"]["kernel"]),
+            "bias": jnp.eye(len(windows))[layout]}
+    forced = {**params, "layout_net": {**params["layout_net"], "Dense_1": head}}
+    features = np.asarray(features_fn(forced))
+    for n in range(len(images)):
+      # The read layout's real windows only, cut out with NumPy, through the object network.
+      crops = np.stack([images[n, r:r + WINDOW, c:c + WINDOW] for r, c in corners])
+      expected = np.concatenate([layout_features[n],
+                                 net_features("object_net", CLASSES, crops).mean(0)])
+      np.testing.assert_allclose(features[n], expected, rtol=1e-5, atol=1e-6)

@@ -35,20 +35,33 @@ from vislang_jax.checks import (check_float, check_int, check_positive_int, chec
 
 
 class ConvNet(nn.Module):
-  """Stride-2 3x3 convolutions (ReLU), a `hidden` ReLU layer and `num_classes` logits."""
+  """Stride-2 3x3 convolutions (ReLU), a `hidden` ReLU layer and `num_classes` logits.
+
+  The layers are named `Conv_0`, `Conv_1`, ..., `Dense_0` (hidden), `Dense_1` (logits), the
+  names Flax's compact form gives them, so parameters trained and cached by either form load
+  into the other.
+  """
 
   widths: tuple[int, ...]
   num_classes: int
   hidden: int = 128
 
-  @nn.compact
+  def setup(self):
+    for i, width in enumerate(self.widths):
+      setattr(self, f"Conv_{i}", nn.Conv(width, (3, 3), strides=(2, 2)))
+    self.Dense_0 = nn.Dense(self.hidden)  # pylint: disable=invalid-name
+    self.Dense_1 = nn.Dense(self.num_classes)  # pylint: disable=invalid-name
+
+  def features(self, images: jax.Array) -> jax.Array:
+    """[B, H, W, C] -> [B, hidden]: the ReLU layer under the logits (penultimate features)."""
+    h = images
+    for i in range(len(self.widths)):
+      h = nn.relu(getattr(self, f"Conv_{i}")(h))
+    return nn.relu(self.Dense_0(h.reshape(h.shape[0], -1)))
+
   def __call__(self, images: jax.Array) -> jax.Array:
     """[B, H, W, C] -> [B, num_classes]."""
-    h = images
-    for width in self.widths:
-      h = nn.relu(nn.Conv(width, (3, 3), strides=(2, 2))(h))
-    h = nn.relu(nn.Dense(self.hidden)(h.reshape(h.shape[0], -1)))
-    return nn.Dense(self.num_classes)(h)
+    return self.Dense_1(self.features(images))
 
 
 class SceneJudge(nn.Module):
@@ -104,6 +117,29 @@ class SceneJudge(nn.Module):
 
   def object_logits(self, images: jax.Array, layouts: jax.Array) -> jax.Array:
     """[B, H, W, C] images, [B] layout ids -> [B, S, num_classes], one row per window."""
+    crops = self._crops(images, layouts)
+    logits = self.object_net(crops.reshape((-1,) + crops.shape[2:]))
+    return logits.reshape(crops.shape[:2] + (self.num_classes,))
+
+  def features(self, images: jax.Array) -> jax.Array:
+    """A scene's features for distances between image sets (`metrics.generation`).
+
+    [B, H, W, C] -> [B, 2 * hidden]: the layout classifier's penultimate features, then the
+    object classifier's penultimate features averaged over the windows of the layout the
+    judge reads (its most likely one, as `read_scenes`; only the layout's real slots). The
+    first half says where objects are, the second what they look like, in the two networks
+    that learned those questions on real images.
+    """
+    layouts = jnp.argmax(self.layout_logits(images), -1)
+    crops = self._crops(images, layouts)
+    objects = self.object_net.features(crops.reshape((-1,) + crops.shape[2:]))
+    objects = objects.reshape(crops.shape[:2] + objects.shape[-1:])  # [B, S, hidden]
+    real = jnp.asarray(self.window_table()[1], objects.dtype)[layouts]  # [B, S]
+    mean = jnp.einsum("bsf,bs->bf", objects, real) / jnp.sum(real, -1, keepdims=True)
+    return jnp.concatenate([self.layout_net.features(images), mean], axis=-1)
+
+  def _crops(self, images: jax.Array, layouts: jax.Array) -> jax.Array:
+    """[B, H, W, C] images, [B] layout ids -> [B, S, w, w, C], each slot's window."""
     check_rank("images", images, "[B, H, W, C]")
     corners, _ = self.window_table()
     size = self.window_size
@@ -116,9 +152,7 @@ class SceneJudge(nn.Module):
     crop = lambda image, rc: jax.lax.dynamic_slice(image, (rc[0], rc[1], 0),
                                                    (size, size, image.shape[-1]))
     where = jnp.asarray(corners)[layouts]  # [B, S, 2]
-    crops = jax.vmap(jax.vmap(crop, in_axes=(None, 0)))(images, where)  # [B, S, w, w, C]
-    logits = self.object_net(crops.reshape((-1,) + crops.shape[2:]))
-    return logits.reshape(crops.shape[:2] + (self.num_classes,))
+    return jax.vmap(jax.vmap(crop, in_axes=(None, 0)))(images, where)
 
 
 def judge_loss(judge: SceneJudge, params: Any, images: jax.Array,

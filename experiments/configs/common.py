@@ -37,6 +37,7 @@ def train_config() -> ml_collections.ConfigDict:
       "decay_at": (),  # schedule=step: fractions of num_steps where the rate is scaled
       "decay_factor": 0.1,  # schedule=step: the scale at each of decay_at
       "warmup_steps": 0,  # linear warm-up from 0 before the schedule
+      "b1": 0.9,  # adam and adamw: the first moment's decay (DCGAN: 0.5)
       "momentum": 0.9,  # sgd and rmsprop; 0 = none
       "rmsprop_decay": 0.9,  # rmsprop's moving average of squared gradients
       "grad_clip_norm": 0.0,  # clip the gradient's global norm; 0 = off

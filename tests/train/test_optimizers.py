@@ -43,11 +43,12 @@ def test_sgd_with_momentum_clipping_and_l2_by_hand():
   np.testing.assert_allclose(got[-1], w, rtol=1e-5)
 
 
-def test_adam_matches_the_paper_update():
-  config = train_config(optimizer="adam", learning_rate=0.05)
+@pytest.mark.parametrize("b1", [0.9, 0.5])  # the default, DCGAN's
+def test_adam_matches_the_paper_update(b1):
+  config = train_config(optimizer="adam", learning_rate=0.05, b1=b1)
   got = run(make_optimizer(config), GRADS, W0)
   w, m, v = np.asarray(W0, np.float64), np.zeros(2), np.zeros(2)
-  b1, b2, eps = 0.9, 0.999, 1e-8
+  b2, eps = 0.999, 1e-8
   for t, g in enumerate(GRADS, start=1):
     m = b1 * m + (1 - b1) * g
     v = b2 * v + (1 - b2) * g * g

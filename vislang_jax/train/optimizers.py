@@ -1,8 +1,9 @@
 """The one optimizer factory: `make_optimizer(config.train)`, one config field per knob.
 
 Fields of `config.train` (defaults in `experiments/configs/common.py`):
-  optimizer: "adam", "adamw", "sgd" (with `momentum`; 0 = plain SGD) or "rmsprop" (Tieleman
-    and Hinton's, with `rmsprop_decay` and `momentum`).
+  optimizer: "adam", "adamw" (both with `b1`, the first moment's decay: 0.9, or DCGAN's 0.5),
+    "sgd" (with `momentum`; 0 = plain SGD) or "rmsprop" (Tieleman and Hinton's, with
+    `rmsprop_decay` and `momentum`).
   learning_rate: the base rate.
   schedule: "constant"; "step" (the rate times `decay_factor` at each fraction `decay_at` of
     `num_steps`, e.g. the STN paper's /10 at 1/3 and 2/3); "cosine" (to 0 at `num_steps`).
@@ -65,10 +66,10 @@ def make_optimizer(train: ml_collections.ConfigDict) -> optax.GradientTransforma
   parts = [optax.clip_by_global_norm(clip)] if clip else []
   if decay and name != "adamw":
     parts.append(optax.add_decayed_weights(decay))
-  if name == "adam":
-    parts.append(optax.adam(rate))
-  elif name == "adamw":
-    parts.append(optax.adamw(rate, weight_decay=decay))
+  if name in ("adam", "adamw"):
+    b1 = check_float("train.b1", train.b1, low=0.0, below=1.0)
+    parts.append(optax.adam(rate, b1=b1) if name == "adam"
+                 else optax.adamw(rate, b1=b1, weight_decay=decay))
   elif name == "sgd":
     parts.append(optax.sgd(rate, momentum=momentum or None))
   else:

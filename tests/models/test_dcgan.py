@@ -121,8 +121,8 @@ def _lax_strided_conv(x, kernel):
 @pytest.mark.parametrize("k", [4, 5])
 def test_transposed_conv_is_the_adjoint_of_the_strided_conv(k):
   """The generator's layer (``dcgan.transposed_conv``, ``transpose_kernel=True``) is A^T for
-  A the stride-2 "SAME" convolution with the same kernel: equal to a NumPy scatter of A's definition, to
-  ``jax.vjp`` of A, and ``<A x, y> = <x, A^T y>`` in float64."""
+  A the stride-2 "SAME" convolution with the same kernel: equal to a NumPy scatter of A's
+  definition, to ``jax.vjp`` of A, and ``<A x, y> = <x, A^T y>`` in float64."""
   c_img, c_map, h, w = 2, 3, 6, 8  # A: [6, 8, 2] -> [3, 4, 3]
   kernel = np.random.default_rng(k).normal(size=(k, k, c_img, c_map)).astype(np.float32)
   x, y = _normal((1, h, w, c_img), 1), _normal((1, h // 2, w // 2, c_map), 2)

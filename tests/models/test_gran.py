@@ -127,8 +127,9 @@ def test_weights_shared_across_steps_and_gradients_reach_the_reader():
     assert one[0] == 1 and four[0] == 4 and one[1:] == four[1:]  # statistics per step
   model = _model()
   variables, z = _variables(model), _noise(model, 3)
-  grads = jax.grad(lambda p: (_jitted(model)({**variables, "params": p}, z,
-                                             train=False)[0] ** 2).sum())(variables["params"])
+  train = _jitted(model, mutable=("batch_stats",))  # training mode: batch statistics
+  grads = jax.grad(lambda p: (train({**variables, "params": p}, z, train=True)[0][0] ** 2
+                              ).sum())(variables["params"])
   for path, g in jax.tree_util.tree_leaves_with_path(grads):
     assert np.all(np.isfinite(g)) and float(jnp.abs(g).max()) > 0, jax.tree_util.keystr(path)
 

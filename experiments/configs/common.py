@@ -54,6 +54,14 @@ def eval_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({"batch_size": 256})
 
 
+def classifier_config() -> ml_collections.ConfigDict:
+  """The digit classifier whose features the generators' Frechet distance and classifier
+  score use (`experiments.sample_quality.digit_featurizer`); one setting for every
+  experiment, so their numbers compare (and share the cached classifier)."""
+  return ml_collections.ConfigDict({
+      "widths": (32, 64), "num_steps": 1500, "batch_size": 64, "learning_rate": 2e-3})
+
+
 def base_config() -> ml_collections.ConfigDict:
   """`seed`, `model` (empty), `data`, `train` and `eval` blocks with their defaults."""
   config = ml_collections.ConfigDict()

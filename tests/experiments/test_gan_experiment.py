@@ -1,0 +1,163 @@
+"""experiments/gan.py: short end-to-end runs of each generator family, the players' loss terms
+(GAN-CLS's wrong text, GAN-INT's interpolation term), the sample-quality evaluators on real
+images, and the named errors."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import gan
+from experiments import sample_quality
+from experiments.configs import gan as configs
+from vislang_jax.data.pipeline import ImageToFloat, stack_records
+from vislang_jax.metrics import generation
+from vislang_jax.train import sharding
+from vislang_jax.train.metrics import read_metrics
+
+STEPS = 2
+
+
+def tiny_config(data_dir, model, **gan_options):
+  config = configs.get_config()
+  config.model = model
+  config.data.dir = str(data_dir)
+  config.data.novel_size = 20
+  config.train.update(num_steps=STEPS, batch_size=8, log_every=1, eval_every=100,
+                      checkpoint_every=STEPS)
+  config.eval.update(batch_size=16, count=32, two_sample_steps=5, figure_captions=2)
+  config.gan.update(gan_options)
+  config.classifier.update(num_steps=10, widths=(8, 8))
+  config.judge.update(num_steps=10, widths=(8, 8, 8))
+  config.text_encoder.update(num_steps=10, embed_dim=8, word_dim=8,
+                             encoder={"backbone": "convnet", "widths": (4,)})
+  config.num_samples = 3
+  config.dcgan.generator.update(features=8, z_size=8, cond_dim=8)
+  config.dcgan.discriminator.update(features=8, cond_dim=8)
+  config.gran.update(features=8, z_size=8, steps=2)
+  config.lapgan.generator.update(features=8, coarse_features=16, z_size=8)
+  config.lapgan.discriminator.update(features=8, coarse_features=16)
+  return config
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp("data")
+
+
+FIGURES = {"dcgan": ("samples",), "gran": ("samples", "canvas"),
+           "lapgan": ("samples", "pyramid"),
+           "gan_int_cls": ("samples", "interpolation", "style")}
+
+
+@pytest.mark.parametrize("model", sorted(FIGURES))
+def test_each_family_trains_evaluates_and_draws(tmp_path, data_dir, model):
+  workdir = str(tmp_path / model)
+  final = gan.train_and_evaluate(tiny_config(data_dir, model), workdir)
+  logs = read_metrics(workdir)
+  train = [r for r in logs if r["split"] == "train"]
+  assert [r["step"] for r in train] == list(range(1, STEPS + 1))
+  players = {"discriminator", "generator"} | ({"style"} if model == "gan_int_cls" else set())
+  assert {k.split("/")[0] for k in train[-1] if "/" in k} == players
+  assert all(np.isfinite(v) for r in train for k, v in r.items() if "/" in k)
+  if model == "gan_int_cls":  # the wrong-text term and the interpolation term were played
+    assert {"discriminator/wrong_probability", "generator/interpolation_loss"} <= set(train[-1])
+  splits = {"validation", "test"} | ({"novel"} if model in gan.TEXT_MODELS else set())
+  assert set(final) == splits
+  for split, metrics in final.items():
+    assert metrics["frechet_distance"] > 0.0
+    assert 1.0 <= metrics["classifier_score"] <= 10.0 + 1e-6
+    assert 1.0 <= metrics["classifier_score_real"] <= 10.0 + 1e-6
+    if model in gan.TEXT_MODELS:
+      assert 0.0 <= metrics["consistency"] <= 1.0
+    assert ("two_sample_accuracy" in metrics) == (split == "test")
+  assert 0.0 <= final["test"]["two_sample_accuracy"] <= 1.0
+  for figure in FIGURES[model]:
+    for split in splits:
+      assert os.path.exists(os.path.join(workdir, "samples", f"{figure}_{split}_{STEPS}.png"))
+
+
+def players_on_one_batch(data_dir, model, **gan_options):
+  """The model's players and variables after init, and one training batch."""
+  config = tiny_config(data_dir, model, **gan_options)
+  datasets, vocabulary = gan.load_datasets(config)
+  phi = gan.train_text_encoder(config, datasets["train"], len(vocabulary))
+  game = gan.make_game(config, phi)
+  batch = {k: jnp.asarray(v) for k, v in ImageToFloat().map(stack_records(
+      datasets["train"], ("image", "tokens", "length"), count=8)).items()}
+  variables = gan.init_variables(game, batch, jax.random.PRNGKey(0))
+  return {p.name: p for p in gan.make_players(game, config)}, variables, batch
+
+
+def test_gan_cls_scores_the_real_image_with_the_rolled_wrong_text(data_dir):
+  players, variables, batch = players_on_one_batch(data_dir, "gan_cls")
+  key = jax.random.PRNGKey(1)
+  loss, metrics, _ = players["discriminator"].loss_fn(variables, batch, key)
+  assert metrics["wrong_probability"] != pytest.approx(metrics["real_probability"], abs=1e-6)
+  # Reed et al.'s Alg. 1 with the wrong-text weight at 0 is the plain conditional GAN's loss
+  # (gan_int's discriminator), with the same fakes and dropout keys.
+  plain_players, _, _ = players_on_one_batch(data_dir, "gan_int")
+  cls0_players, _, _ = players_on_one_batch(data_dir, "gan_cls", wrong_weight=0.0)
+  plain, _, _ = plain_players["discriminator"].loss_fn(variables, batch, key)
+  cls0, _, _ = cls0_players["discriminator"].loss_fn(variables, batch, key)
+  assert float(cls0) == pytest.approx(float(plain), rel=1e-5)
+  assert float(loss) != pytest.approx(float(plain), rel=1e-3)
+  # one identical caption everywhere: the wrong text is the right one
+  same = dict(batch, tokens=jnp.repeat(batch["tokens"][:1], 8, 0),
+              length=jnp.repeat(batch["length"][:1], 8, 0))
+  _, metrics, _ = players["discriminator"].loss_fn(variables, same, key)
+  assert metrics["wrong_probability"] == pytest.approx(metrics["real_probability"], rel=1e-5)
+
+
+def test_gan_int_adds_the_weighted_interpolation_term(data_dir):
+  key = jax.random.PRNGKey(2)
+  players, variables, batch = players_on_one_batch(data_dir, "gan_int")
+  weighted, metrics, _ = players["generator"].loss_fn(variables, batch, key)
+  zero_players, _, _ = players_on_one_batch(data_dir, "gan_int", interpolation_weight=0.0)
+  plain, _, _ = zero_players["generator"].loss_fn(variables, batch, key)
+  assert float(weighted) == pytest.approx(float(plain) + float(metrics["interpolation_loss"]),
+                                          rel=1e-5)
+  assert float(metrics["interpolation_loss"]) > 0.0
+
+
+def test_the_style_encoder_trains_on_the_generator_held_fixed(data_dir):
+  players, variables, batch = players_on_one_batch(data_dir, "gan_int_cls")
+  style = players["style"]
+  grads = jax.grad(lambda v: style.loss_fn(v, batch, jax.random.PRNGKey(3))[0])(variables)
+  norm = lambda tree: float(sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(tree)))
+  assert norm(grads["style"]["params"]) > 0.0
+  assert norm(grads["generator"]["params"]) == 0.0  # G(z) enters as a stopped target
+
+
+def test_sample_quality_of_the_real_images_themselves(data_dir):
+  """Drawing the real images: the Frechet distance is 0 and both classifier scores agree
+  with metrics.generation on the same features, computed outside the evaluator."""
+  config = tiny_config(data_dir, "dcgan")
+  datasets, _ = gan.load_datasets(config)
+  featurize = sample_quality.digit_featurizer(config, datasets["train"])
+  evaluator = sample_quality.generation_evaluator(
+      lambda params, batch, key: batch["image"], featurize, batch_size=16, count=40)
+  got = evaluator(None, datasets["test"], jax.random.PRNGKey(0), sharding.make_mesh())
+  assert got["frechet_distance"] == pytest.approx(0.0, abs=1e-6)
+  images = ImageToFloat().map(stack_records(datasets["test"], ("image",), count=40))["image"]
+  _, probs = jax.jit(featurize)(jnp.asarray(images))
+  expected = generation.classifier_score(np.asarray(probs))
+  assert got["classifier_score"] == pytest.approx(expected, rel=1e-5)
+  assert got["classifier_score_real"] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("model", "wgan", "config.model must be one of"),
+    ("gan.loss", "hinge", "config.gan.loss must be one of"),
+    ("gan.interpolation_beta", 1.5, r"config.gan.interpolation_beta must be in \[0, 1\]"),
+    ("gan.discriminator_steps", 0, "config.gan.discriminator_steps"),
+])
+def test_bad_settings_are_named(data_dir, field, value, message):
+  config = tiny_config(data_dir, "dcgan")
+  section, _, name = field.rpartition(".")
+  (config[section] if section else config)[name] = value
+  with pytest.raises(ValueError, match=message):
+    game = gan.make_game(config)
+    gan.make_players(game, config)

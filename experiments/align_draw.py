@@ -26,6 +26,10 @@ Evaluators (`train.evaluate`, each with its own key):
     noise under every caption), images ranked per caption: `r_at_1/5/10/50`, `median_rank`
     (ties pessimistic). Two images of the same scene share a caption, so R@1 < 1 even for a
     perfect model when the pool repeats a scene.
+  * `generation` on test and novel at the end (`experiments.sample_quality`, the measures of
+    every generator's table): one image per caption of the split's first
+    `eval.sample_quality_count` records, `frechet_distance` to the real ones in the judge's
+    feature space, `classifier_score`, `classifier_score_real`.
 """
 
 import functools
@@ -35,8 +39,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
-import tensorflow_datasets as tfds
 
+from experiments import sample_quality
 from vislang_jax.data import digit_scenes
 from vislang_jax.data.captions import build_encoded_captioned_digits
 from vislang_jax.data.pipeline import stack_records
@@ -170,11 +174,6 @@ def consistency_evaluator(draw_fn: Callable, read_fn: Callable, *, batch_size: i
                                 splits=splits)
 
 
-def judge_cache_dir(config: ml_collections.ConfigDict) -> str:
-  """`<data dir>/judges`: judges are facts of the data, shared by every run on it."""
-  return os.path.join(config.data.dir or tfds.core.constants.get_default_data_dir(), "judges")
-
-
 def build_judge(config: ml_collections.ConfigDict, train) -> tuple[judges.SceneJudge, Any]:
   """The scene judge and its params, trained on the real `train` records (or cached)."""
   # 10 digit classes; the judge reads an absent second digit as 10 = NO_DIGIT.
@@ -185,7 +184,7 @@ def build_judge(config: ml_collections.ConfigDict, train) -> tuple[judges.SceneJ
   params = judges.train_scene_judge(
       judge, records["image"], targets, num_steps=config.judge.num_steps,
       batch_size=config.judge.batch_size, learning_rate=config.judge.learning_rate,
-      seed=config.seed, cache_dir=judge_cache_dir(config))
+      seed=config.seed, cache_dir=sample_quality.cache_dir(config, "judges"))
   return judge, params
 
 
@@ -245,6 +244,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                             count=config.eval.consistency_samples,
                             every=config.eval.consistency_every,
                             recon_fn=functools.partial(reconstruct, model)),
+      # the table of every generator (experiments.sample_quality); consistency is above
+      sample_quality.generation_evaluator(
+          functools.partial(draw, model), sample_quality.scene_featurizer(judge, judge_params),
+          batch_size=config.eval.batch_size, count=config.eval.sample_quality_count, every=0,
+          splits=EXPENSIVE_SPLITS),
       evaluate.PairRetrieval(
           score_fn=functools.partial(pair_score, model), query_fields=("tokens", "length"),
           candidate_fields=("image",), pool=config.eval.retrieval_pool,

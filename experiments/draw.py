@@ -8,6 +8,12 @@ Metrics (evaluator `bound`, on `validation` every `train.eval_every` steps, and 
 `validation` and `test` at the end): `nll_bound_nats`, the negative variational bound
 L = L^x + L^z of eq. 12, and its parts `recon_nats`, `kl_nats`; with `iwae_samples > 0` also
 `iwae_nll_bound_nats`; train logs `loss`, `recon_nats`, `kl_nats` and `grad_norm`.
+Evaluator `generation` (grey-level 28x28 digits only), on test at the end: the measures of the
+README's table of every generator (`experiments.sample_quality`): `frechet_distance` between
+`eval.sample_quality_count` prior samples (Bernoulli means sigmoid(c_T)) and as many test
+digits, in the features of a digit classifier trained once on the training digits
+(`config.classifier`, cached in `<data dir>/classifiers`), `classifier_score`,
+`classifier_score_real`.
 Figures, of the `validation` split after every evaluation and at the end (the test split is
 only scored), each file rewritten in place:
   samples/generation_over_time.png: a row per sample, a column per glimpse: sigmoid of the
@@ -29,6 +35,7 @@ index binarizes it and draws its posterior samples, so every evaluation scores t
 binary data with the same samples, whatever the batch size or number of processes.
 """
 
+import functools
 import math
 import os
 from typing import Any
@@ -38,6 +45,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from experiments import sample_quality
 from vislang_jax.checks import check_choice, check_int, check_positive_int
 from vislang_jax.data import binarized_mnist, builders, sources
 from vislang_jax.data.multi_digit import build_multi_digit_dataset
@@ -200,6 +208,13 @@ def make_figures(model: draw.DRAW, *, num_samples: int, binarized: bool = False
                           arrays_fn=reconstruction, write_fn=write_reconstruction)]
 
 
+def draw_samples(model: draw.DRAW, params: Any, batch: dict, key: jax.Array) -> jax.Array:
+  """As many images as `batch` holds, drawn from the prior: the Bernoulli means
+  sigmoid(c_T) [B, H, W, 1] (the generator table's samples, `experiments.sample_quality`)."""
+  canvas = jax.nn.sigmoid(draw.generate(model, params, key, batch["image"].shape[0])[-1])
+  return canvas if canvas.ndim == 4 else canvas[..., None]
+
+
 def load_datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The train, validation and test splits: grey levels (binarized by the jitted code), or
   the bits of `binarized_mnist` (`BINARIZED_SOURCE`).
@@ -248,6 +263,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       name="bound",
       metric_fn=make_metric_fn(model, iwae_samples=iwae_samples, binarized=binarized),
       batch_size=config.eval.batch_size)]
+  if not binarized and config.data.dataset == "digits":  # labelled 28x28 digits
+    evaluators.append(sample_quality.generation_evaluator(
+        functools.partial(draw_samples, model),
+        sample_quality.digit_featurizer(config, datasets["train"]),
+        batch_size=config.eval.batch_size, count=config.eval.sample_quality_count, every=0,
+        splits=("test",)))
   return fit(config, workdir, task, datasets, evaluators=evaluators,
              figures=make_figures(model, num_samples=num_samples, binarized=binarized))
 

@@ -102,6 +102,7 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   config.eval.consistency_samples = 200  # captions of the split drawn once each
   config.eval.consistency_every = 0    # > 0: also on validation every N steps (its curve)
   config.eval.figure_captions = 4      # captions of the split in the figures (+ 2 flips)
+  config.eval.sample_quality_count = 1000  # records of the generation metrics (FD, score)
 
   config.judge = ml_collections.ConfigDict()  # the consistency judge (`metrics.judge`)
   config.judge.num_steps = 400

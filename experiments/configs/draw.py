@@ -75,6 +75,8 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   config.train.eval_every = 1000
   config.train.checkpoint_every = 1000
   config.eval.batch_size = 300
+  config.eval.sample_quality_count = 1000  # prior samples of the generation metrics
+  config.classifier = common.classifier_config()
 
   if preset in ("mnist", "paper", "two_digit"):
     # Table 3, "MNIST Model": 64 glimpses, LSTM 256, z 100, read 2x2, write 5x5.

@@ -49,6 +49,7 @@ def tiny_config(data_dir, **overrides):
   config.eval.retrieval_chunk = 200
   config.eval.consistency_samples = 30
   config.eval.figure_captions = 2
+  config.eval.sample_quality_count = 30
   config.judge.num_steps = 30
   config.judge.widths = (8, 8, 8)
   config.update(overrides)
@@ -78,7 +79,7 @@ def test_trains_scores_and_draws_every_split(tmp_path, data_dir):
     assert np.isfinite(record["nll_bound_nats"]) and record["kl_nats"] >= 0.0
     for name, value in final[split].items():
       assert record[name] == pytest.approx(value), (split, name)
-  assert "consistency" not in final["validation"] and "r_at_1" not in final["validation"]
+  assert not {"consistency", "r_at_1", "frechet_distance"} & set(final["validation"])
   assert 0.0 <= final["test"]["recon_consistency"] <= 1.0
   # The judge was trained once, into the data dir's cache (none in the workdir).
   (cached,) = glob.glob(os.path.join(data_dir, "judges", "*.msgpack"))
@@ -98,6 +99,9 @@ def test_trains_scores_and_draws_every_split(tmp_path, data_dir):
     assert metrics["consistency"] * 30 == pytest.approx(round(metrics["consistency"] * 30))
     assert metrics["r_at_1"] <= metrics["r_at_5"] <= metrics["r_at_10"]
     assert metrics["r_at_50"] == 1.0  # the pool holds 20 images
+    # the generator table's measures (experiments.sample_quality; its own tests check values)
+    assert metrics["frechet_distance"] > 0.0
+    assert 1.0 <= metrics["classifier_score"] <= 10.0 and 1.0 <= metrics["classifier_score_real"]
     # The median rank of 20 targets: an integer or a half; at most 10 when R@10 >= 0.55.
     assert (2 * metrics["median_rank"]).is_integer()
     if metrics["r_at_10"] >= 0.55:

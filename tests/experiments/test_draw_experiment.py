@@ -32,6 +32,9 @@ OPTIONS = dict(iwae_samples=2, num_samples=SAMPLES)
 TRAIN = dict(num_steps=60, batch_size=32, learning_rate=1e-2, log_every=1, eval_every=30,
              checkpoint_every=60, keep_checkpoints=1)
 EVAL_BATCH = 150
+# the generation metrics' classifier and sample count, small (experiments.sample_quality)
+QUALITY = {"classifier.num_steps": 20, "classifier.widths": "(8,8)",
+           "eval.sample_quality_count": EVAL_BATCH}
 
 
 def tiny_config(data_dir, **train):
@@ -41,6 +44,8 @@ def tiny_config(data_dir, **train):
   config.data.dir = str(data_dir)
   config.train.update({**TRAIN, **train})
   config.eval.batch_size = EVAL_BATCH
+  config.eval.sample_quality_count = EVAL_BATCH
+  config.classifier.update(num_steps=20, widths=(8, 8))
   return config
 
 
@@ -50,6 +55,7 @@ def run_cli(workdir, data_dir, **train):
   flags += [f"--config.{k}={v}" for k, v in OPTIONS.items()]
   flags += [f"--config.train.{k}={v}" for k, v in {**TRAIN, **train}.items()]
   flags += [f"--config.data.dir={data_dir}", f"--config.eval.batch_size={EVAL_BATCH}"]
+  flags += [f"--config.{k}={v}" for k, v in QUALITY.items()]
   env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0",
              JAX_PLATFORMS="cpu")
   return subprocess.run(
@@ -85,6 +91,9 @@ def test_training_lowers_the_test_bound(run):
   assert test["nll_bound_nats"] == pytest.approx(test["recon_nats"] + test["kl_nats"],
                                                  rel=1e-5)
   assert test["kl_nats"] >= 0
+  # the generator table's measures, on test only (experiments.sample_quality)
+  assert test["frechet_distance"] > 0 and 1.0 <= test["classifier_score"] <= 10.0
+  assert not any("frechet_distance" in r for r in records if r["split"] == "validation")
   # Step 1's loss is the bound of the initial parameters (on one training batch). An
   # untrained DRAW's canvas is near 0, i.e. p = 1/2 per pixel: about 784 log 2 nats.
   at_init = next(r for r in records if r["split"] == "train" and r["step"] == 1)["loss"]

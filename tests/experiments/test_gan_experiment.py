@@ -1,6 +1,6 @@
 """experiments/gan.py: short end-to-end runs of each generator family, the players' loss terms
 (GAN-CLS's wrong text, GAN-INT's interpolation term), the sample-quality evaluators on real
-images, and the named errors."""
+images, GRAN's metric between two games (experiments/gam.py), and the named errors."""
 
 import os
 
@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import gan
+from experiments import gam, gan
 from experiments import sample_quality
 from experiments.configs import gan as configs
 from vislang_jax.data.pipeline import ImageToFloat, stack_records
@@ -95,7 +95,8 @@ def test_gan_cls_scores_the_real_image_with_the_rolled_wrong_text(data_dir):
   players, variables, batch = players_on_one_batch(data_dir, "gan_cls")
   key = jax.random.PRNGKey(1)
   loss, metrics, _ = players["discriminator"].loss_fn(variables, batch, key)
-  assert metrics["wrong_probability"] != pytest.approx(metrics["real_probability"], abs=1e-6)
+  assert float(metrics["wrong_probability"]) != pytest.approx(
+      float(metrics["real_probability"]), abs=1e-6)
   # Reed et al.'s Alg. 1 with the wrong-text weight at 0 is the plain conditional GAN's loss
   # (gan_int's discriminator), with the same fakes and dropout keys.
   plain_players, _, _ = players_on_one_batch(data_dir, "gan_int")
@@ -108,7 +109,8 @@ def test_gan_cls_scores_the_real_image_with_the_rolled_wrong_text(data_dir):
   same = dict(batch, tokens=jnp.repeat(batch["tokens"][:1], 8, 0),
               length=jnp.repeat(batch["length"][:1], 8, 0))
   _, metrics, _ = players["discriminator"].loss_fn(variables, same, key)
-  assert metrics["wrong_probability"] == pytest.approx(metrics["real_probability"], rel=1e-5)
+  assert float(metrics["wrong_probability"]) == pytest.approx(
+      float(metrics["real_probability"]), rel=1e-5)
 
 
 def test_gan_int_adds_the_weighted_interpolation_term(data_dir):
@@ -161,3 +163,27 @@ def test_bad_settings_are_named(data_dir, field, value, message):
   with pytest.raises(ValueError, match=message):
     game = gan.make_game(config)
     gan.make_players(game, config)
+
+
+def test_gam_battle_of_a_run_with_itself_ties_and_swapping_inverts(data_dir):
+  """GRAN's metric (experiments.gam.battle) between freshly initialised DCGAN and GRAN
+  players: a model against itself gives ratios 1 and no winner; swapping the two runs
+  inverts both ratios and the winner."""
+  games, variables = [], []
+  for i, model in enumerate(("dcgan", "gran")):
+    config = tiny_config(data_dir, model)
+    datasets, _ = gan.load_datasets(config)
+    batch = {k: jnp.asarray(v) for k, v in ImageToFloat().map(
+        stack_records(datasets["train"], ("image", "label"), count=4)).items()}
+    games.append(gan.make_game(config))
+    variables.append(gan.init_variables(games[-1], batch, jax.random.PRNGKey(i)))
+  images = ImageToFloat().map(stack_records(datasets["test"], ("image",), count=24))["image"]
+  key = jax.random.PRNGKey(0)
+  itself = gam.battle(games[0], variables[0], games[0], variables[0], images, key=key,
+                      batch_size=8)
+  assert (itself["r_test"], itself["r_sample"], itself["winner"]) == (1.0, 1.0, 0)
+  ab = gam.battle(games[0], variables[0], games[1], variables[1], images, key=key, batch_size=8)
+  ba = gam.battle(games[1], variables[1], games[0], variables[0], images, key=key, batch_size=8)
+  assert ab["d1_test_error"] == ba["d2_test_error"] and ab["d1_on_g2_error"] == ba["d2_on_g1_error"]
+  if np.isfinite(ab["r_test"]) and ab["r_test"] > 0:
+    assert ba["r_test"] == pytest.approx(1.0 / ab["r_test"])

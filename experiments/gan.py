@@ -45,8 +45,8 @@ Evaluators (`metrics.generation`, the same for every generator of the library):
   * `two_sample` on test at the end: `two_sample_accuracy`, a fresh classifier's held-out
     accuracy at telling the split's real images from generated ones (0.5: it cannot;
     LAPGAN's human "fooled" rate's analogue).
-Figures (samples/): `samples_<split>_<step>.png` (a grid from fixed noise; text models: a
-row per caption), text models `interpolation_*` (rows between two captions with one noise)
+Figures (samples/): `samples_<split>_<step>.png` (a grid of `eval.grid_samples` from fixed
+noise; text models: a row of `num_samples` per caption), text models `interpolation_*` (rows between two captions with one noise)
 and `style_*` (a real image's style from S onto the captions' content), `pyramid_*` (LAPGAN's
 coarse-to-fine levels), `canvas_*` (GRAN's canvas at every step).
 """
@@ -208,10 +208,10 @@ def make_game(config: ml_collections.ConfigDict, phi=None) -> Game:
   height, width, channels = CANVAS_SHAPE if text else DIGIT_SHAPE
   cond_size = config.text_encoder.embed_dim if text else None
   if model == "lapgan":
-    return Game(model, lapgan.LAPGANGenerator(height=height, width=width, channels=channels,
-                                              **config.lapgan.generator),
-                lapgan.LAPGANDiscriminator(height=height, width=width, channels=channels,
-                                           **config.lapgan.discriminator),
+    shared = dict(height=height, width=width, channels=channels,
+                  levels=config.lapgan.levels, num_classes=config.lapgan.num_classes)
+    return Game(model, lapgan.LAPGANGenerator(**shared, **config.lapgan.generator),
+                lapgan.LAPGANDiscriminator(**shared, **config.lapgan.discriminator),
                 None, None, None)
   scale = config.dcgan.canvas_upsamples if text else config.dcgan.digit_upsamples
   discriminator = dcgan.Discriminator(num_downsamples=scale, cond_size=cond_size,
@@ -445,17 +445,22 @@ def make_figures(game: Game, config: ml_collections.ConfigDict, vocabulary) -> l
       figures.append(evaluate.Figure(name="style", arrays_fn=style, write_fn=write_style))
     return figures
 
+  count = config.eval.grid_samples
+
   def samples(params, source, key):
     del source
-    cond = jnp.arange(n) % game.generator.num_classes if (
+    cond = jnp.arange(count) % game.generator.num_classes if (
         game.model == "lapgan" and game.generator.num_classes) else None
-    images, aux, _ = game.generate(params["generator"], fixed, n, cond, train=False)
-    return {"images": images, **({"levels": aux["levels"]} if game.model == "lapgan" else {}),
-            **({"canvases": aux["canvases"]} if game.model == "gran" else {})}
+    images, aux, _ = game.generate(params["generator"], fixed, count, cond, train=False)
+    # the first n samples' pyramid levels / canvases over time
+    return {"images": images,
+            **({"levels": [x[:n] for x in aux["levels"]]} if game.model == "lapgan" else {}),
+            **({"canvases": aux["canvases"][:, :n]} if game.model == "gran" else {})}
 
   def write_samples(arrays, directory, split, step):
+    images = arrays["images"]
     grid.save_image_grid(os.path.join(directory, f"samples_{split}_{step}.png"),
-                         arrays["images"])
+                         images.reshape(grid.grid_shape(len(images)) + images.shape[1:]))
     if "levels" in arrays:
       gan_figures.save_pyramid_levels(os.path.join(directory, f"pyramid_{split}_{step}.png"),
                                       [np.clip(level, 0, 1) for level in arrays["levels"]])

@@ -46,12 +46,13 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   # `models.gran.GRAN` (its discriminator is `config.dcgan.discriminator`'s).
   config.gran = ml_collections.ConfigDict({
       "steps": 3, "z_size": 64, "features": 32, "num_upsamples": 2, "noise": "same"})
-  # `models.lapgan.LAPGANGenerator` / `LAPGANDiscriminator`: 28 -> 14 -> 7 (levels 2).
+  # `models.lapgan.LAPGANGenerator` / `LAPGANDiscriminator`: 28 -> 14 -> 7 (levels 2);
+  # num_classes 10 for the class-conditional CC-LAPGAN (Sec. 4.2), None otherwise.
   config.lapgan = ml_collections.ConfigDict({
-      "generator": {"levels": 2, "features": 64, "coarse_features": 600, "z_size": 64,
-                    "num_classes": None},
-      "discriminator": {"levels": 2, "features": 64, "coarse_features": 300,
-                        "num_classes": None},
+      "levels": 2,
+      "num_classes": ml_collections.config_dict.placeholder(int),
+      "generator": {"features": 64, "coarse_features": 600, "z_size": 64},
+      "discriminator": {"features": 64, "coarse_features": 300},
   })
   # phi(t) of the text models: a VSE (`models.vse.VSE`) trained on the training captions.
   config.text_encoder = ml_collections.ConfigDict({
@@ -63,7 +64,8 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   config.judge = ml_collections.ConfigDict({
       "num_steps": 400, "batch_size": 64, "learning_rate": 2e-3, "widths": (16, 32, 32)})
   config.max_len = 12             # caption ids incl. <eos>
-  config.num_samples = 8          # images per row / in the samples grid (text: per caption)
+  config.num_samples = 8          # text models: images per caption and interpolation row;
+                                  # lapgan / gran: samples in the pyramid / canvas figures
 
   config.data.copies = 1          # captioned canvases per training digit
   config.data.novel_size = 300    # canvases of held-out digit/layout combinations
@@ -79,4 +81,5 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   config.eval.count = 1000        # records (one sample each) of the generation metrics
   config.eval.two_sample_steps = 300
   config.eval.figure_captions = 4
+  config.eval.grid_samples = 64   # samples_*.png of the unconditional models
   return config

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 from experiments import gam, gan
 from experiments import sample_quality
@@ -27,7 +28,8 @@ def tiny_config(data_dir, model, **gan_options):
   config.data.novel_size = 20
   config.train.update(num_steps=STEPS, batch_size=8, log_every=1, eval_every=100,
                       checkpoint_every=STEPS)
-  config.eval.update(batch_size=16, count=32, two_sample_steps=5, figure_captions=2)
+  config.eval.update(batch_size=16, count=32, two_sample_steps=5, figure_captions=2,
+                     grid_samples=4)
   config.gan.update(gan_options)
   config.classifier.update(num_steps=10, widths=(8, 8))
   config.judge.update(num_steps=10, widths=(8, 8, 8))
@@ -39,6 +41,7 @@ def tiny_config(data_dir, model, **gan_options):
   config.gran.update(features=8, z_size=8, steps=2)
   config.lapgan.generator.update(features=8, coarse_features=16, z_size=8)
   config.lapgan.discriminator.update(features=8, coarse_features=16)
+  config.lapgan.num_classes = 10  # CC-LAPGAN: the digits' labels condition every level
   return config
 
 
@@ -77,6 +80,9 @@ def test_each_family_trains_evaluates_and_draws(tmp_path, data_dir, model):
   for figure in FIGURES[model]:
     for split in splits:
       assert os.path.exists(os.path.join(workdir, "samples", f"{figure}_{split}_{STEPS}.png"))
+  if model in ("dcgan", "gran", "lapgan"):  # a 2x2 grid of 28x28 digits, padded 1, scaled 2x
+    with Image.open(os.path.join(workdir, "samples", f"samples_test_{STEPS}.png")) as png:
+      assert png.size == (2 * (2 * 29 + 1),) * 2
 
 
 def players_on_one_batch(data_dir, model, **gan_options):

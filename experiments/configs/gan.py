@@ -17,11 +17,12 @@ import ml_collections
 
 from experiments.configs import common
 
-PRESETS = ("quickstart",)
+PRESETS = ("quickstart", "paper")
 
 
 def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
-  """`preset`: "quickstart" (the only one)."""
+  """`preset`: "quickstart" (default) or "paper" (`paper_settings`: GAN-INT-CLS as Reed et
+  al.'s released CUB run, on the captioned digits)."""
   common.check_preset(preset, PRESETS)
   config = common.base_config()
   del config.model  # a name here, not the model's keyword arguments
@@ -82,4 +83,28 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   config.eval.two_sample_steps = 300
   config.eval.figure_captions = 4
   config.eval.grid_samples = 64   # samples_*.png of the unconditional models
+  if preset == "paper":
+    paper_settings(config)
   return config
+
+
+def paper_settings(config: ml_collections.ConfigDict) -> None:
+  """Reed et al. 2016's GAN-INT-CLS settings, in place, from the released code
+  (reedscot/icml2016: the `opt` table of `main_cls_int.lua` and `scripts/train_cub.sh`,
+  read through the code index): batch 64, `nz` 100 (normal noise), `nt` 128 (the compressed
+  text), `ngf` 128 (the last transposed convolution's width: our generator `features`),
+  `ndf` 64, Adam with rate 2e-4 and beta_1 0.5, `cls_weight` 0.5, `interp_weight` 1.0,
+  `niter` 600 epochs with the rate halved every 100 (`lr_decay` 0.5, `decay_every` 100).
+
+  Where this differs: the epochs are of our captioned digits (MNIST's test digits: 7,200
+  training canvases, 112 steps of 64; 600 epochs = 67,500 steps), 60x60 grey canvases (their
+  64x64 colour birds and flowers), `phi(t)` our VSE (their char-CNN-RNN, 1,024 dimensions),
+  and the generator has no residual blocks (module docstring of `models.dcgan`).
+  """
+  config.model = "gan_int_cls"
+  config.dcgan.generator.update(z_size=100, features=128, cond_dim=128)
+  config.dcgan.discriminator.update(features=64, cond_dim=128)
+  config.gan.update(wrong_weight=0.5, interpolation_weight=1.0, interpolation_beta=0.5)
+  config.train.update(batch_size=64, learning_rate=2e-4, b1=0.5, num_steps=67_500,
+                      schedule="step", decay_at=(1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6),
+                      decay_factor=0.5, eval_every=5_000, checkpoint_every=5_000)

@@ -16,6 +16,7 @@ from experiments.configs import gan as configs
 from vislang_jax.data.pipeline import ImageToFloat, stack_records
 from vislang_jax.metrics import generation
 from vislang_jax.train import sharding
+from vislang_jax.train.optimizers import make_schedule
 from vislang_jax.train.metrics import read_metrics
 
 STEPS = 2
@@ -193,3 +194,18 @@ def test_gam_battle_of_a_run_with_itself_ties_and_swapping_inverts(data_dir):
   assert ab["d1_test_error"] == ba["d2_test_error"] and ab["d1_on_g2_error"] == ba["d2_on_g1_error"]
   if np.isfinite(ab["r_test"]) and ab["r_test"] > 0:
     assert ba["r_test"] == pytest.approx(1.0 / ab["r_test"])
+
+
+def test_paper_preset_is_reeds_released_cub_run():
+  """The values of reedscot/icml2016's main_cls_int.lua and scripts/train_cub.sh."""
+  config = configs.get_config("paper")
+  assert config.model == "gan_int_cls"
+  assert (config.dcgan.generator.z_size, config.dcgan.generator.cond_dim,
+          config.dcgan.generator.features, config.dcgan.discriminator.features) == (100, 128, 128, 64)
+  assert (config.gan.wrong_weight, config.gan.interpolation_weight) == (0.5, 1.0)
+  train = config.train
+  assert (train.batch_size, train.learning_rate, train.b1) == (64, 2e-4, 0.5)
+  rate = make_schedule(train)  # halved every 100 of 600 epochs
+  epoch = train.num_steps / 600
+  assert [float(rate(int(e * epoch) + 1)) for e in (0, 150, 350, 599)] == pytest.approx(
+      [2e-4, 1e-4, 2.5e-5, 2e-4 / 32])

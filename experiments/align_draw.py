@@ -26,7 +26,7 @@ Evaluators (`train.evaluate`, each with its own key):
     noise under every caption), images ranked per caption: `r_at_1/5/10/50`, `median_rank`
     (ties pessimistic). Two images of the same scene share a caption, so R@1 < 1 even for a
     perfect model when the pool repeats a scene.
-  * `generation` on test and novel at the end (`experiments.sample_quality`, the measures of
+  * `sample_quality` on test and novel at the end (`experiments.sample_quality`, the measures of
     every generator's table): one image per caption of the split's first
     `eval.sample_quality_count` records, `frechet_distance` to the real ones in the judge's
     feature space, `classifier_score`, `classifier_score_real`.

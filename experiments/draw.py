@@ -8,7 +8,7 @@ Metrics (evaluator `bound`, on `validation` every `train.eval_every` steps, and 
 `validation` and `test` at the end): `nll_bound_nats`, the negative variational bound
 L = L^x + L^z of eq. 12, and its parts `recon_nats`, `kl_nats`; with `iwae_samples > 0` also
 `iwae_nll_bound_nats`; train logs `loss`, `recon_nats`, `kl_nats` and `grad_norm`.
-Evaluator `generation` (grey-level 28x28 digits only), on test at the end: the measures of the
+Evaluator `sample_quality` (grey-level 28x28 digits only), on test at the end: the measures of the
 README's table of every generator (`experiments.sample_quality`): `frechet_distance` between
 `eval.sample_quality_count` prior samples (Bernoulli means sigmoid(c_T)) and as many test
 digits, in the features of a digit classifier trained once on the training digits

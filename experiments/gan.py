@@ -32,7 +32,7 @@ The generator minimises the non-saturating loss (`gan.loss`, "minimax" for the s
 one).
 
 Evaluators (`metrics.generation`, the same for every generator of the library):
-  * `generation` on every split but train: one sample per record of the split's first
+  * `sample_quality` on every split but train: one sample per record of the split's first
     `eval.count` records (conditioned on its caption or label), the generator in evaluation
     mode: `frechet_distance` between the real and generated records in the feature space of
     a classifier trained once on the real training images and cached (digits: a

@@ -104,7 +104,7 @@ def generation_evaluator(draw_fn: Callable, featurize: Featurize,
       scores["classifier_accuracy"] = judges.agreement(predictions["real"], targets)
     return scores
 
-  return evaluate.CorpusMetrics(name="generation", predict_fn=predict, score_fn=score,
+  return evaluate.CorpusMetrics(name="sample_quality", predict_fn=predict, score_fn=score,
                                 batch_size=batch_size, count=count, every=every,
                                 splits=splits)
 

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
 
@@ -135,6 +135,9 @@ def test_filter_far_outside_puts_its_mass_on_the_nearest_border_pixel():
 @settings(max_examples=10, deadline=None)
 @given(height=st.integers(1, 12), width=st.integers(1, 12), n=st.integers(1, 6),
        seed=st.integers(0, 2**16))
+# a stride of exp(12): the centres sit ~8e4 pixels away; subtracting the nearest pixel's
+# squared distance (~6e9) from the others' gave nan filters under jit (CI, 2026-12-03)
+@example(height=1, width=2, n=2, seed=7931)
 def test_filters_sum_to_one_property(height, width, n, seed):
   raw = np.random.default_rng(seed).normal(scale=3.0, size=(3, 5)).astype(np.float32)
   _, (fy, fx) = _params_and_filters(jnp.asarray(raw), n=n, height=height, width=width)

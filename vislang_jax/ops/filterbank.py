@@ -93,12 +93,15 @@ def _axis_filterbank(g: jax.Array, sigma2: jax.Array, delta: jax.Array, *, n: in
   i = jnp.arange(1, n + 1, dtype=g.dtype)
   mu = g[..., None] + (i - n / 2 - 0.5) * delta[..., None]  # [B, N], eq. (19)-(20)
   a = jnp.arange(1, size + 1, dtype=g.dtype)
-  sq_dist = jnp.square(a - mu[..., None])  # [B, N, size]
-  # The nearest pixel's distance is subtracted before scaling by 1 / (2 sigma^2): softmax is
-  # invariant to it, and it keeps the largest logit at exactly 0, so no filter underflows to
-  # all zeros or becomes -inf - (-inf) = nan when sigma^2 is tiny or the centre is far away.
-  sq_dist = sq_dist - jax.lax.stop_gradient(jnp.min(sq_dist, axis=-1, keepdims=True))
-  return jax.nn.softmax(-sq_dist / (2 * sigma2[..., None, None]), axis=-1)  # eq. (25)-(26)
+  # (a - mu)^2 minus the nearest pixel a*'s (a* - mu)^2, written as (a - a*)(a + a* - 2 mu):
+  # softmax is invariant to the subtracted term (one per filter), and the largest logit is
+  # then exactly 0 (a = a*), so no filter underflows to all zeros when sigma^2 is tiny or
+  # the centre far away. Subtracting two squares instead loses it: at |mu| ~ 1e5 each is
+  # ~1e10 with a float32 spacing of ~1e3, and XLA may recompute them differently in a
+  # fusion, leaving every logit far below 0 and 0 / 0 = nan (seen under jit).
+  nearest = jnp.clip(jnp.round(mu), 1, size)[..., None]  # [B, N, 1], a*
+  excess = (a - nearest) * (a + nearest - 2 * mu[..., None])  # [B, N, size], >= 0
+  return jax.nn.softmax(-excess / (2 * sigma2[..., None, None]), axis=-1)  # eq. (25)-(26)
 
 
 def gaussian_filterbank(gx: jax.Array, gy: jax.Array, sigma2: jax.Array, delta: jax.Array, *,

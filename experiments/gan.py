@@ -365,8 +365,7 @@ def draw_records(game: Game, variables: dict, batch: dict, key: jax.Array) -> ja
   if game.model == "lapgan":
     one = lambda k, c: game.generate(variables["generator"], k, 1,
                                      None if c is None else c[None], train=False)[0][0]
-    return jax.vmap(one)(keys, cond) if cond is not None else jax.vmap(
-        lambda k: one(k, None))(keys)
+    return jax.vmap(one)(keys, cond)  # cond None (unconditional) is an empty pytree
   z = jax.vmap(lambda k: game.noise(k, 1))(keys)  # [B, 1, Z] or [B, T, 1, Z]
   z = z[:, 0] if z.ndim == 3 else jnp.moveaxis(z[:, :, 0], 0, 1)
   return game.generate(variables["generator"], key, batch["image"].shape[0], cond,

@@ -31,11 +31,14 @@ seven", "a small bold tilted three".
 Placing (`make_scene`): the canvas is the pixel-wise maximum of the digits' uint8 layers.
 A digit's box is the tight box of its own ink, `(y0, x0, y1, x1)` in pixels, y1 and x1
 exclusive, inside the canvas (overlapping digits may put another digit's ink inside it).
-A digit goes at a uniformly random place where its ink fits the canvas; a place whose box
-has an IoU above `max_overlap` (default `MAX_OVERLAP` = 0.3) with a box already placed is
+The digits are placed largest ink box first, each at a uniformly random place where its
+ink fits the canvas; a place whose box
+overlaps a box already placed by more than `max_overlap` (default `MAX_OVERLAP` = 0.3) is
 redrawn, up to `PLACEMENT_TRIES` times, after which that digit is left out (so crowded
-scenes of large digits hold fewer digits than drawn). The image is zero outside the union
-of the digit boxes.
+scenes of large digits hold fewer digits than drawn). The overlap of two boxes is their
+intersection over the smaller one's area (`overlap`): it bounds their IoU too (IoU <=
+overlap), and unlike the IoU it keeps a small digit from lying wholly inside a large one's
+box, hidden by its strokes. The image is zero outside the union of the digit boxes.
 
 Pair phrases (`pair_phrase`): after the digits, up to `max_pairs` phrases about two of
 them, "a three left of a seven", "a seven above a two" (`RELATIONS`: "left of", "right of",
@@ -59,8 +62,9 @@ per digit of the source's train split less its last 10%), "validation" (that las
 `index % n` as its first digit and the others drawn uniformly from the same split.
 "novel": `novel_size` scenes of the source's test digits. Draw order of a scene: the digit
 count (uniform in 1..max_digits); per digit, its source digit (not for the first of a
-seen split), [novel: its held-out combination], size class, size, tilt class, angle,
-stroke, then its placement tries; then the pairs.
+seen split) [novel: its held-out combination, then its source digit], its size, tilt and
+stroke classes; per digit, its size and angle; the placements, the digit with the largest
+ink box first (which packs crowded scenes better); then the pairs.
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ RELATIONS = ("left of", "right of", "above", "below")
 REGION_KINDS = ("digit", "pair")  # a record's `kinds` index this (-1: padding)
 SOURCE_INK = 20  # side of a source digit's ink box (MNIST's size normalisation)
 MAX_OVERLAP = 0.3
-PLACEMENT_TRIES = 20
+PLACEMENT_TRIES = 50
 MIN_CANVAS = 64
 _MORPHOLOGY_FOOTPRINT = (2, 2)
 
@@ -181,15 +185,16 @@ def render_digit(digit: np.ndarray, *, scale: float, angle: float, stroke: str) 
   return layer[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
 
 
-def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-  """IoU of one `(y0, x0, y1, x1)` box (exclusive ends) with each of `boxes` `[K, 4]` -> `[K]`."""
+def overlap(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+  """Intersection over the smaller area of one `(y0, x0, y1, x1)` box (exclusive ends, not
+  empty) with each of `boxes` `[K, 4]` -> float64 `[K]` in [0, 1]; >= their IoU."""
   box, boxes = np.asarray(box, np.float64), np.asarray(boxes, np.float64).reshape(-1, 4)
   top_left = np.maximum(box[:2], boxes[:, :2])
   bottom_right = np.minimum(box[2:], boxes[:, 2:])
   intersection = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
   area = np.prod(box[2:] - box[:2])
   areas = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
-  return intersection / (area + areas - intersection)
+  return intersection / np.minimum(area, areas)
 
 
 def relation_of(subject_box: np.ndarray, object_box: np.ndarray) -> str | None:
@@ -266,32 +271,38 @@ def make_scene(digits: list[tuple[np.ndarray, int, dict[str, int]]], rng: np.ran
   """Renders and places digits, then draws pair phrases (module doc).
 
   Args:
-    digits: per digit, `(source digit [28, 28], label, attribute class ids)`; each digit's
-      size and angle are drawn (`rng`) just before it is placed, in this order.
-    rng: the example's generator.
+    digits: per digit, `(source digit [28, 28], label, attribute class ids)`.
+    rng: the example's generator; draws each digit's size and angle (in the order of
+      `digits`), then the placements (largest ink box first), then the pairs.
     canvas_size, max_overlap, max_pairs: as `DenseDigitsConfig`.
 
   Returns:
-    The `Scene`, with at least one digit unless none has ink.
+    The `Scene`, its digits in the order of `digits` (those placed), with at least one
+    digit unless none has ink.
   """
-  layers, boxes, phrases, labels, attributes, sizes, angles = [], [], [], [], [], [], []
+  drawn = []
   for digit, label, classes in digits:
     size, angle = _draw_rendering(classes, rng)
     layer = render_digit(digit, scale=size * canvas_size / SOURCE_INK, angle=angle,
                          stroke=STROKES[classes["stroke"]])
-    height, width = layer.shape
+    drawn.append((layer, label, classes, size, angle))
+  placed = {}  # index in `digits` -> box
+  for k in sorted(range(len(drawn)), key=lambda k: -drawn[k][0].size):  # stable: ties in order
+    height, width = drawn[k][0].shape
     if height == 0 or height > canvas_size or width > canvas_size:
       continue
     for _ in range(PLACEMENT_TRIES):
       y = int(rng.integers(canvas_size - height + 1))
       x = int(rng.integers(canvas_size - width + 1))
       box = np.array([y, x, y + height, x + width], np.int32)
-      if not boxes or box_iou(box, np.stack(boxes)).max() <= max_overlap:
+      if not placed or overlap(box, np.stack(list(placed.values()))).max() <= max_overlap:
+        placed[k] = box
         break
-    else:
-      continue
-    layers.append((layer, box))
-    boxes.append(box)
+  layers, boxes, phrases, labels, attributes, sizes, angles = [], [], [], [], [], [], []
+  for k in sorted(placed):
+    layer, label, classes, size, angle = drawn[k]
+    layers.append((layer, placed[k]))
+    boxes.append(placed[k])
     phrases.append(digit_phrase(label, **{a: _CLASSES[a][classes[a]] for a in ATTRIBUTES}))
     labels.append(label)
     attributes.append([classes[a] for a in ATTRIBUTES])
@@ -367,7 +378,8 @@ class DenseDigitsConfig(DigitConfig):
     canvas_size: S, the side of the square canvas (>= 64).
     max_digits: most digits per scene; a scene draws 1..max_digits.
     max_pairs: most pair phrases per scene (0: none).
-    max_overlap: the largest IoU between two digit boxes, in [0, 1].
+    max_overlap: the largest `overlap` (intersection over the smaller area, >= IoU) of
+      two digit boxes, in [0, 1].
     copies: scenes per training digit (train split only).
     novel_size: scenes in the "novel" split.
   """
@@ -401,14 +413,15 @@ class DenseDigitsConfig(DigitConfig):
     check_int("max_pairs", max_pairs, low=0)
     check_float("max_overlap", max_overlap, low=0.0)
     if max_overlap > 1:
-      raise ValueError(f"max_overlap must be an IoU in [0, 1], got {max_overlap!r}.")
+      raise ValueError(f"max_overlap must be an overlap fraction in [0, 1], got "
+                       f"{max_overlap!r}.")
     check_int("copies", copies, low=1)
     check_int("novel_size", novel_size, low=1)
     return cls.create(
         name=(f"{source}-seed{seed}-canvas{canvas_size}-digits{max_digits}-pairs{max_pairs}"
               f"-overlap{float(max_overlap):g}-copies{copies}-novel{novel_size}"),
         description=(f"Dense {source} digit scenes on a {canvas_size}-pixel canvas, seed {seed}, "
-                     f"1-{max_digits} digits, {max_pairs} pair phrases, IoU <= "
+                     f"1-{max_digits} digits, {max_pairs} pair phrases, overlap <= "
                      f"{float(max_overlap):g}, {copies} train copies, {novel_size} novel "
                      "scenes."),
         source=source, mnist_dir=mnist_dir, seed=seed, canvas_size=int(canvas_size),
@@ -440,8 +453,10 @@ class DenseDigits(DigitBuilder):
   """
 
   # Bump on any change to the generated data (rendering, phrases, held-out set, splits).
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release.",
+                   "1.1.0": "The overlap limit bounds intersection over the smaller box (was "
+                            "IoU): no small digit hidden inside a large one's box."}
 
   def _info(self) -> tfds.core.DatasetInfo:
     config = self.builder_config
@@ -543,7 +558,8 @@ def build_dense_digits_dataset(
     canvas_size: S, the canvas side (>= 64).
     max_digits: most digits per scene (1..10).
     max_pairs: most pair phrases per scene.
-    max_overlap: the largest IoU between two digit boxes.
+    max_overlap: the largest overlap of two digit boxes (intersection over the smaller
+      area, which bounds their IoU).
     copies: scenes per training digit (train split only).
     novel_size: scenes of held-out combinations in the "novel" split.
 

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vislang_jax.data.dense_digits import make_scene, pad_scene
+from vislang_jax.data.sources import load_digits
 from vislang_jax.data.visual_genome import hash_split, load_visual_genome, phrase_tokens
 
 RED, BLUE, GREEN = (220, 20, 20), (20, 20, 220), (20, 200, 20)
@@ -192,3 +194,17 @@ def test_bad_split_file(tmp_path):
   _write(tmp_path, split={"train": [1], "val": [1]})
   with pytest.raises(ValueError, match="two splits"):
     load_visual_genome(tmp_path, split_file=tmp_path / "densecap_splits.json")
+
+
+def test_records_share_the_dense_digits_format(tmp_path):
+  _write(tmp_path)
+  record = load_visual_genome(tmp_path, image_size=64, max_regions=7)["train"][0]
+  images, labels = load_digits("sklearn_digits", "test")
+  scene = make_scene([(images[0], int(labels[0]), {"size": 0, "tilt": 0, "stroke": 1})],
+                     np.random.default_rng(0), canvas_size=64, max_overlap=0.3, max_pairs=2)
+  digits = pad_scene(scene, max_regions=7)
+  for key in ("image_hw", "boxes", "num_regions", "labels"):
+    assert np.asarray(record[key]).dtype == np.asarray(digits[key]).dtype, key
+    assert np.shape(record[key]) == np.shape(digits[key]), key
+  assert record["image"].shape[:2] == digits["image"].shape[:2] == (64, 64)
+  assert len(record["phrases"]) == len(digits["phrases"]) == 7

@@ -14,7 +14,8 @@ Rendering one digit (`render_digit`), from the source's `[28, 28]` digit (ink in
      "regular" unchanged. (Erosion keeps about 60% of an MNIST digit's ink, dilation adds
      about 40%.)
   2. scale: `scipy.ndimage.zoom` (bilinear) by `size * canvas_size / SOURCE_INK`, so the
-     digit's 20-pixel ink box becomes `size` of the canvas's side. `size` is drawn
+     source's 20-pixel ink box (MNIST's size normalisation; the upscaled scikit-learn
+     digits' blurred ink spans about 22) becomes `size` of the canvas's side. `size` is drawn
      uniformly in the band of its class (`SIZE_BANDS`, fractions of the canvas side):
      small [0.16, 0.22], medium [0.26, 0.32], large [0.36, 0.44]. The gaps between bands
      keep the classes apart.

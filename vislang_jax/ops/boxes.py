@@ -11,7 +11,7 @@ CVPR 2015, Sec. 3.1.1 crops each region proposal from the image and embeds it wi
 (``ops.sampling``), differentiable in the pixels and the box coordinates.
 
 Johnson, Karpathy & Fei-Fei, "DenseCap: Fully convolutional localization networks for dense
-captioning", CVPR 2016, Sec. 3.1.2-3.1.3 (the localization layer): ``anchor_boxes`` lays k
+captioning", CVPR 2016, Sec. 3.1.2 (the localization layer): ``anchor_boxes`` lays k
 anchors over every cell of the feature map, ``encode_offsets`` / ``decode_offsets`` are its
 box regression parameterisation, ``sample_boxes`` its training-time box sampling,
 ``non_max_suppression`` its test-time pruning, and ``crop_regions(..., image_hw=...)`` its
@@ -496,7 +496,7 @@ def crop_regions(images: jax.Array, boxes: jax.Array, crop_size: tuple[int, int]
 
   With ``image_hw``, ``images`` is a feature map of an ``image_hw`` image at another
   resolution and the boxes are in the image's pixels: DenseCap's bilinear RoI pooling (Sec.
-  3.1.3, BilinearRoiPooling with ``setImageSize``). The box's place relative to the image is
+  3.1.2, BilinearRoiPooling with ``setImageSize``). The box's place relative to the image is
   the same on the feature map, so a box ``(x0, y0, x1, y1)`` reads the feature-map region
   ``(x0 Wf / W, y0 Hf / H, x1 Wf / W, y1 Hf / H)``: when that region is integer and cropped
   at its own size, the crop is exactly its slice of the feature map.

@@ -126,21 +126,32 @@ class EncodedRegions:
             f"{self._vocabulary_digest}>, max_len={self.max_len}, truncate={self.truncate})")
 
 
-def _records(source: Sequence):
+def _records(source: Sequence, count: int | None = None):
   if isinstance(source, EncodedRegions):
     source = source.source
   check_source(source)
-  for index in range(len(source)):
+  for index in range(len(source) if count is None else min(count, len(source))):
     yield index, source[index]
 
 
 def phrase_texts(source: Sequence) -> list[str]:
-  """Every real region phrase of `source` (or of an `EncodedRegions`' source), in order."""
+  """Every real region phrase of `source` (or of an `EncodedRegions`' source), in order.
+
+  A source with a `phrases()` method (`visual_genome.VisualGenomeRegions`) gives them without
+  decoding its images.
+  """
+  if isinstance(source, EncodedRegions):
+    source = source.source
+  if callable(getattr(source, "phrases", None)):
+    return list(source.phrases())
   return [p for index, record in _records(source)
           for p in record_regions(record, where=f"record {index}")[1]]
 
 
-def region_references(source: Sequence) -> list[tuple[np.ndarray, list[str]]]:
-  """Every record's real regions, `[(boxes [n, 4] (x0, y0, x1, y1), n phrases), ...]` in
-  record order: the references of `metrics.dense_captioning`."""
-  return [record_regions(record, where=f"record {index}") for index, record in _records(source)]
+def region_references(source: Sequence, *, count: int | None = None
+                      ) -> list[tuple[np.ndarray, list[str]]]:
+  """The real regions of the first `count` records (None: all), `[(boxes [n, 4]
+  (x0, y0, x1, y1), n phrases), ...]` in record order: the references of
+  `metrics.dense_captioning`."""
+  return [record_regions(record, where=f"record {index}")
+          for index, record in _records(source, count)]

@@ -225,28 +225,48 @@ def test_training_steps_reduce_the_loss(setup):
   assert history[-1]["mid_objectness"] < 0.9 * history[0]["mid_objectness"], history
 
 
-def test_detect_fixed_shapes_nms_and_per_image_consistency(setup):
+def test_detect_fixed_shapes_final_nms_and_images_independent(setup):
+  """``detect`` against a Python greedy NMS at 0.3 over its own candidates (the refined
+  boxes with the final NMS switched off)."""
   model, params, scene = setup
   images = scene[0]
-  detect = _jit(functools.partial(model.detections, max_regions=5))
-  out = detect(params, images)
-  assert out.boxes.shape == (2, 5, 4) and out.scores.shape == (2, 5)
-  assert out.codes.shape == (2, 5, 16) and out.mask.shape == (2, 5)
-  assert out.proposals.shape == (2, 5, 4)
+
+  @_jit
+  def detect(params, images):
+    return (model.detections(params, images, max_proposals=16, max_regions=6),
+            model.detections(params, images, max_proposals=16, max_regions=16,
+                             final_nms_threshold=1.0))
+
+  out, candidates = detect(params, images)
+  assert out.boxes.shape == (2, 6, 4) and out.scores.shape == (2, 6)
+  assert out.codes.shape == (2, 6, 16) and out.mask.shape == (2, 6)
+  assert out.proposals.shape == (2, 6, 4)
+  suppressed = 0
   for b in range(2):
     mask = np.asarray(out.mask[b])
     kept = int(mask.sum())
-    assert kept >= 1
-    np.testing.assert_array_equal(mask, np.arange(5) < kept)
+    np.testing.assert_array_equal(mask, np.arange(6) < kept)
     scores, boxes = np.asarray(out.scores[b, :kept]), np.asarray(out.boxes[b, :kept])
     assert np.all(np.diff(scores) <= 0) and np.all((scores > 0) & (scores < 1))
     assert np.all(boxes >= 0) and np.all(boxes <= SIZE)
-    iou = _np_iou(boxes[:, None], boxes[None])
-    assert np.all(iou[~np.eye(kept, dtype=bool)] <= 0.3 + 1e-6)  # the final NMS
     np.testing.assert_array_equal(out.boxes[b, kept:], 0.0)
-    single = detect(params, images[b:b + 1])  # vmapped NMS: each image on its own
-    for got, want in zip(single, out):
-      np.testing.assert_allclose(got[0], want[b], atol=1e-5)
+    count = int(candidates.mask[b].sum())
+    order = np.asarray(candidates.boxes[b, :count], np.float64)
+    chosen = []  # greedy NMS: keep a box unless it overlaps a kept one by more than 0.3
+    for i in range(count):
+      if all(_np_iou(order[i], order[j]) <= 0.3 for j in chosen):
+        chosen.append(i)
+    suppressed += count - len(chosen)
+    chosen = chosen[:6]
+    assert kept == len(chosen)
+    np.testing.assert_allclose(boxes, order[chosen], atol=1e-5)
+    np.testing.assert_allclose(scores, candidates.scores[b, np.array(chosen)], atol=1e-6)
+    np.testing.assert_allclose(out.codes[b, :kept], candidates.codes[b, np.array(chosen)],
+                               atol=1e-5)
+  assert suppressed > 0  # the final NMS had something to do
+  swapped, _ = detect(params, images[::-1])  # the per-image (vmapped) NMS: images independent
+  for got, want in zip(swapped, out):
+    np.testing.assert_allclose(got[::-1], want, atol=1e-5)
 
 
 def _np_log_likelihood(params, codes, tokens, length):
@@ -294,23 +314,23 @@ def test_training_captions_and_decoding_use_the_same_language_model(setup):
   b, s = 0, 0  # a positive
   log_probs = jax.nn.log_softmax(outputs.caption_logits[b, s])
   targets, mask = outputs.caption_targets[b, s], outputs.caption_mask[b, s]
-  teacher = float(jnp.sum(jnp.where(mask, log_probs[jnp.arange(T), targets], 0.0)))
-  ll = model.phrase_log_likelihood(params, aux["codes"][b, s], targets, int(mask.sum()))
-  np.testing.assert_allclose(teacher, ll, rtol=1e-5)
-
-  codes = aux["codes"][b]  # [S, D]
+  teacher = jnp.sum(jnp.where(mask, log_probs[jnp.arange(T), targets], 0.0))
 
   @_jit
-  def greedy(params, codes):
-    return decoding.greedy(functools.partial(model.decode_step, params),
-                           model.init_decode_state(params, codes), bos_id=BOS, eos_id=EOS,
-                           max_len=T)
+  def decode(params, codes, targets, length):
+    out = decoding.greedy(functools.partial(model.decode_step, params),
+                          model.init_decode_state(params, codes), bos_id=BOS, eos_id=EOS,
+                          max_len=T)
+    # one [S + 1, T] batch: the positive's phrase, then the greedy captions of every region
+    tokens = jnp.concatenate([targets[None], out.tokens])
+    lengths = jnp.concatenate([length[None], out.lengths])
+    codes = jnp.concatenate([codes[s:s + 1], codes])
+    return out, model.phrase_log_likelihood(params, codes, tokens, lengths)
 
-  out = greedy(params, codes)
+  out, likelihood = decode(params, aux["codes"][b], targets, mask.sum())
   assert out.tokens.shape == (8, T)
-  np.testing.assert_allclose(
-      model.phrase_log_likelihood(params, codes, out.tokens, out.lengths), out.scores,
-      rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(likelihood[0], teacher, rtol=1e-5)
+  np.testing.assert_allclose(likelihood[1:], out.scores, rtol=1e-4, atol=1e-5)
 
 
 def test_vgg_trunk_layout():

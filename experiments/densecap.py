@@ -29,6 +29,7 @@ scores over the ground-truth boxes) and DIR/samples/retrieval_<split>_<step>.png
 import collections
 import dataclasses
 import functools
+import inspect
 import os
 
 import jax
@@ -205,8 +206,17 @@ class RegionRetrieval(evaluate.Evaluator):
             "retrieval_p_at_5": float(np.mean(p5))}
 
 
+def check_keys(name: str, values: ml_collections.ConfigDict, known) -> None:
+  """A ValueError naming the keys of `values` outside `known`."""
+  unknown = sorted(set(values) - set(known))
+  if unknown:
+    raise ValueError(f"{name} has unknown keys {unknown}; the known ones are {sorted(known)}.")
+
+
 def make_model(config: ml_collections.ConfigDict, *, vocab_size: int) -> DenseCap:
   """`DenseCap(vocab_size, **config.model)`."""
+  check_keys("model", config.model, {f.name for f in dataclasses.fields(DenseCap)}
+             - {"vocab_size", "bos_id", "parent", "name"})
   return DenseCap(vocab_size=vocab_size, bos_id=BOS_ID, **config.model)
 
 
@@ -216,6 +226,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   workdir = check_workdir(workdir)
   check_choice("dataset", config.dataset, DATASETS)
   check_choice("eval.similarity", config.eval.similarity, ("auto", "meteor", "exact"))
+  check_keys("loss", config.loss, inspect.signature(densecap_loss).parameters.keys() - {"outputs"})
   datasets, vocabulary = load_datasets(config)
   model = make_model(config, vocab_size=len(vocabulary))
   if jax.process_index() == 0:

@@ -534,8 +534,8 @@ class DenseCap(nn.Module):
                      lengths: jax.Array) -> jax.Array:
     """``log p(y | region) = sum_{t <= length} log p(y_t | region, y_<t)`` (bound form).
 
-    The score the paper ranks regions by for open-world retrieval (Sec. 4.3): the language
-    model's likelihood of a query phrase given each region code.
+    The score the paper ranks regions by for retrieval and open-world localisation (Sec. 4):
+    the language model's likelihood of a query phrase given each region code.
 
     Args:
       codes: [..., D] float region codes.

@@ -1,7 +1,7 @@
 """The DenseCap training loss: five terms over sampled regions (Johnson et al., 2016).
 
 Johnson, Karpathy, Fei-Fei, "DenseCap: Fully Convolutional Localization Networks for Dense
-Captioning", CVPR 2016, Sec. 3.4 ("Loss function"): a weighted sum of five losses,
+Captioning", CVPR 2016, Sec. 3.2 ("Loss function"): a weighted sum of five losses,
 
     L = w_mo L_mid_objectness + w_mb L_mid_box_reg        (the localisation layer, Sec. 3.1.2)
       + w_eo L_end_objectness + w_eb L_end_box_reg        (the recognition network, Sec. 3.1.3)
@@ -42,8 +42,10 @@ bilinear pooling (``models.densecap``), as the paper describes (Sec. 3.1.2). The
 
 Default weights: the code's ``train_opts.lua`` (``-mid_box_reg_weight 0.05``,
 ``-mid_objectness_weight 0.1``, ``-end_box_reg_weight 0.1``, ``-end_objectness_weight 0.1``,
-``-captioning_weight 1.0``); the paper (Sec. 3.4) weighs the four localisation terms 0.1 and
-captioning 1.0.
+``-captioning_weight 1.0``); the paper (Sec. 3.2) gives 0.1 for the first four terms and 1.0
+for captioning, and speaks of normalising by the batch and the sequence length, where the
+code's criterions average the captioning loss over the regions only (summed over tokens),
+as here.
 """
 
 from typing import NamedTuple
@@ -146,7 +148,7 @@ def densecap_loss(outputs: DenseCapOutputs, *, mid_box_reg_weight: float = 0.05,
                   mid_objectness_weight: float = 0.1, end_box_reg_weight: float = 0.1,
                   end_objectness_weight: float = 0.1, captioning_weight: float = 1.0
                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """The five-term DenseCap loss of Sec. 3.4 per image (module docstring).
+  """The five-term DenseCap loss of Sec. 3.2 per image (module docstring).
 
   Args:
     outputs: ``DenseCapOutputs`` of ``B`` images (``DenseCap.__call__``'s first output).

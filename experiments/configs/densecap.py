@@ -18,7 +18,9 @@ Visual Genome (a GPU run, the paper's model; `data.vg_dir` holds region_descript
 image_data.json, VG_100K/ and VG_100K_2/, `data.vg_split_file` DenseCap's split):
   python -m experiments.densecap --workdir=runs/densecap_vg \
       --config=experiments/configs/densecap.py:paper --config.data.vg_dir=DIR
-Anchor: Visual Genome mAP 5.39 (DenseCap FCLN, Johnson et al. 2016, Table 1).
+Anchor: Visual Genome mAP 5.39 (DenseCap FCLN, Johnson et al. 2016; jcjohnson/densecap's
+README: "the mAP of 5.39 that we report in the paper"; the table number was not checked;
+its released model reaches 5.70 with 1000 proposals per image).
 """
 
 import ml_collections
@@ -103,30 +105,49 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
 
 
 def _paper(config: ml_collections.ConfigDict) -> None:
-  """Johnson et al. 2016 (Sec. 3-4) and train_opts.lua: Visual Genome, VGG-16, batch 1."""
+  """Johnson et al. 2016 as its released code (jcjohnson/densecap) trains it: Visual Genome,
+  VGG-16, one image a step.
+
+  Sources: the values come from the code (train_opts.lua, preprocess.py,
+  LocalizationLayer.lua, DenseCapModel.lua, BoxSampler.lua), each named below. The paper's
+  own text (Sec. 3-4) could not be read when this was checked (only its abstract was
+  available), so where the paper may state a different value (e.g. its optimiser settings)
+  that is not reflected here.
+  """
   config.dataset = "visual_genome"
   config.model.update({
-      "trunk": "vgg16",
+      "trunk": "vgg16",           # DenseCapModel.lua: cnn_name 'vgg-16'
+      # LocalizationLayer.lua build_rpn: 12 (w, h) anchors, 3 aspect ratios x 4 scales.
       "anchor_sizes": ((45, 90), (90, 45), (64, 64), (90, 180), (180, 90), (128, 128),
                        (181, 362), (362, 181), (256, 256), (362, 724), (724, 362), (512, 512)),
-      "rpn_filters": 256,
-      "region_dim": 4096,
-      "embed_dim": 512,
-      "hidden_size": 512,
-      "dropout_rate": 0.5,
-      "sampler_batch_size": 256,
-      "max_proposals": 300,
+      "rpn_filters": 256,         # LocalizationLayer.lua: rpn_num_filters default 256
+      "region_dim": 4096,         # DenseCapModel.lua: fc_dim 4096 (VGG fc6/fc7)
+      "embed_dim": 512,           # train_opts.lua: -input_encoding_size 512
+      "hidden_size": 512,         # train_opts.lua: -rnn_size 512
+      "dropout_rate": 0.5,        # train_opts.lua: -drop_prob 0.5
+      "sampler_batch_size": 256,  # train_opts.lua: -sampler_batch_size 256
+      # positive_fraction 0.5 (base config): BoxSampler.lua, num_pos = min(B/2, #pos).
+      # high/low thresholds 0.7 / 0.3 (base config): train_opts.lua -sampler_high_thresh
+      # 0.7, -sampler_low_thresh 0.3 (BoxSampler counts IoU > 0.7, strictly, as positive).
+      # proposal / final NMS 0.7 / 0.3 (base config): train_opts.lua
+      # -test_rpn_nms_thresh 0.7, -test_final_nms_thresh 0.3.
+      "max_proposals": 300,       # train_opts.lua: -test_num_proposals 300
+      # freeze_trunk False (base config): the code never backpropagates into VGG's conv1-2
+      # and fine-tunes conv3_1..conv5_3 only after -finetune_cnn_after iterations (default
+      # -1: never); this library can only freeze all of the trunk or none of it.
   })
-  config.max_len = 11                # 10 words (Sec. 4.1) + <eos>
-  config.min_count = 15              # preprocess.py: -min_token_instances 15
-  config.max_regions = 300
-  config.data.image_size = 720
-  config.train.batch_size = 1
-  config.train.learning_rate = 1e-5  # train_opts.lua: -learning_rate 1e-5, Adam
-  config.train.grad_clip_norm = 0.0
+  # 10 words + <eos>: the 10-word cap is the paper's as recalled by the implementers (not
+  # checked against its text); preprocess.py's -max_token_length default is 15.
+  config.max_len = 11
+  config.min_count = 15              # preprocess.py: --min_token_instances 15 (<UNK> below)
+  config.max_regions = 300           # detections kept per image: the 300 proposals after NMS
+  config.data.image_size = 720       # preprocess.py: --image_size 720 (longest side)
+  config.train.batch_size = 1        # the code: "Only minibatches with N = 1 are supported"
+  config.train.learning_rate = 1e-5  # train_opts.lua: -learning_rate 1e-5, Adam (0.9, 0.999)
+  config.train.grad_clip_norm = 0.0  # train_opts.lua has no gradient-clipping option
   config.train.weight_decay = 1e-6   # train_opts.lua: -weight_decay 1e-6
-  config.train.num_steps = 1_000_000
+  config.train.num_steps = 1_000_000  # the code's -max_iters is -1 (run until stopped)
   config.train.eval_every = 10_000
   config.train.checkpoint_every = 10_000
   config.eval.batch_size = 1
-  config.eval.count = 5000
+  config.eval.count = 5000           # the test split (5,000 images per data.visual_genome)

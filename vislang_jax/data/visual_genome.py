@@ -2,7 +2,10 @@
 
 Krishna et al., "Visual Genome: Connecting Language and Vision Using Crowdsourced Dense Image
 Annotations", IJCV 2017: the data of DenseCap (Johnson, Karpathy, Fei-Fei, CVPR 2016,
-Sec. 4.1). Nothing here downloads; `data_dir` holds the official files:
+Sec. 4.1). Only the paper's abstract could be read when this was checked: the statements
+credited to "the paper" and its section number are the implementers' reading, unverified;
+those credited to preprocess.py were checked against jcjohnson/densecap. Nothing here
+downloads; `data_dir` holds the official files:
 
   region_descriptions.json  [{"id": image id, "regions": [{"region_id", "image_id",
                             "phrase", "x", "y", "width", "height"}, ...]}, ...]
@@ -24,18 +27,20 @@ id alone.
 
 Per image, as DenseCap's preprocess.py prepares it (records: `VisualGenomeRegions`):
   * the image as RGB, resized (PIL, bilinear, antialiased) so its longer side is
-    `image_size` (the paper: 720), at the top-left corner of a black `image_size` square;
+    `image_size` (preprocess.py: --image_size 720), at the top-left corner of a black
+    `image_size` square;
     `image_hw` is the resized image's size;
   * phrases (`phrase_tokens`): DenseCap's replacements of a few non-ASCII characters,
     lower case, ASCII punctuation deleted ("don't" -> "dont"), then split by
     `vocabulary.tokenize` into runs of letters and digits, and joined by single spaces, so
     `Vocabulary.encode` reads back the same words. A region whose phrase has more than
-    `max_words` words (the paper: 10) or none is dropped;
+    `max_words` words (the paper, unverified: 10; preprocess.py's --max_token_length: 15)
+    or none is dropped;
   * boxes: clipped to the original image, then scaled with the image (starts rounded
     down, ends up, so no box vanishes), `(y0, x0, y1, x1)` pixels of the resized image,
     exclusive ends; at most `max_regions` regions (the first ones in the JSON's order).
-    The paper instead drops images with fewer than 20 or more than 50 regions; here every
-    image is kept.
+    The paper is read as dropping images with fewer than 20 or more than 50 regions
+    (unverified; preprocess.py drops none); here every image is kept.
 Errors (ValueError): a missing file names the path expected. An image whose regions all go
 (no region, or only over-long phrases) is an empty scene, and a region whose box has no
 positive size or lies wholly outside its image is a box outside the image: both raise,
@@ -65,9 +70,9 @@ DENSECAP_SPLITS = {"train": "train", "val": "validation", "test": "test"}  # fil
 IMAGE_FOLDERS = ("VG_100K", "VG_100K_2")
 REGIONS_FILE = "region_descriptions.json"
 IMAGES_FILE = "image_data.json"
-IMAGE_SIZE = 720  # DenseCap Sec. 4.1: longer side 720 pixels
-MAX_WORDS = 10  # DenseCap Sec. 4.1: annotations of more than 10 words are discarded
-MAX_REGIONS = 50  # DenseCap Sec. 4.1: at most 50 annotations per image
+IMAGE_SIZE = 720  # DenseCap preprocess.py: --image_size 720, the longer side
+MAX_WORDS = 10  # the paper as read (unverified); preprocess.py: --max_token_length 15
+MAX_REGIONS = 50  # the paper's 50-annotation cap as read (unverified); not in preprocess.py
 # DenseCap's preprocess.py replaces these before deleting punctuation.
 _REPLACEMENTS = {"\u00bd": "half", "\u2014": "-", "\u2122": "", "\u00a2": "cent",
                  "\u00e7": "c", "\u00fb": "u", "\u00e9": "e", "\u00b0": " degree",

@@ -1,7 +1,9 @@
 """The dense-captioning mean average precision of DenseCap, and plain detection AP.
 
 Johnson, Karpathy and Fei-Fei, "DenseCap: Fully Convolutional Localization Networks for Dense
-Captioning", CVPR 2016, Sec. 4.1 ("Metrics"): a predicted region is right when its box
+Captioning", CVPR 2016, Sec. 4.1 ("Metrics"; the paper's text could not be read when this
+was checked, so the section and the paper's threshold lists are unverified; the released
+code's steps and thresholds below were checked): a predicted region is right when its box
 overlaps a ground-truth region enough *and* its phrase is close enough to that region's
 phrases. Average precision is measured for every pair of an IoU threshold (0.3, 0.4, 0.5, 0.6,
 0.7) and a METEOR threshold (0, 0.05, 0.1, 0.15, 0.2, 0.25); the metric is the mean of the
@@ -33,9 +35,11 @@ phrases. Average precision is measured for every pair of an IoU threshold (0.3, 
 
 Differences from the released code, and why:
 
-* Language thresholds: the paper lists ``0, .05, .1, .15, .2, .25``; the released code
-  averages ``.05`` .. ``.25`` only (its ``-1`` entry feeds the separate detection breakdown).
-  We follow the paper (``LANGUAGE_THRESHOLDS``, 30 APs); pass
+* Language thresholds: the paper is read as listing ``0, .05, .1, .15, .2, .25`` (not
+  checked against its text); the released code (``min_scores = {-1, 0.05, 0.1, 0.15, 0.2,
+  0.25}``) averages ``.05`` .. ``.25`` only (its ``-1`` entry feeds the separate detection
+  breakdown), 25 APs.
+  We follow the paper as read (``LANGUAGE_THRESHOLDS``, 30 APs); pass
   ``language_thresholds=(0.05, 0.1, 0.15, 0.2, 0.25)`` for the code's 25.
 * IoU: the Lua code measures boxes in inclusive pixels (``w = x1 - x0 + 1``); this library's
   boxes have exclusive ends (``ops/boxes.py``), so IoU is the plain continuous one.

@@ -3,8 +3,11 @@
 Johnson, Karpathy, Fei-Fei, "DenseCap: Fully Convolutional Localization Networks for Dense
 Captioning", CVPR 2016 (Sec. 3); the authors' Torch code, jcjohnson/densecap
 (``DenseCapModel.lua``, ``LocalizationLayer.lua``, ``LanguageModel.lua``, ``train_opts.lua``),
-settles what the paper leaves open. One network proposes regions, pools each with bilinear
-interpolation and describes it in words:
+settles what the paper leaves open. Only the paper's abstract could be read when this was
+checked: its section numbers and the statements credited to it below are the implementers'
+reading, unverified; those credited to the code were checked against jcjohnson/densecap.
+One network proposes regions, pools each with bilinear interpolation and describes it in
+words:
 
 1. Convolutional features (Sec. 3.1.1): ``trunk="vgg16"`` is the paper's VGG-16 up to
    ``conv5_3`` (``models.vgg.VGGFeatures``, no final pool: stride 16, 512 channels; its
@@ -34,8 +37,9 @@ interpolation and describes it in words:
    as the paper has it (Sec. 3.1.2, "Bilinear Interpolation") and as the code does
    (``LocalizationLayer:updateGradInput`` adds the pooling's box gradient to the proposals').
 3. The recognition network (Sec. 3.1.3): two fully connected layers of ``region_dim`` units
-   with ReLU and dropout (VGG's fc6 and fc7 in the paper, D = 4096; trained from scratch
-   here) give each region's code; from it a linear confidence logit and a linear refinement,
+   with ReLU and dropout (in the code VGG's fc6 and fc7 with their ImageNet weights,
+   ``DenseCapModel.lua``'s ``recog_base``, D = 4096; trained from scratch here) give each
+   region's code; from it a linear confidence logit and a linear refinement,
    offsets relative to the proposal (zero-initialised, as the code's ``box_reg_branch``).
 4. The language model (Sec. 3.1.4, ``LanguageModel.lua``): an LSTM whose first input
    (``t = 0``) is the region code projected to the word-embedding size with a ReLU, then
@@ -55,8 +59,9 @@ Fidelity notes:
   code predicts two scores per anchor with a softmax, the same family.
 * Sampling on the proposals (as the code's BoxSampler, fed the RPN's transformed boxes),
   those outside the image left out (the code's ``train_remove_outbounds_boxes = 1``);
-  thresholds 0.7 / 0.3 as the paper and ``train_opts.lua`` (LocalizationLayer's own default
-  low threshold, 0.5, is overridden there).
+  thresholds 0.7 / 0.3 as ``train_opts.lua`` (LocalizationLayer's own default low threshold,
+  0.5, is overridden there); ``BoxSampler.lua`` counts IoU > 0.7 (strictly) as positive,
+  here IoU >= 0.7.
 * Test-time settings as ``train_opts.lua``: ``-test_rpn_nms_thresh 0.7``,
   ``-test_final_nms_thresh 0.3``, ``-test_num_proposals 300``; final boxes clipped to the
   image (``-clip_final_boxes 1``).
@@ -69,8 +74,9 @@ Fidelity notes:
   zero.
 * The language model has no dropout (``LanguageModel.lua``'s default, which
   ``DenseCapModel.lua`` keeps); the recognition network's dropout is ``-drop_prob 0.5``.
-* The code never backpropagates into VGG's first convolutions and fine-tunes the rest only
-  after a while; ``freeze_trunk`` stops all gradients at the features.
+* The code never backpropagates into VGG's conv1-conv2 (``DenseCapModel.lua``: modules 1-10)
+  and fine-tunes conv3_1..conv5_3 only after ``-finetune_cnn_after`` iterations (default -1:
+  never); ``freeze_trunk`` stops all gradients at the features.
 
 Randomness: the box sampler draws from the ``"sample"`` rng stream (every training call),
 dropout from ``"dropout"`` (with ``deterministic=False``).

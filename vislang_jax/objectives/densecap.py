@@ -1,7 +1,10 @@
 """The DenseCap training loss: five terms over sampled regions (Johnson et al., 2016).
 
 Johnson, Karpathy, Fei-Fei, "DenseCap: Fully Convolutional Localization Networks for Dense
-Captioning", CVPR 2016, Sec. 3.2 ("Loss function"): a weighted sum of five losses,
+Captioning", CVPR 2016, Sec. 3.2 ("Loss function"): a weighted sum of five losses (only the
+paper's abstract could be read when this was checked: its section numbers and the statements
+credited to it are the implementers' reading, unverified; those credited to the code were
+checked against jcjohnson/densecap),
 
     L = w_mo L_mid_objectness + w_mb L_mid_box_reg        (the localisation layer, Sec. 3.1.2)
       + w_eo L_end_objectness + w_eb L_end_box_reg        (the recognition network, Sec. 3.1.3)
@@ -42,10 +45,10 @@ bilinear pooling (``models.densecap``), as the paper describes (Sec. 3.1.2). The
 
 Default weights: the code's ``train_opts.lua`` (``-mid_box_reg_weight 0.05``,
 ``-mid_objectness_weight 0.1``, ``-end_box_reg_weight 0.1``, ``-end_objectness_weight 0.1``,
-``-captioning_weight 1.0``); the paper (Sec. 3.2) gives 0.1 for the first four terms and 1.0
-for captioning, and speaks of normalising by the batch and the sequence length, where the
-code's criterions average the captioning loss over the regions only (summed over tokens),
-as here.
+``-captioning_weight 1.0``, checked); the paper (Sec. 3.2) is read as giving 0.1 for the
+first four terms and 1.0 for captioning, and as normalising by the batch and the sequence
+length (both unverified), where the code's criterions average the captioning loss over the
+regions only (summed over tokens), as here.
 """
 
 from typing import NamedTuple

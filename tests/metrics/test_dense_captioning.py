@@ -98,7 +98,7 @@ def _two_images():
 
 def test_hand_worked_two_images_exact_phrases():
   # 3 regions. All predictions by score: p1 .9, p2 .8, p4 .7, p3 .6, p5 .5.
-  # Language thresholds 0 .. .25 need an exact phrase (similarity 1); p2's is wrong.
+  # Language thresholds .05 .. .25 need an exact phrase (similarity 1); p2's is wrong.
   #  IoU .3-.6: T F T F F -> (precision, recall) (1, 1/3) (1/2, 1/3) (2/3, 2/3) (1/2, 2/3)
   #    (2/5, 2/3). Levels t <= 1/3 are t_0..t_33 (34 of them): max precision 1; levels
   #    t_34..t_66 (33; t_66 = 0.66000... < 2/3): 2/3; t_67..t_99: recall never reaches, 0.
@@ -112,7 +112,7 @@ def test_hand_worked_two_images_exact_phrases():
   assert got["similarity"] == "exact"
   for (t_iou, t_lang), ap in got["ap"].items():
     assert ap == pytest.approx(0.34 if t_iou == 0.7 else 0.56, abs=1e-12), (t_iou, t_lang)
-  assert len(got["ap"]) == 30
+  assert len(got["ap"]) == 25  # 5 IoU x 5 METEOR thresholds (the released code)
   assert got["map"] == pytest.approx(0.516, abs=1e-12)
   assert got["detection_ap"] == pytest.approx({0.3: 1.0, 0.4: 1.0, 0.5: 1.0, 0.6: 1.0,
                                                0.7: 0.67}, abs=1e-12)
@@ -159,7 +159,7 @@ def test_duplicates_are_false_positives_and_not_reassigned():
   references = [_ref([[0, 0, 10, 10], [5, 0, 15, 10]], ["x", "y"])]
   assert detection_average_precision(predictions, references) == pytest.approx(5 / 6)
   got = dense_captioning_map(predictions, references, similarity="exact")
-  assert got["ap"][(0.5, 0.0)] == pytest.approx(5 / 6)
+  assert got["ap"][(0.5, 0.05)] == pytest.approx(5 / 6)
   assert got["detection_ap50"] == pytest.approx(5 / 6)
   without = [_pred([boxes[0], boxes[2]], [0.9, 0.7], ["x", "y"])]
   assert detection_average_precision(without, references) == 1.0
@@ -264,8 +264,8 @@ def test_auto_similarity_follows_java(monkeypatch):
 def test_meteor_scores_phrases_as_the_paper():
   # pycocoevalcap's METEOR 1.5: identical phrase 1.0; "a large seven" against "a small three"
   # 0.0571 (one word of three matches). p1 .9 on g1 (1.0), p2 .8 on g2 (0.0571): language
-  # thresholds 0 and .05: T T -> 1; .1 - .25: T F -> recall 1/2 -> 50 levels -> 0.5.
-  # map = (2 * 1 + 4 * 0.5) / 6 = 2/3 at every IoU threshold.
+  # threshold .05: T T -> 1; .1 - .25: T F -> recall 1/2 -> 50 levels -> 0.5.
+  # map = (1 + 4 * 0.5) / 5 = 3/5 at every IoU threshold (thresholds .05 .. .25).
   predictions = [_pred([[0, 0, 10, 10], [20, 0, 30, 10]], [0.9, 0.8],
                        ["a large seven", "a large seven"])]
   references = [_ref([[0, 0, 10, 10], [20, 0, 30, 10]], ["a large seven", "a small three"])]
@@ -273,7 +273,7 @@ def test_meteor_scores_phrases_as_the_paper():
   assert got["similarity"] == "meteor"
   for (t_iou, t_lang), ap in got["ap"].items():
     assert ap == pytest.approx(1.0 if t_lang <= 0.05 else 0.5), (t_iou, t_lang)
-  assert got["map"] == pytest.approx(2 / 3)
+  assert got["map"] == pytest.approx(3 / 5)
 
 
 def test_recall_levels_are_lua_s():

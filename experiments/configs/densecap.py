@@ -132,13 +132,13 @@ def _paper(config: ml_collections.ConfigDict) -> None:
       # proposal / final NMS 0.7 / 0.3 (base config): train_opts.lua
       # -test_rpn_nms_thresh 0.7, -test_final_nms_thresh 0.3.
       "max_proposals": 300,       # train_opts.lua: -test_num_proposals 300
-      # freeze_trunk False (base config): the code never backpropagates into VGG's conv1-2
-      # and fine-tunes conv3_1..conv5_3 only after -finetune_cnn_after iterations (default
-      # -1: never); this library can only freeze all of the trunk or none of it.
+      # The code never backpropagates into VGG's conv1-2 and fine-tunes conv3_1..conv5_3
+      # only after -finetune_cnn_after iterations (train_opts.lua default -1: never), so by
+      # default the whole trunk stays at its ImageNet weights.
+      "freeze_trunk": True,
   })
-  # 10 words + <eos>: the 10-word cap is the paper's as recalled by the implementers (not
-  # checked against its text); preprocess.py's -max_token_length default is 15.
-  config.max_len = 11
+  # preprocess.py: --max_token_length 15 (longer phrases dropped), + <eos>.
+  config.max_len = 16
   config.min_count = 15              # preprocess.py: --min_token_instances 15 (<UNK> below)
   config.max_regions = 300           # detections kept per image: the 300 proposals after NMS
   config.data.image_size = 720       # preprocess.py: --image_size 720 (longest side)

@@ -65,6 +65,7 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
       "end_box_reg_weight": 0.1,
       "end_objectness_weight": 0.1,
       "captioning_weight": 1.0,
+      "box_reg_decay": 5e-5,  # the code's pull of every anchor's offsets towards 0
   })
   config.max_len = 8                 # phrase ids incl. <eos> (dense digits' longest: 7)
   config.min_count = 1               # vocabulary: rarer words become <unk>

@@ -100,7 +100,7 @@ def test_training_call_shapes_under_jit(setup):
             "proposals": (2, s, 4), "final_logits": (2, s), "final_offsets": (2, s, 4),
             "caption_logits": (2, p, T, V), "positive": (2, s), "sample_mask": (2, s),
             "matched_boxes": (2, s, 4), "caption_targets": (2, p, T),
-            "caption_mask": (2, p, T)}
+            "caption_mask": (2, p, T), "all_offsets": (2, n, 4)}
   assert {k: tuple(v.shape) for k, v in outputs._asdict().items()} == shapes
   assert aux["proposals"].shape == (2, n, 4) and aux["proposal_logits"].shape == (2, n)
   assert aux["codes"].shape == (2, s, 16) and aux["final_boxes"].shape == (2, s, 4)

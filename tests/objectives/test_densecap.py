@@ -40,7 +40,8 @@ def _outputs(seed=0):
 
 
 def _as_jax(outputs):
-  return dc.DenseCapOutputs(*(jnp.asarray(x) if x.dtype == bool or x.dtype.kind == "i"
+  return dc.DenseCapOutputs(*(x if x is None else jnp.asarray(x)
+                              if x.dtype == bool or x.dtype.kind == "i"
                               else jnp.asarray(x, jnp.float32) for x in outputs))
 
 
@@ -126,6 +127,21 @@ def test_default_weights_are_train_opts():
               + 0.1 * metrics["end_objectness"] + 0.1 * metrics["end_box_reg"]
               + 1.0 * metrics["captioning"])
   np.testing.assert_allclose(loss, expected, rtol=1e-6)
+
+
+def test_box_decay_is_half_the_squared_offsets_summed_over_anchors():
+  outputs = _outputs()
+  all_offsets = np.random.default_rng(5).normal(size=(B, 7, 4))
+  without, _ = dc.densecap_loss(_as_jax(outputs), box_reg_decay=0.3)
+  loss, metrics = dc.densecap_loss(_as_jax(outputs._replace(all_offsets=all_offsets)),
+                                   box_reg_decay=0.3)
+  expected = 0.5 * np.sum(all_offsets ** 2, axis=(1, 2))  # RegularizeLayer: 0.5 w ||t||^2
+  np.testing.assert_allclose(metrics["box_decay"], expected, rtol=1e-5)
+  np.testing.assert_allclose(loss - without, 0.3 * expected, rtol=1e-4)
+  with pytest.raises(ValueError, match=r"all_offsets must have shape \[B, N, 4\]"):
+    dc.densecap_loss(_as_jax(outputs._replace(all_offsets=all_offsets[..., :3])))
+  with pytest.raises(ValueError, match="box_reg_decay"):
+    dc.densecap_loss(_as_jax(outputs), box_reg_decay=-1.0)
 
 
 def test_masked_slots_and_tokens_do_not_count():

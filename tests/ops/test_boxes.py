@@ -351,12 +351,10 @@ def reference_sets(anchors, valid, gt, gt_mask, high, low):
   """NumPy float64 positives and negatives of DenseCap's rule, for checking samples."""
   iou = np.where(gt_mask, iou64(anchors[:, None], gt[None]), -1.0)
   max_iou = iou.max(axis=1)
-  valid_iou = np.where(valid[:, None], iou, -1.0)
   best = np.zeros(len(anchors), bool)
-  for g in np.flatnonzero(gt_mask):
-    if valid_iou[:, g].max() > 0:
-      best |= valid_iou[:, g] == valid_iou[:, g].max()
-  positive = valid & ((max_iou >= high) | best)
+  for g in np.flatnonzero(gt_mask):  # each ground truth's best box, valid or not
+    best[np.argmax(iou[:, g])] = True
+  positive = (valid & (max_iou >= high)) | best
   negative = valid & ~positive & (max_iou < low)
   if not negative.any():
     negative = valid & ~positive
@@ -452,16 +450,23 @@ def test_sample_boxes_special_cases_by_hand():
                      valid=np.array([True, True, False, True]))
   assert not out.positive.any() and out.mask.tolist() == [True] * 3 + [False] * 3
   assert sorted(out.indices[:3].tolist()) == [0, 1, 3]
-  # A ground truth's best box is searched among the valid boxes: box 0 (IoU 1) is out, box 1
-  # (IoU 0.75 < 0.8) becomes the positive; box 2 (0.25) and box 3 (0) are the negatives.
+  # A ground truth's best box is positive even when it is not valid (DenseCap's BoxSampler):
+  # box 0 (IoU 1) is out of bounds but positive; box 1 (IoU 0.75 < 0.8) is neither; box 2
+  # (0.25) and box 3 (0) are the negatives.
   gt = np.array([[0, 0, 4, 4]], np.float32)
   b = np.array([[0, 0, 4, 4], [0, 0, 4, 3], [0, 0, 2, 2], [10, 10, 12, 12]], np.float32)
   out = sample_boxes(key, b, gt, gt_mask=np.array([True]), batch_size=4,
                      valid=np.array([False, True, True, True]), high_threshold=0.8)
   assert out.positive.tolist() == [True, False, False, False]
   assert out.mask.tolist() == [True, True, True, False]
-  assert out.indices[0] == 1 and sorted(out.indices[1:3].tolist()) == [2, 3]
+  assert out.indices[0] == 0 and sorted(out.indices[1:3].tolist()) == [2, 3]
   assert out.indices[3] == 0 and out.matched.tolist() == [0, 0, 0, 0]
+  # Even a best box that overlaps its ground truth nowhere: the image keeps a positive (whose
+  # regression target pulls it back) when every box has drifted off the image.
+  far = np.array([[20, 20, 30, 30], [40, 40, 44, 44]], np.float32)
+  out = sample_boxes(key, far, gt, gt_mask=np.array([True]), batch_size=2,
+                     valid=np.array([False, False]))
+  assert out.positive.tolist() == [True, False] and out.indices[0] == 0
   # IoU exactly at the high threshold is positive (the paper's >=), below the low one negative.
   out = sample_boxes(key, b, gt, gt_mask=np.array([True]), batch_size=4,
                      high_threshold=0.75, low_threshold=0.25)

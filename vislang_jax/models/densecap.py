@@ -458,7 +458,7 @@ class DenseCap(nn.Module):
         anchors=jnp.asarray(anchors)[indices], proposals=rois, final_logits=final_logits,
         final_offsets=final_offsets, caption_logits=caption_logits, positive=drawn.positive,
         sample_mask=drawn.mask, matched_boxes=_gather(gt_boxes, drawn.matched),
-        caption_targets=targets, caption_mask=caption_mask)
+        caption_targets=targets, caption_mask=caption_mask, all_offsets=offsets)
     aux = {"proposal_logits": logits, "proposals": proposals, "codes": codes,
            "final_boxes": decode_offsets(final_offsets, rois), "sample_indices": indices,
            "matched": drawn.matched}

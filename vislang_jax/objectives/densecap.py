@@ -40,8 +40,15 @@ backpropagates the end box regression into the proposal coordinates through its 
 (``BoxRegressionCriterion:updateGradInput`` returns a gradient for the boxes); here the
 proposal is held fixed there, and the proposals' coordinates get their gradient through the
 bilinear pooling (``models.densecap``), as the paper describes (Sec. 3.1.2). The code's
-``box_reg_decay`` (an L2 pull of all offsets towards 0) and its dropping of targets
-``|t| > 10`` are not part of the paper's five terms and are left out.
+dropping of targets ``|t| > 10`` is left out.
+
+Box decay: beside the five terms, the code pulls every anchor's offsets towards zero,
+``0.5 * box_reg_decay * sum_anchors ||t||^2`` (``RegularizeLayer`` in the RPN,
+``train_opts.lua``'s ``-box_reg_decay 5e-5``, "strength of pull that boxes experience towards
+their anchor"), summed, not averaged, over the anchors of an image. It keeps the proposals
+near their anchors while the pooling's box gradients push them about; without it proposals
+can drift off the image, where nothing is sampled. Here it is the ``box_decay`` term,
+weight ``box_reg_decay`` (0 turns it off).
 
 Default weights: the code's ``train_opts.lua`` (``-mid_box_reg_weight 0.05``,
 ``-mid_objectness_weight 0.1``, ``-end_box_reg_weight 0.1``, ``-end_objectness_weight 0.1``,
@@ -84,6 +91,8 @@ class DenseCapOutputs(NamedTuple):
       elsewhere).
     caption_targets: [B, P, T] int, each positive's phrase ``y_1..y_T`` (``<eos>``, then pad).
     caption_mask: [B, P, T] bool, True on the real tokens of positives' phrases.
+    all_offsets: [B, N, 4] float, the localisation layer's offsets of every anchor (the
+      code's box decay reads them); None leaves that term out.
   """
 
   anchor_logits: jax.Array
@@ -98,6 +107,7 @@ class DenseCapOutputs(NamedTuple):
   matched_boxes: jax.Array
   caption_targets: jax.Array
   caption_mask: jax.Array
+  all_offsets: jax.Array | None = None
 
 
 def smooth_l1(x: jax.Array) -> jax.Array:
@@ -136,6 +146,11 @@ def _check_outputs(outputs: DenseCapOutputs) -> None:
     if tuple(np.shape(getattr(outputs, name))) != (batch, slots, 4):
       raise ValueError(f"outputs.{name} must have shape [B, S, 4] = {(batch, slots, 4)}, got "
                        f"{np.shape(getattr(outputs, name))}.")
+  all_offsets = outputs.all_offsets
+  if all_offsets is not None and (np.ndim(all_offsets) != 3 or np.shape(all_offsets)[0] != batch
+                                  or np.shape(all_offsets)[2] != 4):
+    raise ValueError(f"outputs.all_offsets must have shape [B, N, 4] with B = {batch}, got "
+                     f"{np.shape(all_offsets)}.")
   logits = outputs.caption_logits
   if np.ndim(logits) != 4 or np.shape(logits)[0] != batch or np.shape(logits)[1] > slots:
     raise ValueError(f"outputs.caption_logits must have shape [B, P, T, V] with B = {batch} "
@@ -149,8 +164,8 @@ def _check_outputs(outputs: DenseCapOutputs) -> None:
 
 def densecap_loss(outputs: DenseCapOutputs, *, mid_box_reg_weight: float = 0.05,
                   mid_objectness_weight: float = 0.1, end_box_reg_weight: float = 0.1,
-                  end_objectness_weight: float = 0.1, captioning_weight: float = 1.0
-                  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+                  end_objectness_weight: float = 0.1, captioning_weight: float = 1.0,
+                  box_reg_decay: float = 5e-5) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The five-term DenseCap loss of Sec. 3.2 per image (module docstring).
 
   Args:
@@ -160,12 +175,14 @@ def densecap_loss(outputs: DenseCapOutputs, *, mid_box_reg_weight: float = 0.05,
     end_box_reg_weight: ``w_eb`` >= 0, the recognition network's box refinement.
     end_objectness_weight: ``w_eo`` >= 0, the recognition network's confidence.
     captioning_weight: ``w_c`` >= 0, the language model's cross-entropy.
+    box_reg_decay: >= 0, the code's pull of every anchor's offsets towards 0 (module
+      docstring); needs ``outputs.all_offsets``.
 
   Returns:
     ``(loss [B], metrics)``: ``loss`` the weighted sum; ``metrics`` the unweighted terms
     ``"mid_objectness"``, ``"mid_box_reg"``, ``"end_objectness"``, ``"end_box_reg"``,
-    ``"captioning"`` (nats per phrase), and ``"num_positives"``, ``"num_negatives"``, each
-    [B] float32.
+    ``"captioning"`` (nats per phrase), ``"box_decay"`` (``0.5 sum ||t||^2``, 0 without
+    ``all_offsets``), and ``"num_positives"``, ``"num_negatives"``, each [B] float32.
 
   Raises:
     ValueError: for a negative or non-finite weight, or outputs of inconsistent shapes.
@@ -175,6 +192,7 @@ def densecap_loss(outputs: DenseCapOutputs, *, mid_box_reg_weight: float = 0.05,
              "captioning": captioning_weight}
   for term, weight in weights.items():
     check_float(f"{term}_weight", weight, low=0.0)
+  check_float("box_reg_decay", box_reg_decay, low=0.0)
   _check_outputs(outputs)
   positive = jnp.asarray(outputs.positive, bool) & jnp.asarray(outputs.sample_mask, bool)
   negative = ~jnp.asarray(outputs.positive, bool) & jnp.asarray(outputs.sample_mask, bool)
@@ -205,7 +223,11 @@ def densecap_loss(outputs: DenseCapOutputs, *, mid_box_reg_weight: float = 0.05,
   terms = {"mid_objectness": mid_objectness, "mid_box_reg": mid_box_reg,
            "end_objectness": end_objectness, "end_box_reg": end_box_reg,
            "captioning": captioning}
-  loss = sum(weights[term] * terms[term] for term in TERMS)
-  metrics = dict(terms, num_positives=jnp.sum(positive, 1).astype(jnp.float32),
+  if outputs.all_offsets is None:
+    box_decay = jnp.zeros_like(captioning)
+  else:
+    box_decay = 0.5 * jnp.sum(jnp.square(jnp.asarray(outputs.all_offsets, jnp.float32)), (1, 2))
+  loss = sum(weights[term] * terms[term] for term in TERMS) + box_reg_decay * box_decay
+  metrics = dict(terms, box_decay=box_decay, num_positives=jnp.sum(positive, 1).astype(jnp.float32),
                  num_negatives=jnp.sum(negative, 1).astype(jnp.float32))
   return loss, metrics

@@ -405,10 +405,10 @@ def sample_boxes(key: jax.Array, boxes: jax.Array, gt_boxes: jax.Array, *, gt_ma
                  low_threshold: float = 0.3) -> BoxSample:
   """DenseCap's training-time box sampling (Sec. 3.1.2, BoxSampler) for one image.
 
-  A box (``valid``) is positive when its IoU with some ground-truth box is at least
-  ``high_threshold``, or when it is the best box of some ground-truth box (its highest IoU
-  among the valid boxes, the lower index on ties, if that IoU is above 0); it is negative
-  when its IoU with every ground-truth box is below ``low_threshold`` and it is not positive.
+  A ``valid`` box is positive when its IoU with some ground-truth box is at least
+  ``high_threshold``; so is the best box of each ground-truth box (its highest IoU among all
+  the boxes, the lower index on ties), valid or not; a valid box is negative when its IoU
+  with every ground-truth box is below ``low_threshold`` and it is not positive.
   Up to ``floor(batch_size * positive_fraction)`` positives are drawn uniformly without
   replacement, the rest of the ``batch_size`` slots are filled with negatives drawn the
   same way, and the remaining slots are left empty (``mask`` False). Each positive is
@@ -417,13 +417,14 @@ def sample_boxes(key: jax.Array, boxes: jax.Array, gt_boxes: jax.Array, *, gt_ma
 
   Fidelity to DenseCap: thresholds as in the paper, IoU >= 0.7 positive and < 0.3 negative
   (the released LocalizationLayer defaults its low threshold to 0.5 and tests IoU > 0.7).
-  As in the code, if there are no negatives at all, the valid non-positive boxes are
-  sampled as negatives instead. Unlike the code: a ground-truth's best box is searched among
-  the valid boxes only (the code forces it positive even when out of bounds, so that it
-  never has zero positives; masks make that unnecessary here), and when negatives are too
-  few the slots stay empty instead of repeating negatives (sampled with replacement in the
-  code), so no box appears twice. With no ground truth (``gt_mask`` all False) every valid
-  box is a negative.
+  As in the code, a ground truth's best box is positive even when it is out of bounds or
+  overlaps it hardly at all, so every image with ground truth has positives: when the
+  proposals drift off the image (nothing else valid), the positives' regression targets
+  still pull them back (without it, training can stall with no sampled box at all); and if
+  there are no negatives at all, the valid non-positive boxes are sampled as negatives
+  instead. Unlike the code, when negatives are too few the slots stay empty instead of
+  repeating negatives (sampled with replacement in the code), so no box appears twice. With
+  no ground truth (``gt_mask`` all False) every valid box is a negative.
 
   Args:
     key: PRNG key.
@@ -458,11 +459,9 @@ def sample_boxes(key: jax.Array, boxes: jax.Array, gt_boxes: jax.Array, *, gt_ma
 
   iou = jnp.where(gt_mask, box_iou(boxes[:, None], gt_boxes[None]), -1.0)  # [N, G]
   max_iou, matched = iou.max(axis=1), iou.argmax(axis=1)  # [N]
-  valid_iou = jnp.where(valid[:, None], iou, -1.0)
-  best = valid_iou.argmax(axis=0)  # [G], each ground truth's best valid box
-  has_best = valid_iou[best, jnp.arange(g)] > 0  # False for padding and unreachable boxes
-  is_best = jnp.zeros((n,), jnp.int32).at[best].add(has_best.astype(jnp.int32)) > 0
-  positive = valid & ((max_iou >= high_threshold) | is_best)
+  best = iou.argmax(axis=0)  # [G], each ground truth's best box, valid or not
+  is_best = jnp.zeros((n,), jnp.int32).at[best].add(gt_mask.astype(jnp.int32)) > 0
+  positive = (valid & (max_iou >= high_threshold)) | is_best
   negative = valid & ~positive & (max_iou < low_threshold)
   negative = jnp.where(negative.any(), negative, valid & ~positive)  # DenseCap's fallback
 

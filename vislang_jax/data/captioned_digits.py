@@ -299,20 +299,7 @@ class CaptionedDigits(DigitBuilder):
     )
 
   def _split_examples(self, digits):
-    config = self.builder_config
-    test_images, test_labels = digits["test"]
-    missing = sorted(set(d for _, pair in HELD_OUT for d in pair) - set(test_labels.tolist()))
-    if missing:
-      raise ValueError(
-          f"source={config.source!r}: its test split has no digit of classes {missing}, which the "
-          "'novel' split needs."
-      )
-    return {
-        "train": self._generate_examples("train", *digits["train"], config.copies),
-        "validation": self._generate_examples("validation", *digits["validation"], 1),
-        "test": self._generate_examples("test", test_images, test_labels, 1),
-        "novel": self._generate_novel(test_images, test_labels),
-    }
+    return self._seen_and_novel_splits(digits, {d for _, pair in HELD_OUT for d in pair})
 
   def _generate_examples(self, split: str, images: np.ndarray, labels: np.ndarray, copies: int):
     """The seen combinations of a train/validation/test split."""

@@ -96,6 +96,24 @@ def check_source(source: Any) -> None:
     )
 
 
+def check_encoding(source: Any, vocabulary: Vocabulary, max_len: int, truncate: bool) -> str:
+  """Checks the arguments of a source that encodes text with `vocabulary`; returns the
+  vocabulary's content digest (16 hex digits) for the source's `repr`.
+
+  Raises:
+    ValueError: naming the argument: not a random-access source, not a Vocabulary,
+      `max_len` < 1, `truncate` not a bool.
+  """
+  check_source(source)
+  if not isinstance(vocabulary, Vocabulary):
+    raise ValueError(f"vocabulary must be a Vocabulary, got {type(vocabulary).__name__}.")
+  check_int("max_len", max_len, low=1)
+  if not isinstance(truncate, bool):
+    raise ValueError(f"truncate must be a bool, got {truncate!r}.")
+  words = json.dumps(vocabulary.to_json_dict(), sort_keys=True).encode("utf-8")
+  return hashlib.sha256(words).hexdigest()[:16]
+
+
 class EncodedCaptions:
   """Random-access source of `{"image", "tokens", "length", "index", ...}` (module doc).
 
@@ -113,18 +131,11 @@ class EncodedCaptions:
   def __init__(
       self, source: Sequence, vocabulary: Vocabulary, *, max_len: int, truncate: bool = False
   ):
-    check_source(source)
-    if not isinstance(vocabulary, Vocabulary):
-      raise ValueError(f"vocabulary must be a Vocabulary, got {type(vocabulary).__name__}.")
-    check_int("max_len", max_len, low=1)
-    if not isinstance(truncate, bool):
-      raise ValueError(f"truncate must be a bool, got {truncate!r}.")
+    self._vocabulary_digest = check_encoding(source, vocabulary, max_len, truncate)
     self.source = source
     self.vocabulary = vocabulary
     self.max_len = int(max_len)
     self.truncate = truncate
-    words = json.dumps(vocabulary.to_json_dict(), sort_keys=True).encode("utf-8")
-    self._vocabulary_digest = hashlib.sha256(words).hexdigest()[:16]
 
   def __len__(self) -> int:
     return len(self.source)

@@ -484,18 +484,7 @@ class DenseDigits(DigitBuilder):
     )
 
   def _split_examples(self, digits):
-    config = self.builder_config
-    test_images, test_labels = digits["test"]
-    missing = sorted({d for _, d in HELD_OUT} - set(test_labels.tolist()))
-    if missing:
-      raise ValueError(f"source={config.source!r}: its test split has no digit of classes "
-                       f"{missing}, which the 'novel' split needs.")
-    return {
-        "train": self._generate_examples("train", *digits["train"], config.copies),
-        "validation": self._generate_examples("validation", *digits["validation"], 1),
-        "test": self._generate_examples("test", test_images, test_labels, 1),
-        "novel": self._generate_novel(test_images, test_labels),
-    }
+    return self._seen_and_novel_splits(digits, {d for _, d in HELD_OUT})
 
   def _generate_examples(self, split: str, images: np.ndarray, labels: np.ndarray, copies: int):
     config = self.builder_config

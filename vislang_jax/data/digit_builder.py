@@ -114,6 +114,28 @@ class DigitBuilder(OfflineBuilder, skip_registration=True):
     """`{"train", "validation", "test"} -> (images, labels)` -> `{split: example generator}`."""
     raise NotImplementedError
 
+  def _seen_and_novel_splits(self, digits: dict[str, tuple[np.ndarray, np.ndarray]],
+                             novel_classes: set[int]) -> dict[str, Any]:
+    """The layout of builders with a held-out "novel" split: "train" (`config.copies`
+    examples per digit), "validation" and "test" from `_generate_examples(split, images,
+    labels, copies)`, "novel" from `_generate_novel(images, labels)` over the test digits.
+
+    Raises:
+      ValueError: when the test split has no digit of some class in `novel_classes`.
+    """
+    config = self.builder_config
+    test_images, test_labels = digits["test"]
+    missing = sorted(set(novel_classes) - set(test_labels.tolist()))
+    if missing:
+      raise ValueError(f"source={config.source!r}: its test split has no digit of classes "
+                       f"{missing}, which the 'novel' split needs.")
+    return {
+        "train": self._generate_examples("train", *digits["train"], config.copies),
+        "validation": self._generate_examples("validation", *digits["validation"], 1),
+        "test": self._generate_examples("test", test_images, test_labels, 1),
+        "novel": self._generate_novel(test_images, test_labels),
+    }
+
 
 def prepare(builder_class: type[OfflineBuilder], config: tfds.core.BuilderConfig, *,
             data_dir: str | os.PathLike | None

@@ -27,15 +27,13 @@ for `metrics.dense_captioning`; `phrase_texts(source)` the phrases a vocabulary 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from vislang_jax.checks import check_int
-from vislang_jax.data.captions import as_array, as_text, check_source, is_numeric, source_repr
+from vislang_jax.data.captions import (as_array, as_text, check_encoding, check_source,
+                                       is_numeric, source_repr)
 from vislang_jax.data.vocabulary import Vocabulary
 
 _DERIVED = ("image", "boxes", "phrases", "region_mask", "tokens", "lengths", "index")
@@ -78,18 +76,11 @@ class EncodedRegions:
 
   def __init__(self, source: Sequence, vocabulary: Vocabulary, *, max_len: int,
                truncate: bool = False):
-    check_source(source)
-    if not isinstance(vocabulary, Vocabulary):
-      raise ValueError(f"vocabulary must be a Vocabulary, got {type(vocabulary).__name__}.")
-    check_int("max_len", max_len, low=1)
-    if not isinstance(truncate, bool):
-      raise ValueError(f"truncate must be a bool, got {truncate!r}.")
+    self._vocabulary_digest = check_encoding(source, vocabulary, max_len, truncate)
     self.source = source
     self.vocabulary = vocabulary
     self.max_len = int(max_len)
     self.truncate = truncate
-    words = json.dumps(vocabulary.to_json_dict(), sort_keys=True).encode("utf-8")
-    self._vocabulary_digest = hashlib.sha256(words).hexdigest()[:16]
 
   def __len__(self) -> int:
     return len(self.source)

@@ -96,25 +96,42 @@ def check_source(source: Any) -> None:
     )
 
 
-def check_encoding(source: Any, vocabulary: Vocabulary, max_len: int, truncate: bool) -> str:
-  """Checks the arguments of a source that encodes text with `vocabulary`; returns the
-  vocabulary's content digest (16 hex digits) for the source's `repr`.
+class EncodingSource:
+  """The base of the random-access sources that encode a source's text with a vocabulary
+  (`EncodedCaptions`, `regions.EncodedRegions`): holds and checks their arguments.
 
   Raises:
     ValueError: naming the argument: not a random-access source, not a Vocabulary,
       `max_len` < 1, `truncate` not a bool.
   """
-  check_source(source)
-  if not isinstance(vocabulary, Vocabulary):
-    raise ValueError(f"vocabulary must be a Vocabulary, got {type(vocabulary).__name__}.")
-  check_int("max_len", max_len, low=1)
-  if not isinstance(truncate, bool):
-    raise ValueError(f"truncate must be a bool, got {truncate!r}.")
-  words = json.dumps(vocabulary.to_json_dict(), sort_keys=True).encode("utf-8")
-  return hashlib.sha256(words).hexdigest()[:16]
+
+  def __init__(self, source: Sequence, vocabulary: Vocabulary, *, max_len: int,
+               truncate: bool = False):
+    check_source(source)
+    if not isinstance(vocabulary, Vocabulary):
+      raise ValueError(f"vocabulary must be a Vocabulary, got {type(vocabulary).__name__}.")
+    check_int("max_len", max_len, low=1)
+    if not isinstance(truncate, bool):
+      raise ValueError(f"truncate must be a bool, got {truncate!r}.")
+    self.source = source
+    self.vocabulary = vocabulary
+    self.max_len = int(max_len)
+    self.truncate = truncate
+    words = json.dumps(vocabulary.to_json_dict(), sort_keys=True).encode("utf-8")
+    self._vocabulary_digest = hashlib.sha256(words).hexdigest()[:16]
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __repr__(self) -> str:
+    # Grain stores this in checkpoints and checks it on restore: it names every parameter
+    # (the vocabulary by size and content digest) and no memory address.
+    return (f"{type(self).__name__}(source={source_repr(self.source)}, "
+            f"vocabulary=<Vocabulary of {len(self.vocabulary)} ids, sha256 "
+            f"{self._vocabulary_digest}>, max_len={self.max_len}, truncate={self.truncate})")
 
 
-class EncodedCaptions:
+class EncodedCaptions(EncodingSource):
   """Random-access source of `{"image", "tokens", "length", "index", ...}` (module doc).
 
   Args:
@@ -127,18 +144,6 @@ class EncodedCaptions:
   Reading a record whose caption has more than `max_len - 1` words raises a ValueError
   naming `max_len` and the record (unless `truncate`).
   """
-
-  def __init__(
-      self, source: Sequence, vocabulary: Vocabulary, *, max_len: int, truncate: bool = False
-  ):
-    self._vocabulary_digest = check_encoding(source, vocabulary, max_len, truncate)
-    self.source = source
-    self.vocabulary = vocabulary
-    self.max_len = int(max_len)
-    self.truncate = truncate
-
-  def __len__(self) -> int:
-    return len(self.source)
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     record = self.source[index]
@@ -156,15 +161,6 @@ class EncodedCaptions:
         index=np.int32(index),
     )
     return encoded
-
-  def __repr__(self) -> str:
-    # Grain stores this in checkpoints and checks it on restore: it names every parameter
-    # (the vocabulary by size and content digest) and no memory address.
-    return (
-        f"EncodedCaptions(source={source_repr(self.source)}, "
-        f"vocabulary=<Vocabulary of {len(self.vocabulary)} ids, sha256 {self._vocabulary_digest}>, "
-        f"max_len={self.max_len}, truncate={self.truncate})"
-    )
 
 
 def references(source: Sequence) -> dict[int, list[str]]:

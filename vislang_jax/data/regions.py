@@ -32,9 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from vislang_jax.data.captions import (as_array, as_text, check_encoding, check_source,
+from vislang_jax.data.captions import (EncodingSource, as_array, as_text, check_source,
                                        is_numeric, source_repr)
-from vislang_jax.data.vocabulary import Vocabulary
 
 _DERIVED = ("image", "boxes", "phrases", "region_mask", "tokens", "lengths", "index")
 
@@ -60,7 +59,7 @@ def record_regions(record: dict[str, Any], *, where: str = "record"
   return boxes[:count, [1, 0, 3, 2]], [as_text(p) for p in phrases[:count]]
 
 
-class EncodedRegions:
+class EncodedRegions(EncodingSource):
   """Random-access source of `{"image", "boxes", "region_mask", "tokens", "lengths", "index",
   ...}` (module doc).
 
@@ -73,17 +72,6 @@ class EncodedRegions:
   Reading a record raises a ValueError naming it when a phrase is longer than `max_len - 1`
   words (unless `truncate`) or the image has no region.
   """
-
-  def __init__(self, source: Sequence, vocabulary: Vocabulary, *, max_len: int,
-               truncate: bool = False):
-    self._vocabulary_digest = check_encoding(source, vocabulary, max_len, truncate)
-    self.source = source
-    self.vocabulary = vocabulary
-    self.max_len = int(max_len)
-    self.truncate = truncate
-
-  def __len__(self) -> int:
-    return len(self.source)
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     record = self.source[index]
@@ -109,12 +97,6 @@ class EncodedRegions:
     encoded["tokens"][:count] = ids
     encoded["lengths"][:count] = lengths
     return encoded
-
-  def __repr__(self) -> str:
-    # Grain stores this in checkpoints and checks it on restore: every parameter, no address.
-    return (f"EncodedRegions(source={source_repr(self.source)}, "
-            f"vocabulary=<Vocabulary of {len(self.vocabulary)} ids, sha256 "
-            f"{self._vocabulary_digest}>, max_len={self.max_len}, truncate={self.truncate})")
 
 
 def _records(source: Sequence, count: int | None = None):

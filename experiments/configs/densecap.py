@@ -38,7 +38,10 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   # Keyword arguments of `models.densecap.DenseCap` (the vocabulary size comes from the data).
   config.model = ml_collections.ConfigDict({
       "trunk": "convnet",
-      "widths": (16, 32, 64),          # stride 8: an 8x8 feature map of a 64-pixel canvas
+      # Stride 4: a 16x16 feature map of a 64-pixel canvas (stride 8's 8x8 map, (16, 32, 64),
+      # reads a small digit through a cell or two: test mAP 43.3 -> 50.5, whole phrases
+      # right 8% -> 33% of the found regions with this one, README).
+      "widths": (32, 64),
       # k = 7 anchors per cell (w, h): small / medium / large digits (ink 10-28 pixels,
       # larger when tilted) and wide / tall pairs.
       "anchor_sizes": ((12, 14), (18, 20), (26, 28), (40, 24), (24, 40), (56, 30), (30, 56)),

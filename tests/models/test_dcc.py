@@ -1,0 +1,138 @@
+"""Tests for vislang_jax.models.dcc: DCC's closest-word choice, direct and delta transfer.
+
+Toy vocabulary (V = 6), L = 3 language features, C = 3 concepts:
+  0 <pad> (no concept), 1 the (none), 2 dog (concept 0), 3 horse (concept 1),
+  4 zebra (concept 2, the novel word), 5 runs (none).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vislang_jax.models import dcc
+
+L, C, V = 3, 3, 6
+CONCEPT = np.array([-1, -1, 0, 1, 2, -1])
+ZEBRA, HORSE, DOG = 4, 3, 2
+
+
+def toy_layer(seed=0):
+  rng = np.random.default_rng(seed)
+  return rng.normal(size=(V, L + C)), rng.normal(size=V)
+
+
+def test_closest_seen_words_by_hand():
+  # cos(zebra, horse) = 0.8 / (1 * 1) = 0.8; cos(zebra, dog) = 0.6; cos(zebra, the) = 0.
+  # cos(dog, horse) = (0.6 * 0.8 + 0.8 * 0.6) / 1 = 0.96 for the second novel word (dog).
+  emb = np.array([[0., 0., 1.], [0., 0., 2.], [3., 4., 0.], [0.8, 0.6, 0.],
+                  [10., 0., 0.], [0., 0., 1.]])
+  got = dcc.closest_seen_words(jnp.asarray(emb), np.array([ZEBRA]), np.array([1, DOG, HORSE]))
+  assert got.tolist() == [HORSE]
+  got = dcc.closest_seen_words(jnp.asarray(emb), np.array([ZEBRA, DOG]),
+                               np.array([1, HORSE]))
+  assert got.tolist() == [HORSE, HORSE]
+  top = dcc.closest_seen_words(jnp.asarray(emb), np.array([ZEBRA]),
+                               np.array([1, DOG, HORSE]), top_k=2)
+  assert top.tolist() == [[HORSE, DOG]]
+
+
+def test_direct_transfer_against_numpy():
+  w, b = toy_layer()
+  new_w, new_b = dcc.direct_transfer(jnp.asarray(w), jnp.asarray(b), num_language=L,
+                                     word_concept=CONCEPT, novel_ids=np.array([ZEBRA]),
+                                     source_ids=np.array([HORSE]))
+  new_w, new_b = np.asarray(new_w), np.asarray(new_b)
+  expected_w = w.copy()
+  # zebra's language weights and bias: horse's.
+  expected_w[ZEBRA, :L] = w[HORSE, :L]
+  # zebra's concept weights: horse's, except zebra reads the zebra classifier (column L + 2)
+  # with horse's weight on the horse classifier (column L + 1), and ignores the horse one.
+  expected_w[ZEBRA, L + 0] = w[HORSE, L + 0]
+  expected_w[ZEBRA, L + 2] = w[HORSE, L + 1]
+  expected_w[ZEBRA, L + 1] = 0.0
+  # horse stops reading the zebra classifier.
+  expected_w[HORSE, L + 2] = 0.0
+  expected_b = b.copy()
+  expected_b[ZEBRA] = b[HORSE]
+  np.testing.assert_allclose(new_w, expected_w, rtol=1e-6)
+  np.testing.assert_allclose(new_b, expected_b, rtol=1e-6)
+  # The rule in words: zebra's row equals horse's original row, concept columns swapped, the
+  # cross term zeroed.
+  np.testing.assert_allclose(new_w[ZEBRA, :L], w[HORSE, :L], rtol=1e-6)
+  assert new_w[ZEBRA, L + 2] == pytest.approx(w[HORSE, L + 1])
+
+
+def test_direct_transfer_jits():
+  w, b = toy_layer(1)
+  fn = jax.jit(lambda w, b, n, s: dcc.direct_transfer(
+      w, b, num_language=L, word_concept=jnp.asarray(CONCEPT), novel_ids=n, source_ids=s))
+  got_w, got_b = fn(jnp.asarray(w), jnp.asarray(b), jnp.array([ZEBRA]), jnp.array([HORSE]))
+  ref_w, ref_b = dcc.direct_transfer(jnp.asarray(w), jnp.asarray(b), num_language=L,
+                                     word_concept=CONCEPT, novel_ids=np.array([ZEBRA]),
+                                     source_ids=np.array([HORSE]))
+  np.testing.assert_allclose(got_w, ref_w)
+  np.testing.assert_allclose(got_b, ref_b)
+
+
+def test_delta_transfer_against_numpy():
+  w, b = toy_layer(2)
+  rng = np.random.default_rng(3)
+  lm_w, lm_b = rng.normal(size=(V, L)), rng.normal(size=V)
+  new_w, new_b = dcc.delta_transfer(jnp.asarray(w), jnp.asarray(b), jnp.asarray(lm_w),
+                                    jnp.asarray(lm_b), num_language=L, word_concept=CONCEPT,
+                                    novel_ids=np.array([ZEBRA]), source_ids=np.array([HORSE]))
+  new_w, new_b = np.asarray(new_w), np.asarray(new_b)
+  np.testing.assert_allclose(new_w[ZEBRA, :L], w[HORSE, :L] + (lm_w[ZEBRA] - lm_w[HORSE]),
+                             rtol=1e-5)
+  assert new_b[ZEBRA] == pytest.approx(b[HORSE] + (lm_b[ZEBRA] - lm_b[HORSE]), rel=1e-5)
+  # Concept columns as in direct transfer; other rows untouched but horse's zebra column.
+  assert new_w[ZEBRA, L + 2] == pytest.approx(w[HORSE, L + 1])
+  assert new_w[ZEBRA, L + 1] == 0.0 and new_w[HORSE, L + 2] == 0.0
+  assert new_w[ZEBRA, L + 0] == pytest.approx(w[HORSE, L + 0])
+  untouched = np.ones((V, L + C), bool)
+  untouched[ZEBRA] = False
+  untouched[HORSE, L + 2] = False
+  np.testing.assert_array_equal(new_w[untouched], w[untouched].astype(np.float32))
+  # K = 2 sources: the mean of the two deltas; concept part from the first source (horse).
+  new_w2, new_b2 = dcc.delta_transfer(
+      jnp.asarray(w), jnp.asarray(b), jnp.asarray(lm_w), jnp.asarray(lm_b), num_language=L,
+      word_concept=CONCEPT, novel_ids=np.array([ZEBRA]), source_ids=np.array([[HORSE, DOG]]))
+  delta = ((w[HORSE, :L] - lm_w[HORSE]) + (w[DOG, :L] - lm_w[DOG])) / 2
+  np.testing.assert_allclose(new_w2[ZEBRA, :L], lm_w[ZEBRA] + delta, rtol=1e-5)
+  assert float(new_b2[ZEBRA]) == pytest.approx(
+      lm_b[ZEBRA] + ((b[HORSE] - lm_b[HORSE]) + (b[DOG] - lm_b[DOG])) / 2, rel=1e-5)
+  assert float(new_w2[ZEBRA, L + 2]) == pytest.approx(w[HORSE, L + 1])
+
+
+@pytest.mark.parametrize("novel, source, match", [
+    ([ZEBRA], [ZEBRA], "source_ids must not contain novel"),
+    ([ZEBRA], [6], "source_ids must hold ids in"),
+    ([-1], [HORSE], "novel_ids must hold ids in"),
+    ([ZEBRA], [1], "source_ids must be words with a concept"),
+    ([5], [HORSE], "novel_ids must be words with a concept"),
+    ([ZEBRA], [HORSE, DOG], "one row per novel word"),
+])
+def test_transfer_errors(novel, source, match):
+  w, b = toy_layer()
+  with pytest.raises(ValueError, match=match):
+    dcc.direct_transfer(w, b, num_language=L, word_concept=CONCEPT,
+                        novel_ids=np.array(novel), source_ids=np.array(source))
+
+
+def test_closest_and_layout_errors():
+  emb = np.eye(V)
+  with pytest.raises(ValueError, match="seen_ids must not contain novel"):
+    dcc.closest_seen_words(emb, np.array([ZEBRA]), np.array([HORSE, ZEBRA]))
+  with pytest.raises(ValueError, match="seen_ids must hold ids in"):
+    dcc.closest_seen_words(emb, np.array([ZEBRA]), np.array([V]))
+  with pytest.raises(ValueError, match="top_k"):
+    dcc.closest_seen_words(emb, np.array([ZEBRA]), np.array([HORSE]), top_k=2)
+  w, b = toy_layer()
+  with pytest.raises(ValueError, match="word_concept must hold concept ids"):
+    dcc.direct_transfer(w, b, num_language=4, word_concept=CONCEPT,
+                        novel_ids=np.array([ZEBRA]), source_ids=np.array([HORSE]))
+  with pytest.raises(ValueError, match="lm_weights must have shape"):
+    dcc.delta_transfer(w, b, np.zeros((V, L + 1)), np.zeros(V), num_language=L,
+                       word_concept=CONCEPT, novel_ids=np.array([ZEBRA]),
+                       source_ids=np.array([HORSE]))

@@ -1,0 +1,169 @@
+"""Tests for vislang_jax.models.semantic_attention (You et al., CVPR 2016).
+
+Invariants of the attention weights, the regulariser against a float64 NumPy loop over the
+formula of Sec. 3.4, teacher forcing against the step function that ``decoding`` uses, and
+the image feature entering at ``t = -1`` only.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vislang_jax import decoding
+from vislang_jax.models import semantic_attention as sa
+
+B, T, K, V, D = 2, 4, 3, 11, 5
+BOS, EOS = 1, 2
+
+_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+
+
+def _model():
+  return sa.SemanticAttentionDecoder(vocab_size=V, embed_dim=6, input_dim=5, hidden_size=7)
+
+
+def _inputs(seed=0):
+  rng = np.random.default_rng(seed)
+  image = jnp.asarray(rng.normal(size=(B, D)), jnp.float32)
+  ids = jnp.asarray([[3, 5, 0], [7, 4, 9]], jnp.int32)  # row 0: last slot is padding
+  scores = jnp.asarray(rng.uniform(size=(B, K)), jnp.float32)
+  tokens = jnp.asarray(rng.integers(3, V, size=(B, T)), jnp.int32).at[:, 0].set(BOS)
+  return image, ids, scores, tokens
+
+
+@functools.lru_cache(maxsize=None)
+def _params():
+  return _model().init(jax.random.PRNGKey(0), *_inputs())["params"]
+
+
+@_jit
+def _forward(params, image, ids, scores, tokens):
+  return _model().apply({"params": params}, image, ids, scores, tokens)
+
+
+def test_attention_rows_sum_to_one_and_padding_is_masked():
+  _, aux = _forward(_params(), *_inputs())
+  for name in ("alpha", "beta"):
+    weights = np.asarray(aux[name])
+    assert weights.shape == (B, T, K)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
+    assert np.all(weights[0, :, 2] == 0.0), name  # padded attribute
+    assert np.all(weights[0, :, :2] > 0.0) and np.all(weights[1] > 0.0), name
+
+
+def _g_reference(a, p, q):
+  a = np.asarray(a, np.float64)
+  steps, attrs = a.shape
+  first = sum(sum(a[t, i] for t in range(steps)) ** p for i in range(attrs)) ** (1.0 / p)
+  second = sum(sum(a[t, i] ** q for i in range(attrs)) ** (1.0 / q) for t in range(steps))
+  return first + second
+
+
+@pytest.mark.parametrize("p,q", [(2.0, 2.0), (1.5, 3.0)])
+def test_regularizer_matches_numpy_reference(p, q):
+  rng = np.random.default_rng(1)
+  alpha = rng.dirichlet(np.ones(K), size=(B, T))
+  beta = rng.dirichlet(np.ones(K), size=(B, T))
+  got = sa.attention_regularizer(jnp.asarray(alpha, jnp.float32), jnp.asarray(beta, jnp.float32),
+                                 p=p, q=q)
+  want = [_g_reference(alpha[b], p, q) + _g_reference(beta[b], p, q) for b in range(B)]
+  assert got.shape == (B,)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5)
+
+
+def test_regularizer_hand_value_and_mask():
+  # one-hot on attribute 0 for two steps: first term sqrt(2^2) = 2, second 1 + 1 = 2.
+  alpha = jnp.asarray([[[1.0, 0.0], [1.0, 0.0]]])
+  np.testing.assert_allclose(sa.attention_regularizer(alpha, alpha), [8.0], rtol=1e-6)
+  mask = jnp.asarray([[True, False]])
+  np.testing.assert_allclose(sa.attention_regularizer(alpha, alpha, mask=mask), [4.0],
+                             rtol=1e-6)
+  with pytest.raises(ValueError, match="alpha and beta"):
+    sa.attention_regularizer(alpha, alpha[:, :1])
+  with pytest.raises(ValueError, match="p must be"):
+    sa.attention_regularizer(alpha, alpha, p=0.5)
+
+
+def test_teacher_forcing_equals_step_by_step_decoding():
+  params = _params()
+  image, ids, scores, tokens = _inputs()
+  logits, aux = _forward(params, image, ids, scores, tokens)
+  model = _model()
+
+  @_jit
+  def unroll(params, image, ids, scores, tokens):
+    state = model.init_decode_state(params, image, ids, scores)
+    out = []
+    for t in range(T):
+      step_logits, state, extras = model.decode_step(params, tokens[:, t], state)
+      out.append((step_logits, extras["alpha"], extras["beta"]))
+    return [jnp.stack(x, 1) for x in zip(*out)]
+
+  step_logits, alpha, beta = unroll(params, image, ids, scores, tokens)
+  np.testing.assert_allclose(np.asarray(step_logits), np.asarray(logits), atol=1e-5)
+  np.testing.assert_allclose(np.asarray(alpha), np.asarray(aux["alpha"]), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(beta), np.asarray(aux["beta"]), atol=1e-6)
+
+  # And through decoding.greedy: its logits-based scores match the teacher-forced rerun.
+  @_jit
+  def run_greedy(params, image, ids, scores):
+    state = model.init_decode_state(params, image, ids, scores)
+    return decoding.greedy(functools.partial(model.decode_step, params), state, bos_id=BOS,
+                           eos_id=EOS, max_len=T)
+
+  out = run_greedy(params, image, ids, scores)
+  assert out.tokens.shape == (B, T) and out.extras["alpha"].shape == (B, T, K)
+  fed = jnp.concatenate([jnp.full((B, 1), BOS, jnp.int32), out.tokens[:, :-1]], 1)
+  fed = jnp.where(fed == 0, EOS, fed)  # greedy feeds EOS after EOS; pad_id = 0 here
+  re_logits, _ = _forward(params, image, ids, scores, fed)
+  logp = jax.nn.log_softmax(re_logits, -1)
+  picked = jnp.take_along_axis(logp, out.tokens[..., None], -1)[..., 0]
+  live = jnp.arange(T)[None] < out.lengths[:, None]
+  np.testing.assert_allclose(np.asarray(jnp.sum(jnp.where(live, picked, 0.0), 1)),
+                             np.asarray(out.scores), atol=1e-4)
+
+
+def test_image_feature_enters_only_at_first_step():
+  params = _params()
+  image, ids, scores, tokens = _inputs()
+  logits, _ = _forward(params, image, ids, scores, tokens)
+  other, _ = _forward(params, image + 1.0, ids, scores, tokens)
+  assert not np.allclose(np.asarray(logits), np.asarray(other), atol=1e-4)
+  zeroed = jax.tree_util.tree_map(jnp.zeros_like, params["image_proj"])
+  params0 = dict(params, image_proj=zeroed)
+  a, _ = _forward(params0, image, ids, scores, tokens)
+  b, _ = _forward(params0, 3.0 * image - 2.0, ids, scores, tokens)
+  np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # The state after the first step is the only place v goes: it is not in the per-step state.
+  model = _model()
+  state = model.init_decode_state(params, image, ids, scores)
+  state2 = model.init_decode_state(params, image + 1.0, ids, scores)
+  np.testing.assert_array_equal(np.asarray(state.attributes), np.asarray(state2.attributes))
+  assert not np.allclose(np.asarray(state.hidden), np.asarray(state2.hidden))
+
+
+def test_errors():
+  model = _model()
+  params = _params()
+  image, ids, scores, tokens = _inputs()
+  with pytest.raises(ValueError, match="attribute_ids must hold ids"):
+    model.apply({"params": params}, image, ids.at[0, 0].set(V), scores, tokens)
+  with pytest.raises(ValueError, match="attribute_ids must hold ids"):
+    model.apply({"params": params}, image, ids.at[1, 1].set(-1), scores, tokens)
+  with pytest.raises(ValueError, match="attribute_ids and attribute_scores"):
+    model.apply({"params": params}, image, ids, scores[:, :2], tokens)
+  with pytest.raises(ValueError, match="image_features"):
+    model.apply({"params": params}, image[:1], ids, scores, tokens)
+  with pytest.raises(ValueError, match="image_features must have shape"):
+    model.apply({"params": params}, image[..., None], ids, scores, tokens)
+  with pytest.raises(ValueError, match="attribute_ids must have shape"):
+    model.apply({"params": params}, image, ids[:1], scores[:1], tokens)
+  with pytest.raises(ValueError, match="tokens_in"):
+    model.apply({"params": params}, image, ids, scores, tokens.at[0, 1].set(V))
+  with pytest.raises(ValueError, match="pad_id"):
+    sa.SemanticAttentionDecoder(vocab_size=V, pad_id=V)
+  with pytest.raises(ValueError, match="at least one real attribute"):
+    model.apply({"params": params}, image, ids.at[0].set(0), scores, tokens)

@@ -136,3 +136,52 @@ def test_closest_and_layout_errors():
     dcc.delta_transfer(w, b, np.zeros((V, L + 1)), np.zeros(V), num_language=L,
                        word_concept=CONCEPT, novel_ids=np.array([ZEBRA]),
                        source_ids=np.array([HORSE]))
+
+
+def test_lexical_classifier_and_loss_against_numpy():
+  rng = np.random.default_rng(4)
+  feats = rng.normal(size=(2, 5)).astype(np.float32)
+  model = dcc.LexicalClassifier(num_concepts=C)
+  params = model.init(jax.random.PRNGKey(0), feats)
+  probs, aux = model.apply(params, feats)
+  k = np.asarray(params["params"]["logits"]["kernel"], np.float64)
+  bias = np.asarray(params["params"]["logits"]["bias"], np.float64)
+  z = feats.astype(np.float64) @ k + bias
+  np.testing.assert_allclose(probs, 1 / (1 + np.exp(-z)), rtol=1e-5)
+  labels = np.array([[1, 0, 1], [0, 0, 1]], np.float32)
+  # -[y log s(z) + (1 - y) log(1 - s(z))] summed over concepts.
+  s = 1 / (1 + np.exp(-z))
+  ref = -(labels * np.log(s) + (1 - labels) * np.log(1 - s)).sum(-1)
+  np.testing.assert_allclose(dcc.lexical_loss(aux["logits"], labels), ref, rtol=1e-5)
+  with pytest.raises(ValueError, match="labels must have the shape"):
+    dcc.lexical_loss(aux["logits"], labels[:, :2])
+
+
+def test_multimodal_captioner_layer_and_transfer():
+  tokens = jnp.array([[1, HORSE, 5], [1, DOG, 0]])
+  model = dcc.MultimodalCaptioner(vocab_size=V, num_concepts=C, embed_dim=4, hidden_dim=L)
+  probs = jnp.array([[0.2, 0.9, 0.0], [0.7, 0.1, 0.0]])  # no zebra in either image
+  params = model.init(jax.random.PRNGKey(1), tokens, probs)
+  # Make the layer non-trivial, including horse's weight on the zebra classifier.
+  w, b = toy_layer(5)
+  params = dcc.with_multimodal_layer(params, jnp.asarray(w, jnp.float32),
+                                     jnp.asarray(b, jnp.float32))
+  logits, aux = model.apply(params, tokens, probs)
+  h = np.asarray(aux["hidden"], np.float64)
+  ref = h @ w[:, :L].T + (np.asarray(probs, np.float64) @ w[:, L:].T)[:, None] + b
+  np.testing.assert_allclose(logits, ref, rtol=1e-4, atol=1e-5)
+  # LM-only: concept columns unused.
+  lm_logits, _ = model.apply(params, tokens)
+  np.testing.assert_allclose(lm_logits, h @ w[:, :L].T + b, rtol=1e-4, atol=1e-5)
+  # After direct transfer, zebra scores an image with zebra probability p (and horse 0) as
+  # horse scored the same image with horse probability p: the DCC intent.
+  new_w, new_b = dcc.direct_transfer(*dcc.multimodal_layer(params), num_language=L,
+                                     word_concept=CONCEPT, novel_ids=np.array([ZEBRA]),
+                                     source_ids=np.array([HORSE]))
+  moved = dcc.with_multimodal_layer(params, new_w, new_b)
+  swapped = probs[:, jnp.array([0, 2, 1])]
+  zebra_logits, _ = model.apply(moved, tokens, swapped)
+  np.testing.assert_allclose(zebra_logits[..., ZEBRA], logits[..., HORSE], rtol=1e-5,
+                             atol=1e-6)
+  with pytest.raises(ValueError, match="concept_probs must have shape"):
+    model.apply(params, tokens, probs[:, :2])

@@ -51,6 +51,16 @@ Fidelity notes (what was verified and what was not):
   minus the novel ones; here any embedding matrix the caller passes (e.g. the LM's input
   embeddings learnt on unpaired text, as the issue asks), restricted to ``seen_ids``.
 
+Modules: ``LexicalClassifier`` (Sec. 3.1: one sigmoid per concept over image features) and
+``MultimodalCaptioner`` (Sec. 3.2: LSTM language features and concept probabilities in one
+linear multimodal layer); ``multimodal_layer`` / ``with_multimodal_layer`` convert its Flax
+parameters to and from the ``(W [V, F], b [V])`` layout above. The LM-only model is the same
+captioner called with ``concept_probs=None`` (only ``W[:, :L]`` and ``b`` are used and
+trained), so ``multimodal_layer(lm_params)[0][:, :L]`` is ``lm_weights`` for delta transfer.
+Simplifications not verified against the paper's exact architecture: the language features
+are the LSTM's ``h_t`` only (DCC's LM stacks embedding layers and an LSTM and feeds its
+output), and the image features are the classifier probabilities alone.
+
 Multiple novel words are transferred one after the other in the order given (as the code's
 loop does), so a later novel word copying a source row already sees that row's zeroed
 novel-concept weights. All functions jit (ids are then unchecked) and are differentiable in the
@@ -59,11 +69,13 @@ float arrays.
 
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from vislang_jax.checks import check_int, check_rank, concrete
+from vislang_jax.checks import check_ids, check_int, check_positive_int, check_rank, concrete
 
 
 def _check_weights(weights: Any, bias: Any, num_language: Any, word_concept: Any
@@ -252,3 +264,115 @@ def delta_transfer(weights: jax.Array, bias: jax.Array, lm_weights: jax.Array,
     bias = bias.at[n].set(lm_bias[n] + delta_b)
     weights = _concept_cross_terms(weights, word_concept, n, s[0], num_language)
   return weights, bias
+
+
+class LexicalClassifier(nn.Module):
+  """DCC's lexical classifier (Sec. 3.1): independent sigmoid per concept over image features.
+
+  Attributes:
+    num_concepts: C, the number of concepts (words with a visual classifier).
+    hidden_dim: width of an optional ReLU hidden layer (0: a single linear layer).
+
+  ``__call__(features [B, D]) -> (probs [B, C], {"logits": [B, C]})``.
+  """
+
+  num_concepts: int
+  hidden_dim: int = 0
+
+  def __post_init__(self):
+    check_positive_int("num_concepts", self.num_concepts)
+    check_int("hidden_dim", self.hidden_dim, low=0)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, features: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    check_rank("features", features, "[B, D]")
+    x = features
+    if self.hidden_dim:
+      x = nn.relu(nn.Dense(self.hidden_dim, name="hidden")(x))
+    logits = nn.Dense(self.num_concepts, name="logits")(x)
+    return jax.nn.sigmoid(logits), {"logits": logits}
+
+
+def lexical_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Multi-label sigmoid cross-entropy summed over concepts, per example.
+
+  Args:
+    logits: [B, C] classifier logits.
+    labels: [B, C] {0, 1} concept labels (treated as constants).
+
+  Returns:
+    [B] loss.
+  """
+  check_rank("logits", logits, "[B, C]")
+  if np.shape(labels) != np.shape(logits):
+    raise ValueError(f"labels must have the shape of logits {np.shape(logits)}, got "
+                     f"{np.shape(labels)}.")
+  labels = jax.lax.stop_gradient(jnp.asarray(labels, logits.dtype))
+  return optax.sigmoid_binary_cross_entropy(logits, labels).sum(-1)
+
+
+class MultimodalCaptioner(nn.Module):
+  """DCC's caption model (Sec. 3.2): ``logits_t = W [h_t ; f_I] + b`` with an LSTM LM.
+
+  Attributes:
+    vocab_size: V.
+    num_concepts: C, the length of the classifier output ``f_I``.
+    embed_dim: word embedding size.
+    hidden_dim: L, the LSTM size (= ``num_language`` for the transfer functions).
+
+  ``__call__(tokens_in [B, T] int, concept_probs [B, C] or None) ->
+  (logits [B, T, V], {"hidden": [B, T, L]})``. With ``concept_probs=None`` it is the LM-only
+  model (text without images): the concept columns of ``W`` are not used.
+  Parameters: ``embed`` (Embed), ``lstm`` (OptimizedLSTMCell in ``nn.RNN``), ``multimodal``
+  (Dense, kernel [L + C, V] = ``W.T``).
+  """
+
+  vocab_size: int
+  num_concepts: int
+  embed_dim: int = 32
+  hidden_dim: int = 64
+
+  def __post_init__(self):
+    for name in ("vocab_size", "num_concepts", "embed_dim", "hidden_dim"):
+      check_positive_int(name, getattr(self, name))
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, tokens_in: jax.Array, concept_probs: jax.Array | None = None
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    check_rank("tokens_in", tokens_in, "[B, T]")
+    check_ids("tokens_in", tokens_in, vocab_size=self.vocab_size)
+    embedded = nn.Embed(self.vocab_size, self.embed_dim, name="embed")(tokens_in)
+    hidden = nn.RNN(nn.OptimizedLSTMCell(self.hidden_dim), name="lstm")(embedded)
+    layer = nn.Dense(self.vocab_size, name="multimodal")
+    batch, steps = tokens_in.shape
+    if concept_probs is None:
+      image = jnp.zeros((batch, steps, self.num_concepts), hidden.dtype)
+    else:
+      if np.shape(concept_probs) != (batch, self.num_concepts):
+        raise ValueError(f"concept_probs must have shape [B, C] = ({batch}, "
+                         f"{self.num_concepts}), got {np.shape(concept_probs)}.")
+      image = jnp.broadcast_to(concept_probs[:, None, :], (batch, steps, self.num_concepts))
+    logits = layer(jnp.concatenate([hidden, image], axis=-1))
+    return logits, {"hidden": hidden}
+
+
+def multimodal_layer(params: Any) -> tuple[jax.Array, jax.Array]:
+  """``(W [V, L + C], b [V])`` of a ``MultimodalCaptioner``'s params (``{"params": ...}`` ok)."""
+  params = params.get("params", params)
+  layer = params["multimodal"]
+  return layer["kernel"].T, layer["bias"]
+
+
+def with_multimodal_layer(params: Any, weights: jax.Array, bias: jax.Array) -> Any:
+  """``params`` with the multimodal layer replaced by ``(W [V, F], b [V])`` (a new tree)."""
+  outer = "params" in params
+  inner = dict(params["params"] if outer else params)
+  old = inner["multimodal"]
+  if np.shape(weights) != np.shape(old["kernel"])[::-1] or np.shape(bias) != np.shape(
+      old["bias"]):
+    raise ValueError(f"weights, bias must have shapes {np.shape(old['kernel'])[::-1]}, "
+                     f"{np.shape(old['bias'])}, got {np.shape(weights)}, {np.shape(bias)}.")
+  inner["multimodal"] = {**old, "kernel": jnp.asarray(weights).T, "bias": jnp.asarray(bias)}
+  return {**params, "params": inner} if outer else inner

@@ -185,3 +185,31 @@ def test_multimodal_captioner_layer_and_transfer():
                              atol=1e-6)
   with pytest.raises(ValueError, match="concept_probs must have shape"):
     model.apply(params, tokens, probs[:, :2])
+
+
+def test_two_novel_words_in_order_and_delta_jits():
+  # zebra then dog, both from horse, one after the other (as the released code's loop):
+  # after zebra, horse's zebra column is 0, so dog (copying horse) ignores the zebra
+  # classifier; then horse's dog column is zeroed, after zebra already copied it.
+  w, b = toy_layer(6)
+  new_w, new_b = dcc.direct_transfer(w, b, num_language=L, word_concept=CONCEPT,
+                                     novel_ids=np.array([ZEBRA, DOG]),
+                                     source_ids=np.array([HORSE, HORSE]))
+  new_w = np.asarray(new_w)
+  assert new_w[DOG, L + 2] == 0.0 and new_w[DOG, L + 1] == 0.0
+  assert new_w[DOG, L + 0] == pytest.approx(w[HORSE, L + 1])
+  assert new_w[ZEBRA, L + 0] == pytest.approx(w[HORSE, L + 0])
+  assert new_w[HORSE, L + 0] == 0.0 and new_w[HORSE, L + 2] == 0.0
+  assert new_w[HORSE, L + 1] == pytest.approx(w[HORSE, L + 1])
+  np.testing.assert_allclose(np.asarray(new_b)[[ZEBRA, DOG]], [b[HORSE], b[HORSE]], rtol=1e-6)
+  rng = np.random.default_rng(7)
+  lm_w, lm_b = rng.normal(size=(V, L)), rng.normal(size=V)
+  args = [jnp.asarray(a, jnp.float32) for a in (w, b, lm_w, lm_b)]
+  fn = jax.jit(lambda w, b, lw, lb, n, s: dcc.delta_transfer(
+      w, b, lw, lb, num_language=L, word_concept=jnp.asarray(CONCEPT), novel_ids=n,
+      source_ids=s))
+  got = fn(*args, jnp.array([ZEBRA]), jnp.array([[HORSE, DOG]]))
+  ref = dcc.delta_transfer(*args, num_language=L, word_concept=CONCEPT,
+                           novel_ids=np.array([ZEBRA]), source_ids=np.array([[HORSE, DOG]]))
+  np.testing.assert_allclose(got[0], ref[0], rtol=1e-6)
+  np.testing.assert_allclose(got[1], ref[1], rtol=1e-6)

@@ -167,3 +167,21 @@ def test_errors():
     sa.SemanticAttentionDecoder(vocab_size=V, pad_id=V)
   with pytest.raises(ValueError, match="at least one real attribute"):
     model.apply({"params": params}, image, ids.at[0].set(0), scores, tokens)
+
+
+def test_every_parameter_gets_a_finite_nonzero_gradient():
+  image, ids, scores, tokens = _inputs()
+
+  @_jit
+  def grads(params):
+    def loss(params):
+      logits, aux = _model().apply({"params": params}, image, ids, scores, tokens)
+      nll = -jnp.mean(jax.nn.log_softmax(logits)[..., 3])
+      return nll + jnp.mean(sa.attention_regularizer(aux["alpha"], aux["beta"]))
+    return jax.grad(loss)(params)
+
+  flat = jax.tree_util.tree_flatten_with_path(grads(_params()))[0]
+  for path, g in flat:
+    g = np.asarray(g)
+    assert np.all(np.isfinite(g)), path
+    assert np.any(g != 0.0), path

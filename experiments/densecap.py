@@ -85,11 +85,17 @@ def load_datasets(config: ml_collections.ConfigDict
   return datasets, vocabulary
 
 
+@functools.lru_cache(maxsize=None)
+def _references(source, count: int) -> list[tuple[np.ndarray, list[str]]]:
+  return region_references(source, count=count)
+
+
 def references_of(source) -> list[tuple[np.ndarray, list[str]]]:
-  """`region_references` of an evaluation source: a split, or its `evaluate.Head`."""
+  """`region_references` of an evaluation source: a split, or its `evaluate.Head`; read once
+  per (split, count), not at every evaluation (reading decodes the images)."""
   if isinstance(source, evaluate.Head):
-    return region_references(source.source, count=len(source))
-  return region_references(source)
+    return _references(source.source, len(source))
+  return _references(source, len(source))
 
 
 def phrase_metrics(predictions: list[RegionPredictions],

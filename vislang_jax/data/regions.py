@@ -34,6 +34,7 @@ import numpy as np
 
 from vislang_jax.data.captions import (EncodingSource, as_array, as_text, check_source,
                                        is_numeric, source_repr)
+from vislang_jax.ops.boxes import yxyx_to_xyxy
 
 _DERIVED = ("image", "boxes", "phrases", "region_mask", "tokens", "lengths", "index")
 
@@ -56,7 +57,7 @@ def record_regions(record: dict[str, Any], *, where: str = "record"
     raise ValueError(f"{where}: boxes must have shape [R, 4] and phrases R entries with "
                      f"R >= num_regions = {count}, got boxes {boxes.shape} and "
                      f"{len(phrases)} phrases.")
-  return boxes[:count, [1, 0, 3, 2]], [as_text(p) for p in phrases[:count]]
+  return yxyx_to_xyxy(boxes[:count]), [as_text(p) for p in phrases[:count]]
 
 
 class EncodedRegions(EncodingSource):

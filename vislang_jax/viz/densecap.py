@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.patches import Rectangle
 
 from vislang_jax.viz import figure
+from vislang_jax.viz.retrieval import HIT_COLOUR, MISS_COLOUR
 
 # Distinct colours for the boxes of one image, in rank order (tab10 without grey).
 BOX_COLOURS = ((0.12, 0.47, 0.71), (1.0, 0.5, 0.05), (0.17, 0.63, 0.17), (0.84, 0.15, 0.16),
@@ -120,7 +121,7 @@ def save_region_retrieval_figure(path: str, queries: Sequence[str], images: np.n
                     transform=axes[q, 0].transAxes)
     for j in range(k):
       ax = axes[q, 1 + j]
-      colour = (0.0, 0.6, 0.0) if hits[q, j] else (0.85, 0.0, 0.0)
+      colour = HIT_COLOUR if hits[q, j] else MISS_COLOUR
       figure.show_image(ax, images[q, j], frame=colour)
       _draw_box(ax, boxes[q, j], colour)
       ax.set_title(f"{j + 1}: {float(scores[q, j]):.1f}", fontsize=6)

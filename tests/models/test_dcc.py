@@ -5,11 +5,14 @@ Toy vocabulary (V = 6), L = 3 language features, C = 3 concepts:
   4 zebra (concept 2, the novel word), 5 runs (none).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vislang_jax import decoding
 from vislang_jax.models import dcc
 
 L, C, V = 3, 3, 6
@@ -213,3 +216,95 @@ def test_two_novel_words_in_order_and_delta_jits():
                            novel_ids=np.array([ZEBRA]), source_ids=np.array([[HORSE, DOG]]))
   np.testing.assert_allclose(got[0], ref[0], rtol=1e-6)
   np.testing.assert_allclose(got[1], ref[1], rtol=1e-6)
+
+
+def _sigmoid(x):
+  return 1 / (1 + np.exp(-x))
+
+
+def numpy_captioner(params, tokens, probs):
+  """DCC's captioner in NumPy: LSTM (Flax gate layout i, f, g, o) then W [h_t ; f_I] + b."""
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), params["params"])
+  x = p["embed"]["embedding"][tokens]  # [B, T, E]
+  lstm = p["lstm"]
+  gate = lambda g, xt, h: xt @ lstm[f"i{g}"]["kernel"] + h @ lstm[f"h{g}"]["kernel"] + lstm[
+      f"h{g}"]["bias"]
+  batch, steps = tokens.shape
+  c = h = np.zeros((batch, L))
+  hidden, logits = [], []
+  for t in range(steps):
+    i, f = _sigmoid(gate("i", x[:, t], h)), _sigmoid(gate("f", x[:, t], h))
+    g, o = np.tanh(gate("g", x[:, t], h)), _sigmoid(gate("o", x[:, t], h))
+    c = f * c + i * g
+    h = o * np.tanh(c)
+    hidden.append(h)
+    logits.append(np.concatenate([h, probs], -1) @ p["multimodal"]["kernel"]
+                  + p["multimodal"]["bias"])
+  return np.stack(logits, 1), np.stack(hidden, 1)
+
+
+def test_captioner_against_numpy_and_decode_step_matches_teacher_forcing():
+  tokens = jnp.array([[1, HORSE, 5, 3, 0], [1, DOG, 0, 2, 4]])
+  model = dcc.MultimodalCaptioner(vocab_size=V, num_concepts=C, embed_dim=4, hidden_dim=L)
+  probs = jnp.array([[0.2, 0.9, 0.1], [0.7, 0.1, 0.5]])
+  params = model.init(jax.random.PRNGKey(2), tokens, probs)
+  assert set(params["params"]) == {"embed", "lstm", "multimodal"}
+  assert params["params"]["multimodal"]["kernel"].shape == (L + C, V)
+  logits, aux = model.apply(params, tokens, probs)
+  ref_logits, ref_hidden = numpy_captioner(params, np.asarray(tokens), np.asarray(probs))
+  np.testing.assert_allclose(aux["hidden"], ref_hidden, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(logits, ref_logits, rtol=1e-4, atol=1e-5)
+  for concept_probs, batch_size, expected in ((probs, None, logits),
+                                              (None, 2, model.apply(params, tokens)[0])):
+    state = model.init_decode_state(params["params"], concept_probs, batch_size=batch_size)
+    assert state.cell.shape == state.hidden.shape == (2, L)
+    assert state.concept_probs.shape == (2, C)
+    for t in range(tokens.shape[1]):
+      step_logits, state, extras = model.decode_step(params["params"], tokens[:, t], state)
+      assert extras == {}
+      np.testing.assert_allclose(step_logits, expected[:, t], rtol=1e-5, atol=1e-6)
+
+
+def test_greedy_decoding_under_jit_follows_the_model():
+  model = dcc.MultimodalCaptioner(vocab_size=V, num_concepts=C, embed_dim=4, hidden_dim=L)
+  probs = jnp.array([[0.2, 0.9, 0.1], [0.7, 0.1, 0.5], [0.0, 0.0, 1.0]])
+  params = model.init(jax.random.PRNGKey(0), jnp.ones((3, 2), jnp.int32), probs)["params"]
+  # Larger weights: captions that change word, and one that ends early.
+  params = jax.tree.map(lambda a: 4 * a, params)
+  max_len, bos, eos = 4, 1, 2
+
+  @jax.jit
+  def caption(params, probs):
+    state = model.init_decode_state(params, probs)
+    return decoding.greedy(functools.partial(model.decode_step, params), state, bos_id=bos,
+                           eos_id=eos, max_len=max_len)
+
+  out = caption(params, probs)
+  assert out.tokens.shape == (3, max_len)
+  assert int(out.lengths.min()) < max_len  # one caption ends early (EOS) with these weights
+  # Teacher-force each decoded caption: every emitted token (up to EOS) is the argmax there,
+  # and the score is the sum of its log-probabilities.
+  inputs = jnp.concatenate([jnp.full((3, 1), bos), out.tokens[:, :-1]], axis=1)
+  logits, _ = model.apply({"params": params}, inputs, probs)
+  log_probs = np.asarray(jax.nn.log_softmax(logits), np.float64)
+  for b in range(3):
+    n = int(out.lengths[b])
+    assert np.asarray(out.tokens[b, :n]).tolist() == np.argmax(log_probs[b, :n], -1).tolist()
+    picked = log_probs[b, np.arange(n), np.asarray(out.tokens[b, :n])]
+    assert float(out.scores[b]) == pytest.approx(picked.sum(), rel=1e-5)
+
+
+def test_decode_state_errors():
+  model = dcc.MultimodalCaptioner(vocab_size=V, num_concepts=C, embed_dim=4, hidden_dim=L)
+  params = model.init(jax.random.PRNGKey(0), jnp.ones((2, 2), jnp.int32))["params"]
+  with pytest.raises(ValueError, match="batch_size must be given"):
+    model.init_decode_state(params, None)
+  with pytest.raises(ValueError, match="concept_probs must have shape"):
+    model.init_decode_state(params, jnp.zeros((2, C + 1)))
+  with pytest.raises(ValueError, match="batch_size must be None or the rows"):
+    model.init_decode_state(params, jnp.zeros((2, C)), batch_size=3)
+  state = model.init_decode_state(params, None, batch_size=2)
+  with pytest.raises(ValueError, match="tokens must have shape"):
+    model.decode_step(params, jnp.ones((3,), jnp.int32), state)
+  with pytest.raises(ValueError, match="tokens must hold ids"):
+    model.decode_step(params, jnp.array([0, V]), state)

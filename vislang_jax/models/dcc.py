@@ -67,7 +67,7 @@ novel-concept weights. All functions jit (ids are then unchecked) and are differ
 float arrays.
 """
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -312,8 +312,27 @@ def lexical_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return optax.sigmoid_binary_cross_entropy(logits, labels).sum(-1)
 
 
+class CaptionerState(NamedTuple):
+  """``MultimodalCaptioner``'s decoding state; every leaf has the leading axis ``N``.
+
+  Attributes:
+    cell: [N, L], the LSTM memory ``c_{t-1}``.
+    hidden: [N, L], ``h_{t-1}``.
+    concept_probs: [N, C], the image's ``f_I``, constant over the steps (zeros for the LM
+      only, which then leaves ``W[:, L:]`` unread); beam search reorders it with the rows.
+  """
+
+  cell: jax.Array
+  hidden: jax.Array
+  concept_probs: jax.Array
+
+
 class MultimodalCaptioner(nn.Module):
   """DCC's caption model (Sec. 3.2): ``logits_t = W [h_t ; f_I] + b`` with an LSTM LM.
+
+  At step ``t`` the LSTM reads the embedded previous word ``E w_{t-1}`` (``w_0 = <bos>``),
+  ``(c_t, h_t) = LSTM((c_{t-1}, h_{t-1}), E w_{t-1})`` from ``c_0 = h_0 = 0``, and the
+  multimodal layer scores the next word from ``[h_t ; f_I]``.
 
   Attributes:
     vocab_size: V.
@@ -322,10 +341,16 @@ class MultimodalCaptioner(nn.Module):
     hidden_dim: L, the LSTM size (= ``num_language`` for the transfer functions).
 
   ``__call__(tokens_in [B, T] int, concept_probs [B, C] or None) ->
-  (logits [B, T, V], {"hidden": [B, T, L]})``. With ``concept_probs=None`` it is the LM-only
-  model (text without images): the concept columns of ``W`` are not used.
-  Parameters: ``embed`` (Embed), ``lstm`` (OptimizedLSTMCell in ``nn.RNN``), ``multimodal``
-  (Dense, kernel [L + C, V] = ``W.T``).
+  (logits [B, T, V], {"hidden": [B, T, L]})``, teacher-forced. With ``concept_probs=None``
+  it is the LM-only model (text without images): the concept columns of ``W`` are not used.
+  Decoding goes through ``vislang_jax.decoding``::
+
+    state = model.init_decode_state(params, concept_probs)   # [B, C] probabilities
+    out = decoding.greedy(functools.partial(model.decode_step, params), state, bos_id=1,
+                          eos_id=2, max_len=20)
+
+  Parameters: ``embed`` (Embed), ``lstm`` (OptimizedLSTMCell), ``multimodal`` (Dense,
+  kernel [L + C, V] = ``W.T``).
   """
 
   vocab_size: int
@@ -338,24 +363,102 @@ class MultimodalCaptioner(nn.Module):
       check_positive_int(name, getattr(self, name))
     super().__post_init__()
 
-  @nn.compact
+  def setup(self):
+    self.embed = nn.Embed(self.vocab_size, self.embed_dim)
+    self.lstm = nn.OptimizedLSTMCell(self.hidden_dim)
+    self.multimodal = nn.Dense(self.vocab_size)
+
+  def _step_embedded(self, state: CaptionerState, inputs: jax.Array
+                     ) -> tuple[CaptionerState, jax.Array]:
+    """One step on ``E w_{t-1}`` [N, embed_dim] -> (state, logits [N, V])."""
+    (cell, hidden), _ = self.lstm((state.cell, state.hidden), inputs)
+    logits = self.multimodal(jnp.concatenate([hidden, state.concept_probs], axis=-1))
+    return state._replace(cell=cell, hidden=hidden), logits
+
+  def step(self, tokens: jax.Array, state: CaptionerState
+           ) -> tuple[jax.Array, CaptionerState, dict[str, jax.Array]]:
+    """One decoding step on the previous words ``tokens`` [N]; bound-module form."""
+    state, logits = self._step_embedded(state, self.embed(tokens))
+    return logits, state, {}
+
   def __call__(self, tokens_in: jax.Array, concept_probs: jax.Array | None = None
                ) -> tuple[jax.Array, dict[str, jax.Array]]:
     check_rank("tokens_in", tokens_in, "[B, T]")
     check_ids("tokens_in", tokens_in, vocab_size=self.vocab_size)
-    embedded = nn.Embed(self.vocab_size, self.embed_dim, name="embed")(tokens_in)
-    hidden = nn.RNN(nn.OptimizedLSTMCell(self.hidden_dim), name="lstm")(embedded)
-    layer = nn.Dense(self.vocab_size, name="multimodal")
-    batch, steps = tokens_in.shape
+    embedded = jnp.swapaxes(self.embed(tokens_in), 0, 1)  # [T, B, embed_dim]
+    state = self._start(concept_probs, tokens_in.shape[0], embedded.dtype)
+
+    def body(module, state, x):
+      state, logits = module._step_embedded(state, x)
+      return state, (logits, state.hidden)
+
+    scan = nn.scan(body, variable_broadcast="params", split_rngs={"params": False})
+    _, (logits, hidden) = scan(self, state, embedded)
+    return jnp.swapaxes(logits, 0, 1), {"hidden": jnp.swapaxes(hidden, 0, 1)}
+
+  @nn.nowrap
+  def _start(self, concept_probs: jax.Array | None, batch: int, dtype: Any) -> CaptionerState:
+    """``c_0 = h_0 = 0`` [B, L] and ``f_I`` [B, C] (zeros when None), checked."""
     if concept_probs is None:
-      image = jnp.zeros((batch, steps, self.num_concepts), hidden.dtype)
+      concept_probs = jnp.zeros((batch, self.num_concepts), dtype)
+    elif np.shape(concept_probs) != (batch, self.num_concepts):
+      raise ValueError(f"concept_probs must have shape [B, C] = ({batch}, "
+                       f"{self.num_concepts}), got {np.shape(concept_probs)}.")
+    zeros = jnp.zeros((batch, self.hidden_dim), dtype)
+    return CaptionerState(cell=zeros, hidden=zeros,
+                          concept_probs=jnp.asarray(concept_probs, dtype))
+
+  @nn.nowrap
+  def init_decode_state(self, params: Any, concept_probs: jax.Array | None, *,
+                        batch_size: int | None = None) -> CaptionerState:
+    """The state before the first decoding step (fed ``<bos>``).
+
+    Args:
+      params: the model's ``"params"`` collection (gives the state's dtype).
+      concept_probs: [B, C] the lexical classifier's probabilities ``f_I``, or None for the
+        LM only (``batch_size`` rows that never read the concept columns).
+      batch_size: B when ``concept_probs`` is None; else None or equal to its rows.
+
+    Returns:
+      ``CaptionerState`` with ``cell``, ``hidden`` [B, L] zeros and ``concept_probs`` [B, C].
+
+    Raises:
+      ValueError: for ``concept_probs`` not [B, C], or a missing or mismatched
+        ``batch_size``.
+    """
+    if concept_probs is None:
+      if batch_size is None:
+        raise ValueError("batch_size must be given when concept_probs is None (the LM only), "
+                         "got None.")
+      batch = check_positive_int("batch_size", batch_size)
     else:
-      if np.shape(concept_probs) != (batch, self.num_concepts):
-        raise ValueError(f"concept_probs must have shape [B, C] = ({batch}, "
-                         f"{self.num_concepts}), got {np.shape(concept_probs)}.")
-      image = jnp.broadcast_to(concept_probs[:, None, :], (batch, steps, self.num_concepts))
-    logits = layer(jnp.concatenate([hidden, image], axis=-1))
-    return logits, {"hidden": hidden}
+      check_rank("concept_probs", concept_probs, "[B, C]")
+      batch = np.shape(concept_probs)[0]
+      if batch_size is not None and batch_size != batch:
+        raise ValueError(f"batch_size must be None or the rows of concept_probs ({batch}), "
+                         f"got {batch_size!r}.")
+    return self._start(concept_probs, batch, params["multimodal"]["kernel"].dtype)
+
+  @nn.nowrap
+  def decode_step(self, params: Any, tokens: jax.Array, state: CaptionerState
+                  ) -> tuple[jax.Array, CaptionerState, dict[str, jax.Array]]:
+    """A ``vislang_jax.decoding`` step once ``params`` is bound (``functools.partial``).
+
+    Args:
+      params: the model's ``"params"`` collection.
+      tokens: [N] int, the previous words (``<bos>`` first).
+      state: ``CaptionerState`` with leaves [N, ...].
+
+    Returns:
+      ``(logits [N, V], state, {})``; stepping ``tokens_in[:, t]`` for t = 0..T-1 from
+      ``init_decode_state`` gives ``__call__``'s ``logits[:, t]``.
+    """
+    rows = state.hidden.shape[0]
+    if jnp.ndim(tokens) != 1 or jnp.shape(tokens)[0] != rows:
+      raise ValueError(f"tokens must have shape [N] with N = {rows} (the state's rows), got "
+                       f"{jnp.shape(tokens)}.")
+    check_ids("tokens", tokens, vocab_size=self.vocab_size)
+    return self.apply({"params": params}, tokens, state, method=MultimodalCaptioner.step)
 
 
 def multimodal_layer(params: Any) -> tuple[jax.Array, jax.Array]:

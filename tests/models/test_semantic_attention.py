@@ -62,7 +62,7 @@ def _g_reference(a, p, q):
   return first + second
 
 
-@pytest.mark.parametrize("p,q", [(2.0, 2.0), (1.5, 3.0)])
+@pytest.mark.parametrize("p,q", [(2.0, 0.5), (1.5, 0.3), (1.0, 1.0)])
 def test_regularizer_matches_numpy_reference(p, q):
   rng = np.random.default_rng(1)
   alpha = rng.dirichlet(np.ones(K), size=(B, T))
@@ -75,7 +75,8 @@ def test_regularizer_matches_numpy_reference(p, q):
 
 
 def test_regularizer_hand_value_and_mask():
-  # one-hot on attribute 0 for two steps: first term sqrt(2^2) = 2, second 1 + 1 = 2.
+  # one-hot on attribute 0 for two steps (p = 2, q = 0.5): first term sqrt(2^2) = 2, second
+  # (1^0.5 + 0^0.5)^2 per step = 1 + 1 = 2.
   alpha = jnp.asarray([[[1.0, 0.0], [1.0, 0.0]]])
   np.testing.assert_allclose(sa.attention_regularizer(alpha, alpha), [8.0], rtol=1e-6)
   mask = jnp.asarray([[True, False]])
@@ -85,6 +86,42 @@ def test_regularizer_hand_value_and_mask():
     sa.attention_regularizer(alpha, alpha[:, :1])
   with pytest.raises(ValueError, match="p must be"):
     sa.attention_regularizer(alpha, alpha, p=0.5)
+  for q in (0.0, 1.5):
+    with pytest.raises(ValueError, match=r"q must be a finite float in \(0, 1\]"):
+      sa.attention_regularizer(alpha, alpha, q=q)
+
+
+def test_regularizer_second_term_prefers_one_hot_rows_when_q_below_one():
+  # T = K steps: one-hot rows cycling over the attributes and uniform rows have the same
+  # column sums (1 each), so the first terms agree and the difference is the second term:
+  # T for one-hot rows, T K^(1/q - 1) for uniform ones.
+  one_hot = jnp.eye(K)[None]
+  uniform = jnp.full((1, K, K), 1.0 / K)
+  for q, ratio in ((0.5, K), (1.0, 1.0)):
+    a = sa.attention_regularizer(one_hot, one_hot, q=q)
+    b = sa.attention_regularizer(uniform, uniform, q=q)
+    first = 2 * np.sqrt(K)  # alpha and beta: sqrt(K * 1^2) each
+    np.testing.assert_allclose(np.asarray(a), [first + 2 * K], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(b), [first + 2 * K * ratio], rtol=1e-6)
+  assert float(sa.attention_regularizer(one_hot, one_hot)[0]) < float(
+      sa.attention_regularizer(uniform, uniform)[0])
+
+
+def test_regularizer_gradient_is_finite_at_padded_attributes():
+  # Attention with an exactly-zero padded attribute and a masked step: x^q with q < 1 has an
+  # infinite slope at 0; the where-guards give 0 there and the usual slope elsewhere.
+  logits = jnp.asarray(np.random.default_rng(2).normal(size=(B, T, K)), jnp.float32)
+  real = jnp.asarray([True, True, False])
+  mask = jnp.asarray([[True] * T, [True] * (T - 1) + [False]])
+
+  def loss(logits):
+    a = jax.nn.softmax(jnp.where(real, logits, -jnp.inf), axis=-1)
+    return jnp.sum(sa.attention_regularizer(a, a, q=0.5, mask=mask))
+
+  grad = np.asarray(jax.grad(loss)(logits))
+  assert np.all(np.isfinite(grad))
+  assert np.all(grad[..., 2] == 0.0) and np.all(grad[1, -1] == 0.0)
+  assert np.any(grad[..., :2] != 0.0)
 
 
 def test_teacher_forcing_equals_step_by_step_decoding():

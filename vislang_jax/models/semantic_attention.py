@@ -35,21 +35,33 @@ Regulariser (Sec. 3.4) on ``alpha``, ``beta`` read as [T, K] matrices (``attenti
   g(alpha) = ||alpha||_{1,p} + ||alpha^T||_{q,1}
            = (sum_i (sum_t alpha_t^i)^p)^(1/p) + sum_t (sum_i (alpha_t^i)^q)^(1/q)
 
-the first term penalising attention piled on one attribute over the whole sentence, the
-second "diverted" attention at one step (the paper's words); training adds
-``g(alpha) + g(beta)`` to the negative log-likelihood.
+with ``p > 1`` and ``0 < q < 1`` (defaults ``p = 2``, ``q = 0.5``): the first term is
+smallest when the attention a sentence pays is spread over all its attributes
+(completeness), the second when each step attends to one attribute (sparsity: it penalises
+"diverted" attention); training adds ``g(alpha) + g(beta)`` to the negative log-likelihood.
 
-Fidelity (written from memory of the paper; the text could not be fetched and checked this
-session): the exact parameterisation of the bilinear ``U`` (full [d, d] matrix here; a
-low-rank ``U^T diag(w) U`` form is possible), the choice ``phi = tanh``, the defaults
-``p = q = 2``, and whether the image feature enters only at ``t = -1`` (the paper says it
-does, to avoid overfitting) are as stated above but unverified against the PDF. Note that for
-rows of ``alpha`` that sum to 1 the second term is smallest for uniform attention, so as a
-penalty on "diverted" attention it acts opposite to its description when ``q > 1``; we
-implement the formula as written. Detection scores are not used by the paper's model beyond
-selecting the top ``K``; ``score_weighting=True`` (off by default, an extension) scales each
-``y^i`` by its score. Attributes are padded to a fixed ``K`` with ``pad_id``; padded slots get
-zero attention (at least one real attribute per example).
+Attribute detector (Sec. 3.5; ``SemanticAttentionCaptioner``): one sigmoid per attribute word
+(the vocabulary's content words, ``data.attributes``) on the image feature ``v``, trained on
+the words of the image's captions (``data.attributes.attribute_targets``); the ``K``
+highest-scoring words are the ``A_i`` fed to the decoder.
+
+Fidelity: the paper's text could not be retrieved this session. The regulariser's form and
+``p = 2``, ``q = 0.5`` match a public Torch reimplementation (eriche2016/
+image_caption_with_semantic_attenion, ``Attention_Weights_Criterion.lua``: ``sqrt`` of the
+summed squared column sums plus the per-step squared sums of ``sqrt(alpha)``, "to enforce
+the completeness of attention as well as sparsity of attention at any particular timestep");
+that code divides by ``B T`` and adds 1e-3 under the square root, we use exact per-example
+sums with where-guarded zeros. Unverified, from memory of the paper: the exact
+parameterisation of the bilinear ``U`` (full [d, d] matrix here; a low-rank
+``U^T diag(w) U`` form is possible), the choice ``phi = tanh``, and that the image feature
+enters only at ``t = -1`` (the paper says it does, to avoid overfitting). The detector here
+is a linear (or one-hidden-layer) head on the mean of the encoder's annotations, trained
+jointly; the paper's are separately trained (from memory: k-NN and FCN multiple-instance
+detectors).
+Detection scores are not used by the paper's model beyond selecting the top ``K``;
+``score_weighting=True`` (off by default, an extension) scales each ``y^i`` by its score.
+Attributes are padded to a fixed ``K`` with ``pad_id``; padded slots get zero attention (at
+least one real attribute per example).
 """
 
 from typing import Any, NamedTuple
@@ -60,7 +72,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vislang_jax.checks import (check_float, check_ids, check_int, check_positive_int,
-                                concrete)
+                                concrete, is_int)
 from vislang_jax.ops import attention
 
 
@@ -262,18 +274,159 @@ class SemanticAttentionDecoder(nn.Module):
     return self.apply({"params": params}, tokens, state, method=SemanticAttentionDecoder.step)
 
 
+class Detections(NamedTuple):
+  """The attribute detector's output for a batch of images (``SemanticAttentionCaptioner``).
+
+  Attributes:
+    features: [B, D], ``v``, the mean of the encoder's annotations over its ``L`` locations.
+    logits: [B, A], one sigmoid logit per attribute word.
+    ids: [B, K] int, the word ids of the ``K`` highest-scoring attributes, best first.
+    scores: [B, K], their sigmoid scores.
+  """
+
+  features: jax.Array
+  logits: jax.Array
+  ids: jax.Array
+  scores: jax.Array
+
+
+class SemanticAttentionCaptioner(nn.Module):
+  """Images -> captions: encoder, attribute detector (Sec. 3.5) and the semantic-attention decoder.
+
+  ``v`` = the mean over ``L`` of ``encoder(images)`` [B, L, D]; the detector is
+  ``Dense(A)`` on ``v`` (after a ReLU hidden layer of ``detector_hidden`` units when > 0),
+  one sigmoid per attribute word; the ``K = top_k`` highest logits pick the attributes
+  ``A_i = attribute_ids[top-K indices]`` (the selection under ``stop_gradient``) with their
+  sigmoid scores, and ``decoder`` captions ``v`` attending to them. The detector learns from
+  ``aux["attribute_logits"]`` (targets ``data.attributes.attribute_targets``) and, with the
+  decoder's ``score_weighting``, from the caption loss through the scores.
+
+  Decoding with ``vislang_jax.decoding``::
+
+    state = model.init_decode_state(params, images)
+    out = decoding.beam_search(functools.partial(model.decode_step, params), state,
+                               bos_id=BOS_ID, eos_id=EOS_ID, max_len=16, beam_size=3)
+    # out.extras["alpha"], out.extras["beta"]: [B, beams, T, K]
+
+  Attributes:
+    encoder: images [B, H, W, C] -> annotations [B, L, D], e.g. ``show_attend_tell.Encoder``.
+    decoder: the ``SemanticAttentionDecoder``.
+    attribute_ids: the ``A`` attribute words' ids (distinct, in [0, vocab_size), not the
+      decoder's ``pad_id``), e.g. ``data.attributes.attribute_ids`` of the content words.
+    top_k: ``K``, the attributes fed to the decoder, in [1, A].
+    detector_hidden: units of the detector's ReLU hidden layer; 0 for a linear detector.
+  """
+
+  encoder: nn.Module
+  decoder: SemanticAttentionDecoder
+  attribute_ids: tuple[int, ...]
+  top_k: int = 10
+  detector_hidden: int = 0
+
+  def __post_init__(self):
+    ids = self.attribute_ids
+    if (not isinstance(ids, (tuple, list)) or not ids
+        or not all(is_int(i) for i in ids)):
+      raise ValueError(f"attribute_ids must be a non-empty tuple of word ids, got {ids!r}.")
+    vocab_size, pad_id = self.decoder.vocab_size, self.decoder.pad_id
+    outside = [int(i) for i in ids if not 0 <= i < vocab_size]
+    if outside:
+      raise ValueError(f"attribute_ids must be word ids in [0, vocab_size) = [0, {vocab_size}), "
+                       f"got {outside}.")
+    if pad_id in ids:
+      raise ValueError(f"attribute_ids must not hold the decoder's pad_id = {pad_id} (it marks "
+                       f"padded attribute slots), got it at position {list(ids).index(pad_id)}.")
+    if len(set(ids)) != len(ids):
+      raise ValueError(f"attribute_ids must be distinct, got {ids!r}.")
+    check_int("top_k", self.top_k, low=1, high=len(ids))
+    check_int("detector_hidden", self.detector_hidden, low=0)
+    super().__post_init__()
+
+  def setup(self):
+    if self.detector_hidden:
+      self.detector_hidden_layer = nn.Dense(self.detector_hidden)
+    self.detector = nn.Dense(len(self.attribute_ids))
+
+  def detect(self, images: jax.Array) -> Detections:
+    """The image feature ``v`` and the top-``K`` attributes of ``images`` [B, H, W, C]."""
+    features = jnp.mean(self.encoder(images), axis=1)  # [B, D]
+    hidden = features
+    if self.detector_hidden:
+      hidden = nn.relu(self.detector_hidden_layer(hidden))
+    logits = self.detector(hidden)  # [B, A]
+    _, top = jax.lax.top_k(jax.lax.stop_gradient(logits), self.top_k)  # [B, K]
+    ids = jnp.asarray(self.attribute_ids, jnp.int32)[top]
+    scores = jax.nn.sigmoid(jnp.take_along_axis(logits, top, axis=-1))
+    return Detections(features=features, logits=logits, ids=ids, scores=scores)
+
+  def __call__(self, images: jax.Array, tokens_in: jax.Array, *, deterministic: bool = True
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Teacher-forced captioning of ``images`` with their detected attributes.
+
+    Args:
+      images: [B, H, W, C] float.
+      tokens_in: [B, T] int, ``<bos>`` then the caption shifted right.
+      deterministic: accepted for symmetry with the other captioners (no dropout here).
+
+    Returns:
+      ``(logits [B, T, V], aux)``, aux: ``"alpha"``, ``"beta"`` [B, T, K];
+      ``"attribute_logits"`` [B, A]; ``"attribute_ids"`` [B, K] int; ``"attribute_scores"``
+      [B, K].
+    """
+    del deterministic
+    found = self.detect(images)
+    logits, aux = self.decoder(found.features, found.ids, found.scores, tokens_in)
+    aux.update(attribute_logits=found.logits, attribute_ids=found.ids,
+               attribute_scores=found.scores)
+    return logits, aux
+
+  def start(self, images: jax.Array) -> DecodeState:
+    """The decoder's state before step 0 for ``images`` [B, H, W, C] (leaves [B, ...])."""
+    found = self.detect(images)
+    return self.decoder.start(found.features, found.ids, found.scores)
+
+  def step(self, tokens: jax.Array,
+           state: DecodeState) -> tuple[jax.Array, DecodeState, dict[str, jax.Array]]:
+    """``SemanticAttentionDecoder.step``: ``(logits [N, V], state, {"alpha", "beta"})``."""
+    return self.decoder.step(tokens, state)
+
+  @nn.nowrap
+  def init_decode_state(self, params: Any, images: jax.Array) -> DecodeState:
+    """``start`` with ``params`` (the ``"params"`` collection): the state before step 0."""
+    return self.apply({"params": params}, images, method=SemanticAttentionCaptioner.start)
+
+  @nn.nowrap
+  def decode_step(self, params: Any, tokens: jax.Array,
+                  state: DecodeState) -> tuple[jax.Array, DecodeState, dict[str, jax.Array]]:
+    """A ``vislang_jax.decoding`` step function once ``params`` is bound (functools.partial).
+
+    Args:
+      params: the model's ``"params"`` collection.
+      tokens: [N] int, the previous tokens.
+      state: ``DecodeState`` with leaves [N, ...]; beam search reorders its rows.
+
+    Returns:
+      ``(logits [N, V], state, {"alpha": [N, K], "beta": [N, K]})``.
+    """
+    return self.apply({"params": params}, tokens, state, method=SemanticAttentionCaptioner.step)
+
+
 def attention_regularizer(alpha: jax.Array, beta: jax.Array, *, p: float = 2.0,
-                          q: float = 2.0, mask: jax.Array | None = None) -> jax.Array:
+                          q: float = 0.5, mask: jax.Array | None = None) -> jax.Array:
   """``g(alpha) + g(beta)`` of Sec. 3.4 per example, ``g(a) = ||a||_{1,p} + ||a^T||_{q,1}``.
 
   ``g(a) = (sum_i (sum_t a_t^i)^p)^(1/p) + sum_t (sum_i (a_t^i)^q)^(1/q)`` for ``a`` [T, K]
-  (time ``t``, attribute ``i``).
+  (time ``t``, attribute ``i``). With ``p > 1`` the first term is smallest when every
+  attribute gets the same total attention over the sentence ("completeness"); with
+  ``q < 1`` the second is smallest for one-hot rows (attention "sparse" at each step, not
+  diverted over several attributes). Exact zeros (padded attributes, masked steps,
+  underflow) get a gradient of 0 instead of ``x^(q-1) = inf``.
 
   Args:
     alpha: [B, T, K] float, input attention weights (non-negative).
     beta: [B, T, K] float, output attention weights.
     p: the exponent over attributes of the attention accumulated over time, >= 1.
-    q: the exponent over attributes at each step, >= 1.
+    q: the exponent over attributes at each step, in (0, 1].
     mask: optional [B, T] bool, True at real steps; padded steps are left out of both sums.
 
   Returns:
@@ -283,7 +436,9 @@ def attention_regularizer(alpha: jax.Array, beta: jax.Array, *, p: float = 2.0,
     ValueError: for shapes that differ or are not [B, T, K], a bad ``p``/``q`` or mask shape.
   """
   p = check_float("p", p, low=1.0)
-  q = check_float("q", q, low=1.0)
+  q = check_float("q", q)
+  if not 0.0 < q <= 1.0:
+    raise ValueError(f"q must be a finite float in (0, 1], got {q!r}.")
   if np.shape(alpha) != np.shape(beta) or np.ndim(alpha) != 3:
     raise ValueError(f"alpha and beta must share one shape [B, T, K], got {np.shape(alpha)} "
                      f"and {np.shape(beta)}.")
@@ -304,7 +459,13 @@ def attention_regularizer(alpha: jax.Array, beta: jax.Array, *, p: float = 2.0,
 
 
 def _p_norm(x: jax.Array, p: float) -> jax.Array:
-  """``(sum_i x_i^p)^(1/p)`` over the last axis for ``x >= 0``, with a gradient of 0 at 0."""
-  total = jnp.sum(x ** p, axis=-1)
+  """``(sum_i x_i^p)^(1/p)`` over the last axis for ``x >= 0``, ``p > 0``.
+
+  Where-guarded so that zeros get a gradient of 0: ``x^p`` has an infinite slope at 0 for
+  ``p < 1``, and so has ``s^(1/p)`` at ``s = 0`` for ``p > 1``.
+  """
+  positive = x > 0
+  powered = jnp.where(positive, jnp.where(positive, x, 1.0) ** p, 0.0)
+  total = jnp.sum(powered, axis=-1)
   safe = jnp.where(total > 0, total, 1.0)
   return jnp.where(total > 0, safe ** (1.0 / p), 0.0)

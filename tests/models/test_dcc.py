@@ -292,6 +292,19 @@ def test_greedy_decoding_under_jit_follows_the_model():
     assert np.asarray(out.tokens[b, :n]).tolist() == np.argmax(log_probs[b, :n], -1).tolist()
     picked = log_probs[b, np.arange(n), np.asarray(out.tokens[b, :n])]
     assert float(out.scores[b]) == pytest.approx(picked.sum(), rel=1e-5)
+  # Beam search (it reorders the state rows): each beam's score is its teacher-forced log-prob.
+  beams = jax.jit(lambda params, probs: decoding.beam_search(
+      functools.partial(model.decode_step, params), model.init_decode_state(params, probs),
+      bos_id=bos, eos_id=eos, max_len=max_len, beam_size=2))(params, probs)
+  for k in range(2):
+    tokens = beams.tokens[:, k]
+    inputs = jnp.concatenate([jnp.full((3, 1), bos), tokens[:, :-1]], axis=1)
+    log_probs = np.asarray(jax.nn.log_softmax(model.apply({"params": params}, inputs,
+                                                          probs)[0]), np.float64)
+    for b in range(3):
+      n = int(beams.lengths[b, k])
+      picked = log_probs[b, np.arange(n), np.asarray(tokens[b, :n])]
+      assert float(beams.scores[b, k]) == pytest.approx(picked.sum(), rel=1e-5)
 
 
 def test_decode_state_errors():

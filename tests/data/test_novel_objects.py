@@ -40,6 +40,10 @@ def test_held_out_variants():
   for bad in ([], "zebra", {}, [""], [("bus", 3)], [()], 7):
     with pytest.raises(ValueError, match="words must"):
       no.held_out_variants(bad)
+  with pytest.raises(ValueError, match="held_out must hold non-empty strings"):
+    no.load_coco_held_out(data_dir="/nonexistent", image_size=8, held_out=["zebra", ""])
+  with pytest.raises(ValueError, match="captions_per_image must"):
+    no.load_coco_held_out(data_dir="/nonexistent", image_size=8, captions_per_image=0)
 
 
 def test_mentions_any_by_hand():
@@ -136,3 +140,5 @@ def test_load_coco_held_out_from_mock_data(tmp_path):
     assert splits["novel"].indices.tolist() == [i for i, e in enumerate(expect["test"]) if e]
     for n in range(len(splits["novel"])):
       assert no.mentions_any(splits["novel"][n], held)
+    with pytest.raises(ValueError, match="split must be one of"):
+      no.load_coco_held_out(data_dir=tmp_path, image_size=8, test_split="val2014")

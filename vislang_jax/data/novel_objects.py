@@ -49,11 +49,11 @@ DCC_COCO_HELD_OUT: dict[str, tuple[str, ...]] = {
 }
 
 
-def held_out_variants(words: Any) -> dict[str, tuple[str, ...]]:
+def held_out_variants(words: Any, *, name: str = "words") -> dict[str, tuple[str, ...]]:
   """``words`` (module doc) as ``{word: (word, *variants)}``, lower-cased.
 
   The result is a valid ``words`` again, and its values fit ``metrics.novel_words.
-  novel_word_f1``'s ``variants``.
+  novel_word_f1``'s ``variants``. ``name`` is the argument's name in error messages.
 
   Raises:
     ValueError: for no words, or an entry that is not a non-empty string or a non-empty
@@ -68,12 +68,12 @@ def held_out_variants(words: Any) -> dict[str, tuple[str, ...]]:
   else:
     entries = []
   if not entries:
-    raise ValueError(f"words must be a non-empty mapping word -> variants or a non-empty "
+    raise ValueError(f"{name} must be a non-empty mapping word -> variants or a non-empty "
                      f"sequence of words (or of variant sequences), got {words!r}.")
   result = {}
   for forms in entries:
     if not forms or not all(isinstance(f, str) and f.strip() for f in forms):
-      raise ValueError(f"words must hold non-empty strings (a word, or a word and its "
+      raise ValueError(f"{name} must hold non-empty strings (a word, or a word and its "
                        f"variants), got the entry {forms!r}.")
     forms = tuple(dict.fromkeys(f.strip().lower() for f in forms))
     result[forms[0]] = forms
@@ -246,7 +246,7 @@ def load_coco_held_out(*, data_dir: str | os.PathLike, image_size: int,
   held-out mentions reads every train and test image's captions once (it decodes the images
   too, without resizing them: minutes for COCO train).
   """
-  held = held_out_variants(held_out)
+  held = held_out_variants(held_out, name="held_out")
   check_int("captions_per_image", captions_per_image, low=1)
   common = dict(data_dir=data_dir, image_size=image_size, download=download)
   unpaired = load_coco_captions(split="train", captions_per_image=captions_per_image, **common)

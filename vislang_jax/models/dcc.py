@@ -53,7 +53,8 @@ Fidelity notes (what was verified and what was not):
 
 Modules: ``LexicalClassifier`` (Sec. 3.1: one sigmoid per concept over image features) and
 ``MultimodalCaptioner`` (Sec. 3.2: LSTM language features and concept probabilities in one
-linear multimodal layer); ``multimodal_layer`` / ``with_multimodal_layer`` convert its Flax
+linear multimodal layer; it decodes through ``vislang_jax.decoding`` with
+``init_decode_state`` / ``decode_step`` and a ``CaptionerState``); ``multimodal_layer`` / ``with_multimodal_layer`` convert its Flax
 parameters to and from the ``(W [V, F], b [V])`` layout above. The LM-only model is the same
 captioner called with ``concept_probs=None`` (only ``W[:, :L]`` and ``b`` are used and
 trained), so ``multimodal_layer(lm_params)[0][:, :L]`` is ``lm_weights`` for delta transfer.

@@ -75,7 +75,9 @@ class SequenceTask(NamedTuple):
 def captioning_task(config: ml_collections.ConfigDict) -> SequenceTask:
   """The Show-Attend-Tell captioner on captioned digits (`experiments.show_attend_tell`)."""
   datasets, vocabulary = show_attend_tell.load_datasets(config)
-  model = show_attend_tell.make_model(config, len(vocabulary))
+  model = show_attend_tell.make_captioner(
+      encoder=config.model.encoder, decoder=config.model.decoder, attention=config.attention,
+      vocab_size=len(vocabulary))
   image_shape = datasets["train"][0]["image"].shape
 
   def init_model(key):

@@ -1,6 +1,8 @@
-"""Show, Attend and Tell on captioned digits (Xu et al. 2015, soft and hard attention).
+"""Show, Attend and Tell (Xu et al. 2015, soft and hard attention) and semantic attention
+(You et al. 2016) on captioned digits.
 
   python -m experiments.show_attend_tell --workdir=DIR [--config.attention=hard] ...
+  python -m experiments.show_attend_tell --workdir=DIR --config.model=semantic_attention
 
 Trains on the captioned-digits dataset (`data.captioned_digits`, Mansimov et al. 2016:
 one or two digits on a 60x60 canvas, captions naming each digit and its position) and
@@ -12,6 +14,16 @@ validation every `eval.caption_every` steps. Writes
 DIR/metrics.jsonl, DIR/vocabulary.json (the word ids the checkpoints were trained with),
 DIR/checkpoints, DIR/tensorboard and DIR/samples/attention_<split>_<step>.png: each
 image, then one attention heat map per generated word, the word above it.
+
+`config.model=semantic_attention` (`models.semantic_attention.SemanticAttentionCaptioner`):
+the same encoder, an attribute detector over the vocabulary's content words
+(`data.attributes`; targets: the words of the image's caption) and the decoder attending to
+the `semantic.top_k` detected attributes. Trained on the caption NLL plus
+`semantic.detector_weight` times the detector's sigmoid cross-entropy plus
+`semantic.regularizer_weight` times g(alpha) + g(beta) (Sec. 3.4). Logs the same caption
+metrics (no spatial attention: no `attention_in_box`), `attention_regularizer`,
+`detector_loss`, and `attribute_precision` / `attribute_recall` (the top-K attributes
+against the caption's content words); the figures show alpha and beta over the attributes.
 """
 
 import functools
@@ -21,15 +33,20 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from vislang_jax import decoding
 from vislang_jax.checks import check_choice
+from vislang_jax.data.attributes import attribute_ids, attribute_targets, content_words
 from vislang_jax.data.captioned_digits import DIGIT_NAMES
 from vislang_jax.data.captions import EncodedCaptions, build_encoded_captioned_digits, references
 from vislang_jax.data.pipeline import stack_records
-from vislang_jax.data.vocabulary import BOS_ID, EOS_ID, Vocabulary
+from vislang_jax.data.vocabulary import BOS_ID, EOS_ID, PAD_ID, Vocabulary
 from vislang_jax.metrics import grounding
 from vislang_jax.metrics.captions import caption_metrics
+from vislang_jax.models.semantic_attention import (SemanticAttentionCaptioner,
+                                                   SemanticAttentionDecoder,
+                                                   attention_regularizer)
 from vislang_jax.models.show_attend_tell import ATTENTIONS, Decoder, Encoder, ShowAttendTell
 from vislang_jax.objectives.show_attend_tell import (caption_nll, hard_attention_loss,
                                                      soft_attention_loss)
@@ -38,7 +55,7 @@ from vislang_jax.train import cli, evaluate
 from vislang_jax.train.loop import Task, check_workdir, fit
 from vislang_jax.train.optimizers import make_optimizer
 from vislang_jax.train.step import mean_loss
-from vislang_jax.viz.attention import save_attention_figure
+from vislang_jax.viz.attention import save_attention_figure, save_semantic_attention_figure
 
 # The words before a digit word in the phrase that names the digit ("the digit three").
 PHRASE_WORDS = ("the", "digit")
@@ -54,19 +71,41 @@ def load_datasets(config: ml_collections.ConfigDict
       copies=data.copies, novel_size=data.novel_size)
 
 
-def make_model(config: ml_collections.ConfigDict, vocab_size: int) -> ShowAttendTell:
-  """`config.model`'s captioner over `vocab_size` words (`config.attention` checked here)."""
-  check_choice("attention", config.attention, ATTENTIONS)
-  return ShowAttendTell(encoder=Encoder(**config.model.encoder),
-                        decoder=Decoder(vocab_size=vocab_size, **config.model.decoder))
+MODELS = ("show_attend_tell", "semantic_attention")
+
+
+def make_captioner(*, encoder: ml_collections.ConfigDict, decoder: ml_collections.ConfigDict,
+                   attention: str, vocab_size: int) -> ShowAttendTell:
+  """The Show-Attend-Tell captioner over `vocab_size` words (`attention` checked here)."""
+  check_choice("attention", attention, ATTENTIONS)
+  return ShowAttendTell(encoder=Encoder(**encoder),
+                        decoder=Decoder(vocab_size=vocab_size, **decoder))
+
+
+def make_semantic_captioner(config: ml_collections.ConfigDict, vocabulary: Vocabulary
+                            ) -> SemanticAttentionCaptioner:
+  """The semantic-attention captioner; its attributes: `semantic.attributes`, or the
+  vocabulary's content words when empty (a ValueError for words not in the vocabulary)."""
+  semantic = config.semantic
+  words = tuple(semantic.attributes) or content_words(vocabulary)
+  return SemanticAttentionCaptioner(
+      encoder=Encoder(**config.encoder),
+      decoder=SemanticAttentionDecoder(vocab_size=len(vocabulary), pad_id=PAD_ID,
+                                       **semantic.decoder),
+      attribute_ids=tuple(int(i) for i in attribute_ids(vocabulary, words)),
+      top_k=semantic.top_k, detector_hidden=semantic.detector_hidden)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> dict[str, dict[str, float]]:
   """Trains the captioner with `config.attention`; returns the final metrics per split."""
   workdir = check_workdir(workdir)
+  check_choice("model", config.model, MODELS)
   datasets, vocabulary = load_datasets(config)
-  model = make_model(config, len(vocabulary))
+  if config.model == "semantic_attention":
+    return _semantic_attention(config, workdir, datasets, vocabulary)
+  model = make_captioner(encoder=config.encoder, decoder=config.decoder,
+                         attention=config.attention, vocab_size=len(vocabulary))
   if jax.process_index() == 0:
     vocabulary.save(os.path.join(workdir, "vocabulary.json"))
   example = datasets["train"][0]
@@ -167,6 +206,101 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
               loss_fn=hard_loss if hard else mean_loss(soft_per_example),
               optimizer=make_optimizer(config.train),
               init_extra=(lambda: jnp.zeros((), jnp.float32)) if hard else None)
+  evaluators = [
+      evaluate.MeanMetrics(name="teacher_forced", metric_fn=teacher_forced,
+                           batch_size=config.eval.batch_size),
+      evaluate.CorpusMetrics(name="captions", predict_fn=captions, score_fn=score_captions,
+                             batch_size=config.eval.batch_size,
+                             every=config.eval.caption_every),
+  ]
+  figures = [evaluate.Figure(name="attention", arrays_fn=attention_arrays,
+                             write_fn=write_attention)]
+  return fit(config, workdir, task, datasets, evaluators=evaluators, figures=figures)
+
+
+def _semantic_attention(config: ml_collections.ConfigDict, workdir: str,
+                        datasets: dict[str, EncodedCaptions], vocabulary: Vocabulary
+                        ) -> dict[str, dict[str, float]]:
+  """`train_and_evaluate` for `config.model=semantic_attention` (module docstring)."""
+  model = make_semantic_captioner(config, vocabulary)
+  semantic = config.semantic
+  if jax.process_index() == 0:
+    vocabulary.save(os.path.join(workdir, "vocabulary.json"))
+  example = datasets["train"][0]
+  attributes = jnp.asarray(model.attribute_ids)
+
+  def terms(params, batch):
+    logits, aux = model.apply({"params": params}, batch["image"],
+                              shift_right(batch["tokens"], bos_id=BOS_ID))
+    mask = length_mask(batch["length"], config.max_len)
+    nll, count = caption_nll(logits, batch["tokens"], mask)
+    targets = attribute_targets(batch["tokens"], batch["length"], attributes)
+    return logits, aux, mask, nll, count, targets
+
+  def per_example(params, batch, key):
+    del key  # no dropout, no sampling
+    _, aux, mask, nll, count, targets = terms(params, batch)
+    regularizer = attention_regularizer(aux["alpha"], aux["beta"], p=semantic.p, q=semantic.q,
+                                        mask=mask)
+    detector = optax.sigmoid_binary_cross_entropy(aux["attribute_logits"], targets).sum(-1)
+    loss = (nll + semantic.regularizer_weight * regularizer
+            + semantic.detector_weight * detector)
+    return {"loss": loss, "nll_per_token": nll / count, "attention_regularizer": regularizer,
+            "detector_loss": detector}
+
+  def teacher_forced(params, batch, key):
+    del key  # deterministic
+    logits, aux, mask, nll, count, targets = terms(params, batch)
+    correct = (jnp.argmax(logits, -1) == batch["tokens"]) & mask
+    # The detected attributes that the caption names, of the K detected / of those it names.
+    named = jnp.any((aux["attribute_ids"][:, :, None] == attributes)
+                    & (targets[:, None, :] > 0), axis=-1).sum(-1)
+    return {"nll_per_token": nll / count,
+            "token_accuracy": correct.astype(jnp.float32).sum(1) / count,
+            "attribute_precision": named / model.top_k,
+            "attribute_recall": named / jnp.maximum(targets.sum(-1), 1.0)}
+
+  @jax.jit
+  def beam_search(params, images):
+    out = decoding.beam_search(
+        functools.partial(model.decode_step, params), model.init_decode_state(params, images),
+        bos_id=BOS_ID, eos_id=EOS_ID, max_len=config.max_len, beam_size=config.eval.beam_size)
+    return {"tokens": out.tokens[:, 0], "lengths": out.lengths[:, 0],
+            "alpha": out.extras["alpha"][:, 0], "beta": out.extras["beta"][:, 0]}
+
+  def captions(params, batch, key):
+    del key  # deterministic
+    out = beam_search(params, batch["image"])
+    return {"tokens": out["tokens"], "lengths": out["lengths"]}
+
+  split_references = functools.cache(references)
+
+  def score_captions(predictions, source):
+    hypotheses = dict(enumerate(vocabulary.decode(predictions["tokens"],
+                                                  predictions["lengths"])))
+    return caption_metrics(split_references(source), hypotheses, meteor=config.eval.meteor)
+
+  def attention_arrays(params, source, key):
+    del key  # deterministic
+    images = stack_records(source, ("image",), count=config.num_samples)["image"]
+    _, aux = model.apply({"params": params}, images, jnp.zeros((len(images), 1), jnp.int32))
+    return dict(beam_search(params, images), image=images,
+                attribute_ids=aux["attribute_ids"])
+
+  def write_attention(arrays, directory, split, step):
+    words = [caption.split() + ["<eos>"]
+             for caption in vocabulary.decode(arrays["tokens"], arrays["lengths"])]
+    names = [[vocabulary.tokens[i] for i in row] for row in np.asarray(arrays["attribute_ids"])]
+    save_semantic_attention_figure(
+        os.path.join(directory, f"attention_{split}_{step}.png"), arrays["image"], words,
+        names, arrays["alpha"], arrays["beta"])
+
+  def init_params(key):
+    images = jnp.zeros((1,) + example["image"].shape)
+    return model.init(key, images, jnp.zeros((1, config.max_len), jnp.int32))["params"]
+
+  task = Task(init_params=init_params, loss_fn=mean_loss(per_example),
+              optimizer=make_optimizer(config.train))
   evaluators = [
       evaluate.MeanMetrics(name="teacher_forced", metric_fn=teacher_forced,
                            batch_size=config.eval.batch_size),

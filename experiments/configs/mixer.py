@@ -51,8 +51,8 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   config.attention = "soft"       # the captioner's soft attention (experiments.show_attend_tell)
   # Keyword arguments of `models.show_attend_tell.Encoder` / `Decoder` (captioning) and of
   # `models.seq2seq.Seq2Seq` (translation; the vocabulary sizes come from the corpus).
-  config.model.encoder = captioner.model.encoder
-  config.model.decoder = captioner.model.decoder
+  config.model.encoder = captioner.encoder
+  config.model.decoder = captioner.decoder
   config.model.translation = ml_collections.ConfigDict({
       "attention": True, "embed_dim": 64, "hidden_size": 128, "attention_dim": 64,
       "maxout_dim": 64, "dropout_rate": 0.0})

@@ -28,13 +28,17 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   """`preset`: "quickstart" (default) or "paper" (`_paper`)."""
   common.check_preset(preset, PRESETS)
   config = common.base_config()
-  config.attention = "soft"       # soft | hard
-  # Keyword arguments of `models.show_attend_tell.Encoder` and `Decoder` (the vocabulary
-  # size comes from the training captions).
-  config.model.encoder = ml_collections.ConfigDict({
+  # show_attend_tell (Xu et al. 2015) | semantic_attention (You et al. 2016: the decoder
+  # attends to detected attribute words instead of image locations)
+  del config.model  # a name here; the models' keyword arguments are config.encoder, ...
+  config.model = "show_attend_tell"
+  config.attention = "soft"       # soft | hard (show_attend_tell)
+  # Keyword arguments of `models.show_attend_tell.Encoder` (both models) and `Decoder` (the
+  # vocabulary size comes from the training captions).
+  config.encoder = ml_collections.ConfigDict({
       "widths": (16, 32, 32),     # 60x60 -> a 7x7 grid of L = 49 annotations
   })
-  config.model.decoder = ml_collections.ConfigDict({
+  config.decoder = ml_collections.ConfigDict({
       "embed_dim": 64,
       "hidden_size": 128,
       "attention_dim": 64,
@@ -46,6 +50,20 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
       # without it z_t always reaches the word (eq. 7's L_z z_t): 0.40 on mnist_test (README).
       "gating": False,
       "expectation_prob": 0.5,    # hard attention: p(use the expected context), Sec. 4.1
+  })
+  # semantic_attention: `models.semantic_attention.SemanticAttentionDecoder`'s sizes, the
+  # attribute detector (one sigmoid per content word of the vocabulary, on the mean of the
+  # encoder's annotations), the K attributes fed to the decoder, and the loss weights of the
+  # detector and of the attention regulariser g(alpha) + g(beta) (Sec. 3.4).
+  config.semantic = ml_collections.ConfigDict({
+      "decoder": {"embed_dim": 64, "input_dim": 64, "hidden_size": 128},
+      "attributes": (),             # the detector's words; () = the content words
+      "top_k": 5,
+      "detector_hidden": 0,
+      "detector_weight": 1.0,
+      "regularizer_weight": 0.01,
+      "p": 2.0,
+      "q": 0.5,
   })
   config.penalty = 1.0            # lambda of the doubly stochastic penalty (eq. 14)
   config.entropy_weight = 0.01    # lambda_e of hard attention (Sec. 4.1)
@@ -86,9 +104,9 @@ def _paper(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # Sec. 4.3 (unverified): the 14x14x512 map of VGG-19 before its last max-pool, conv5_4 for
   # 224x224 inputs, ImageNet weights, not finetuned (the released code takes precomputed
   # features). The captioned digits are 60x60 grey images: random VGG-19 weights, 3x3 grid.
-  config.model.encoder = ml_collections.ConfigDict({
+  config.encoder = ml_collections.ConfigDict({
       "backbone": "vgg19", "include_final_pool": False})
-  config.model.decoder.update({
+  config.decoder.update({
       "embed_dim": 512,           # dim-word 512
       "hidden_size": 1800,        # dim 1800
       "attention_dim": 512,       # ctx-dim 512: Wc_att / Wd_att project to the context width

@@ -18,6 +18,7 @@ from vislang_jax.data.vocabulary import BOS_ID, EOS_ID, Vocabulary
 from vislang_jax.metrics import grounding
 from vislang_jax.metrics.captions import caption_metrics
 from vislang_jax.ops.sequence import shift_right
+from vislang_jax.train.checkpoint import load_params
 from vislang_jax.train.metrics import read_metrics
 
 
@@ -28,8 +29,8 @@ def data_dir(tmp_path_factory):
 
 def tiny_config(data_dir, **overrides):
   config = sat_config.get_config()
-  config.model.encoder.widths = (8, 16, 16)
-  config.model.decoder.update(embed_dim=16, hidden_size=32, attention_dim=16)
+  config.encoder.widths = (8, 16, 16)
+  config.decoder.update(embed_dim=16, hidden_size=32, attention_dim=16)
   config.data.dir = data_dir
   config.data.copies = 1
   config.data.novel_size = 20
@@ -78,7 +79,8 @@ def test_trains_decodes_and_scores_every_split(tmp_path, data_dir, attention):
   datasets, vocabulary = sat.load_datasets(config)
   records = [datasets["test"][i] for i in range(len(datasets["test"]))]
   tokens, lengths = (np.stack([r[k] for r in records]) for k in ("tokens", "length"))
-  model = sat.make_model(config, len(vocabulary))
+  model = sat.make_captioner(encoder=config.encoder, decoder=config.decoder,
+                             attention=config.attention, vocab_size=len(vocabulary))
   # (Jitted, one call: run op by op, the model took most of the test's time.)
   forward = jax.jit(lambda params, images, inputs: model.apply(
       {"params": params}, images, inputs, deterministic=True))
@@ -136,7 +138,9 @@ def test_trains_decodes_and_scores_every_split(tmp_path, data_dir, attention):
 
 def test_bad_attention_and_preset_are_named():
   with pytest.raises(ValueError, match="attention must be one of"):
-    sat.make_model(tiny_config("/nonexistent", attention="gumbel"), 10)
+    config = tiny_config("/nonexistent", attention="gumbel")
+    sat.make_captioner(encoder=config.encoder, decoder=config.decoder,
+                       attention=config.attention, vocab_size=10)
   with pytest.raises(ValueError, match="preset must be one of \\('quickstart', 'paper'\\)"):
     sat_config.get_config("coco")
 
@@ -144,8 +148,8 @@ def test_bad_attention_and_preset_are_named():
 def test_paper_preset_builds_the_released_coco_model():
   config = sat_config.get_config("paper")
   # arctic-captions evaluate_coco.py / capgen.py / optimizers.py values.
-  assert config.model.encoder.to_dict() == {"backbone": "vgg19", "include_final_pool": False}
-  decoder = config.model.decoder
+  assert config.encoder.to_dict() == {"backbone": "vgg19", "include_final_pool": False}
+  decoder = config.decoder
   assert (decoder.embed_dim, decoder.hidden_size, decoder.attention_dim) == (512, 1800, 512)
   assert tuple(decoder.init_hidden) == (512,) and decoder.gating and decoder.dropout_rate == 0.5
   assert (config.train.batch_size, config.train.optimizer) == (64, "adam")
@@ -155,7 +159,8 @@ def test_paper_preset_builds_the_released_coco_model():
   assert decoder.expectation_prob == 0.5
   assert config.paper.vocab_size == 10000 and config.paper.select_checkpoint_by == "bleu4"
   # The model initialises with VGG-19 (conv5_4 = features_34) at a tiny input: 32x32 -> 2x2.
-  model = sat.make_model(config, vocab_size=20)
+  model = sat.make_captioner(encoder=config.encoder, decoder=config.decoder,
+                             attention=config.attention, vocab_size=20)
   images = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
   tokens = jax.ShapeDtypeStruct((1, config.max_len), jnp.int32)
   key = jax.random.key(0)
@@ -170,3 +175,50 @@ def test_paper_preset_builds_the_released_coco_model():
   logits, aux = jax.eval_shape(functools.partial(model.apply, deterministic=True),
                                variables, images, tokens)
   assert logits.shape == (1, config.max_len, 20) and aux["alpha"].shape == (1, config.max_len, 4)
+
+
+def test_semantic_attention_trains_decodes_and_scores(tmp_path, data_dir):
+  workdir = str(tmp_path / "semantic")
+  config = tiny_config(data_dir, model="semantic_attention")
+  config.semantic.decoder.update(embed_dim=16, input_dim=16, hidden_size=32)
+  config.semantic.top_k = 3
+  final = sat.train_and_evaluate(config, workdir)
+  logs = read_metrics(workdir)
+  train = [r for r in logs if r["split"] == "train"]
+  assert train[-1]["nll_per_token"] < 0.8 * train[0]["nll_per_token"]
+  assert train[-1]["detector_loss"] < train[0]["detector_loss"]
+  assert set(final) == {"validation", "test", "novel"}
+  for metrics in final.values():
+    assert metrics["bleu1"] >= metrics["bleu4"] and "attention_in_box" not in metrics
+    assert 0 <= metrics["attribute_precision"] <= 1 and 0 <= metrics["attribute_recall"] <= 1
+  # attribute_precision / recall recomputed from the final parameters: the top-K detected
+  # words against the content words of each test caption, counted in Python.
+  _, params = load_params(workdir)
+  datasets, vocabulary = sat.load_datasets(config)
+  model = sat.make_semantic_captioner(config, vocabulary)
+  records = [datasets["test"][i] for i in range(len(datasets["test"]))]
+  images = np.stack([r["image"] for r in records])
+  _, aux = jax.jit(model.apply)({"params": params}, images,
+                                np.zeros((len(images), 1), np.int32))
+  words = set(vocabulary.tokens[i] for i in model.attribute_ids)
+  precision, recall = [], []
+  for record, detected in zip(records, np.asarray(aux["attribute_ids"])):
+    named = set(vocabulary.decode(record["tokens"][None], record["length"][None])[0].split())
+    named &= words
+    hits = sum(vocabulary.tokens[i] in named for i in detected)
+    precision.append(hits / config.semantic.top_k)
+    recall.append(hits / max(len(named), 1))
+  assert final["test"]["attribute_precision"] == pytest.approx(np.mean(precision), abs=1e-6)
+  assert final["test"]["attribute_recall"] == pytest.approx(np.mean(recall), abs=1e-6)
+  samples = sorted(os.listdir(os.path.join(workdir, "samples")))
+  assert "attention_test_40.png" in samples
+
+
+def test_semantic_attention_errors_are_named(data_dir):
+  with pytest.raises(ValueError, match="model must be one of"):
+    sat.train_and_evaluate(tiny_config(data_dir, model="semantic"), "/tmp/unused_sat")
+  config = tiny_config(data_dir, model="semantic_attention")
+  config.semantic.attributes = ("digit", "purple")
+  _, vocabulary = sat.load_datasets(config)
+  with pytest.raises(ValueError, match="purple"):
+    sat.make_semantic_captioner(config, vocabulary)

@@ -57,3 +57,35 @@ def save_attention_figure(path: str, images: np.ndarray, words: list[list[str]],
       ax.imshow(heat[r, c - 1], cmap=cmap, alpha=0.5, vmin=0.0, vmax=alpha[r].max())
       ax.set_title(words[r][c - 1], fontsize=8)
   figure.save(fig, path)
+
+
+def save_semantic_attention_figure(path: str, images: np.ndarray, words: list[list[str]],
+                                   attributes: list[list[str]], alpha: np.ndarray,
+                                   beta: np.ndarray) -> None:
+  """A row per image: the image, then the input attention ``alpha`` and the output attention
+  ``beta`` over its detected attributes at each generated word (You et al. 2016, Fig. 5).
+
+  Args:
+    path: the PNG to write.
+    images: [R, H, W, C] float in [0, 1] (the first channel is shown, in grey).
+    words: R lists of the words emitted, at most T each (the heat maps' rows).
+    attributes: R lists of K attribute words (the columns), most confident first.
+    alpha, beta: [R, T, K] attention weights of the step that emitted each word.
+  """
+  alpha, beta = np.asarray(alpha), np.asarray(beta)
+  if alpha.shape != beta.shape or alpha.ndim != 3 or len(alpha) != len(images):
+    raise ValueError(f"alpha and beta must share one shape [R, T, K] with R = len(images) = "
+                     f"{len(images)}, got {alpha.shape} and {beta.shape}.")
+  rows = len(images)
+  fig, axes = figure.subplots(rows, 3, figsize=(7.5, 2.2 * rows))
+  for r in range(rows):
+    axes[r, 0].imshow(images[r, ..., 0], cmap="gray", vmin=0, vmax=1)
+    axes[r, 0].axis("off")
+    for ax, weights, name in ((axes[r, 1], alpha, "input attention"),
+                              (axes[r, 2], beta, "output attention")):
+      steps = len(words[r])
+      ax.imshow(weights[r, :steps], cmap="viridis", vmin=0, vmax=1, aspect="auto")
+      ax.set_xticks(range(len(attributes[r])), attributes[r], rotation=90, fontsize=7)
+      ax.set_yticks(range(steps), words[r], fontsize=7)
+      ax.set_title(name, fontsize=8)
+  figure.save(fig, path)

@@ -34,7 +34,6 @@ import functools
 import json
 import os
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -97,16 +96,6 @@ def load_datasets(config: ml_collections.ConfigDict
           for name, source in splits.items()}, vocabulary
 
 
-class ImageLexicalClassifier(nn.Module):
-  """`Encoder` annotations, mean-pooled, into `dcc.LexicalClassifier`: images -> (probs, aux)."""
-
-  encoder: nn.Module
-  classifier: dcc.LexicalClassifier
-
-  def __call__(self, images: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-    return self.classifier(jnp.mean(self.encoder(images), axis=1))
-
-
 def _stage_config(config: ml_collections.ConfigDict, num_steps: int | None
                   ) -> ml_collections.ConfigDict:
   stage = ml_collections.ConfigDict(config.to_dict())
@@ -131,7 +120,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   word_concept[concept_ids] = np.arange(len(concept_ids))
   example = datasets["train"][0]
   hidden_dim = config.model.hidden_dim
-  classifier = ImageLexicalClassifier(
+  classifier = dcc.ImageLexicalClassifier(
       encoder=Encoder(**config.model.encoder),
       classifier=dcc.LexicalClassifier(num_concepts=len(concepts),
                                        hidden_dim=config.model.classifier_hidden))

@@ -14,6 +14,7 @@ import pytest
 
 from vislang_jax import decoding
 from vislang_jax.models import dcc
+from vislang_jax.models.show_attend_tell import Encoder
 
 L, C, V = 3, 3, 6
 CONCEPT = np.array([-1, -1, 0, 1, 2, -1])
@@ -321,3 +322,17 @@ def test_decode_state_errors():
     model.decode_step(params, jnp.ones((3,), jnp.int32), state)
   with pytest.raises(ValueError, match="tokens must hold ids"):
     model.decode_step(params, jnp.array([0, V]), state)
+
+
+def test_image_lexical_classifier_reads_the_mean_annotation():
+  model = dcc.ImageLexicalClassifier(encoder=Encoder(widths=(4, 4)),
+                                     classifier=dcc.LexicalClassifier(num_concepts=3))
+  images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 1))
+  params = model.init(jax.random.key(1), images)["params"]
+  probs, aux = model.apply({"params": params}, images)
+  annotations = Encoder(widths=(4, 4)).apply({"params": params["encoder"]}, images)
+  pooled = np.asarray(annotations, np.float64).mean(1)
+  dense = params["classifier"]["logits"]
+  logits = pooled @ np.asarray(dense["kernel"], np.float64) + np.asarray(dense["bias"])
+  np.testing.assert_allclose(aux["logits"], logits, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(probs, 1 / (1 + np.exp(-logits)), rtol=1e-5, atol=1e-6)

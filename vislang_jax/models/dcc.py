@@ -295,6 +295,23 @@ class LexicalClassifier(nn.Module):
     return jax.nn.sigmoid(logits), {"logits": logits}
 
 
+
+class ImageLexicalClassifier(nn.Module):
+  """The lexical classifier on images: ``encoder(images)`` annotations [B, L, D], mean-pooled
+  over L, into ``classifier`` (a ``LexicalClassifier``).
+
+  ``__call__(images [B, H, W, C]) -> (probs [B, C], {"logits": [B, C]})``.
+  """
+
+  encoder: nn.Module
+  classifier: LexicalClassifier
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    annotations = self.encoder(images)
+    check_rank("encoder(images)", annotations, "[B, L, D]")
+    return self.classifier(jnp.mean(annotations, axis=1))
+
 def lexical_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Multi-label sigmoid cross-entropy summed over concepts, per example.
 

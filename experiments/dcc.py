@@ -121,7 +121,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   example = datasets["train"][0]
   hidden_dim = config.model.hidden_dim
   classifier = dcc.ImageLexicalClassifier(
-      encoder=Encoder(**config.model.encoder),
+      encoder=Encoder(**config.model.encoder), feature_dim=config.model.feature_dim,
       classifier=dcc.LexicalClassifier(num_concepts=len(concepts),
                                        hidden_dim=config.model.classifier_hidden))
   model = dcc.MultimodalCaptioner(vocab_size=len(vocabulary), num_concepts=len(concepts),

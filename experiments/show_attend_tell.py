@@ -93,7 +93,8 @@ def make_semantic_captioner(config: ml_collections.ConfigDict, vocabulary: Vocab
       decoder=SemanticAttentionDecoder(vocab_size=len(vocabulary), pad_id=PAD_ID,
                                        **semantic.decoder),
       attribute_ids=tuple(int(i) for i in attribute_ids(vocabulary, words)),
-      top_k=semantic.top_k, detector_hidden=semantic.detector_hidden)
+      top_k=semantic.top_k, detector_hidden=semantic.detector_hidden,
+      feature_dim=semantic.feature_dim)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str

@@ -36,10 +36,13 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   config.max_len = 12
   config.num_samples = 8          # images in samples/captions_<split>_<step>.png
 
-  # The lexical classifier: `models.show_attend_tell.Encoder` over the image, mean-pooled,
-  # then `models.dcc.LexicalClassifier` (one sigmoid per concept word).
+  # The lexical classifier (`models.dcc.ImageLexicalClassifier`): `models.show_attend_tell.
+  # Encoder` over the image, a fully connected feature of `feature_dim` units over its 7x7
+  # grid (as DCC's VGG fc7; 0: the mean annotation), then `models.dcc.LexicalClassifier`
+  # (one sigmoid per concept word, after a hidden layer of `classifier_hidden` units).
   config.model.encoder = ml_collections.ConfigDict({"widths": (16, 32, 32)})
-  config.model.classifier_hidden = 128
+  config.model.feature_dim = 128
+  config.model.classifier_hidden = 0
   # `models.dcc.MultimodalCaptioner`'s sizes (the LM and the caption model share them).
   config.model.embed_dim = 64
   config.model.hidden_dim = 128

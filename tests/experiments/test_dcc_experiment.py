@@ -26,7 +26,7 @@ def tiny_config(data_dir, **overrides):
   config = dcc_config.get_config()
   config.held_out = HELD_OUT
   config.model.encoder.widths = (8, 8, 8)
-  config.model.update(classifier_hidden=16, embed_dim=8, hidden_dim=16)
+  config.model.update(feature_dim=16, classifier_hidden=0, embed_dim=8, hidden_dim=16)
   config.data.dir = data_dir
   config.data.copies = 1
   config.train.update(num_steps=30, batch_size=16, learning_rate=1e-2, log_every=10,

@@ -181,7 +181,7 @@ def test_semantic_attention_trains_decodes_and_scores(tmp_path, data_dir):
   workdir = str(tmp_path / "semantic")
   config = tiny_config(data_dir, model="semantic_attention")
   config.semantic.decoder.update(embed_dim=16, input_dim=16, hidden_size=32)
-  config.semantic.top_k = 3
+  config.semantic.update(top_k=3, feature_dim=16)
   final = sat.train_and_evaluate(config, workdir)
   logs = read_metrics(workdir)
   train = [r for r in logs if r["split"] == "train"]

@@ -474,3 +474,21 @@ def test_bad_arguments_raise_value_errors_naming_them(setup):
     sat.Encoder(widths=())
   with pytest.raises(ValueError, match="decoder must be a Decoder"):
     sat.ShowAttendTell(encoder=sat.Encoder(), decoder=sat.Encoder())
+
+
+@pytest.mark.parametrize("feature_dim", [0, 5])
+def test_image_feature_is_the_mean_or_a_dense_layer_over_the_grid(feature_dim):
+  annotations = jax.random.normal(jax.random.key(0), (2, 4, 3))
+  module = sat.ImageFeature(feature_dim=feature_dim)
+  params = module.init(jax.random.key(1), annotations)
+  out = np.asarray(module.apply(params, annotations), np.float64)
+  x = np.asarray(annotations, np.float64)
+  if feature_dim == 0:
+    np.testing.assert_allclose(out, x.mean(1), rtol=1e-6, atol=1e-7)
+  else:  # row-major flattening: location l's D features at [l D, (l + 1) D)
+    fc = params["params"]["fc"]
+    expected = np.maximum(x.reshape(2, 12) @ np.asarray(fc["kernel"], np.float64)
+                          + np.asarray(fc["bias"], np.float64), 0.0)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="feature_dim"):
+    sat.ImageFeature(feature_dim=-1)

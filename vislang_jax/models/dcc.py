@@ -77,6 +77,7 @@ import numpy as np
 import optax
 
 from vislang_jax.checks import check_ids, check_int, check_positive_int, check_rank, concrete
+from vislang_jax.models.show_attend_tell import ImageFeature
 
 
 def _check_weights(weights: Any, bias: Any, num_language: Any, word_concept: Any
@@ -297,20 +298,21 @@ class LexicalClassifier(nn.Module):
 
 
 class ImageLexicalClassifier(nn.Module):
-  """The lexical classifier on images: ``encoder(images)`` annotations [B, L, D], mean-pooled
-  over L, into ``classifier`` (a ``LexicalClassifier``).
+  """The lexical classifier on images: ``encoder(images)`` annotations [B, L, D], into one
+  feature per image (``show_attend_tell.ImageFeature(feature_dim)``: the mean over L, or a
+  fully connected layer over the grid, as DCC's VGG fc7), into ``classifier``.
 
   ``__call__(images [B, H, W, C]) -> (probs [B, C], {"logits": [B, C]})``.
   """
 
   encoder: nn.Module
   classifier: LexicalClassifier
+  feature_dim: int = 0
 
   @nn.compact
   def __call__(self, images: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-    annotations = self.encoder(images)
-    check_rank("encoder(images)", annotations, "[B, L, D]")
-    return self.classifier(jnp.mean(annotations, axis=1))
+    features = ImageFeature(self.feature_dim, name="image_feature")(self.encoder(images))
+    return self.classifier(features)
 
 def lexical_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Multi-label sigmoid cross-entropy summed over concepts, per example.

@@ -73,6 +73,7 @@ import numpy as np
 
 from vislang_jax.checks import (check_float, check_ids, check_int, check_positive_int,
                                 concrete, is_int)
+from vislang_jax.models.show_attend_tell import ImageFeature
 from vislang_jax.ops import attention
 
 
@@ -278,7 +279,7 @@ class Detections(NamedTuple):
   """The attribute detector's output for a batch of images (``SemanticAttentionCaptioner``).
 
   Attributes:
-    features: [B, D], ``v``, the mean of the encoder's annotations over its ``L`` locations.
+    features: [B, F], ``v``, ``show_attend_tell.ImageFeature`` of the encoder's annotations.
     logits: [B, A], one sigmoid logit per attribute word.
     ids: [B, K] int, the word ids of the ``K`` highest-scoring attributes, best first.
     scores: [B, K], their sigmoid scores.
@@ -293,7 +294,8 @@ class Detections(NamedTuple):
 class SemanticAttentionCaptioner(nn.Module):
   """Images -> captions: encoder, attribute detector (Sec. 3.5) and the semantic-attention decoder.
 
-  ``v`` = the mean over ``L`` of ``encoder(images)`` [B, L, D]; the detector is
+  ``v`` = ``show_attend_tell.ImageFeature(feature_dim)`` of ``encoder(images)`` [B, L, D] (the
+  mean over ``L``, or a fully connected ReLU layer over the grid); the detector is
   ``Dense(A)`` on ``v`` (after a ReLU hidden layer of ``detector_hidden`` units when > 0),
   one sigmoid per attribute word; the ``K = top_k`` highest logits pick the attributes
   ``A_i = attribute_ids[top-K indices]`` (the selection under ``stop_gradient``) with their
@@ -315,6 +317,8 @@ class SemanticAttentionCaptioner(nn.Module):
       decoder's ``pad_id``), e.g. ``data.attributes.attribute_ids`` of the content words.
     top_k: ``K``, the attributes fed to the decoder, in [1, A].
     detector_hidden: units of the detector's ReLU hidden layer; 0 for a linear detector.
+    feature_dim: ``ImageFeature.feature_dim``: 0 for the mean annotation, > 0 for a fully
+      connected feature of that width.
   """
 
   encoder: nn.Module
@@ -322,6 +326,7 @@ class SemanticAttentionCaptioner(nn.Module):
   attribute_ids: tuple[int, ...]
   top_k: int = 10
   detector_hidden: int = 0
+  feature_dim: int = 0
 
   def __post_init__(self):
     ids = self.attribute_ids
@@ -346,10 +351,11 @@ class SemanticAttentionCaptioner(nn.Module):
     if self.detector_hidden:
       self.detector_hidden_layer = nn.Dense(self.detector_hidden)
     self.detector = nn.Dense(len(self.attribute_ids))
+    self.image_feature = ImageFeature(self.feature_dim)
 
   def detect(self, images: jax.Array) -> Detections:
     """The image feature ``v`` and the top-``K`` attributes of ``images`` [B, H, W, C]."""
-    features = jnp.mean(self.encoder(images), axis=1)  # [B, D]
+    features = self.image_feature(self.encoder(images))  # [B, F]
     hidden = features
     if self.detector_hidden:
       hidden = nn.relu(self.detector_hidden_layer(hidden))

@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 from flax.core import FrozenDict
 
-from vislang_jax.checks import check_ids, check_positive_int, check_rank
+from vislang_jax.checks import check_ids, check_int, check_positive_int, check_rank
 from vislang_jax.models.vgg import VGGFeatures
 from vislang_jax.ops import attention
 
@@ -120,6 +120,31 @@ class Encoder(nn.Module):
                        f"{self.backbone!r}: its feature map is {x.shape}.")
     return x.reshape(x.shape[0], -1, x.shape[-1])
 
+
+
+class ImageFeature(nn.Module):
+  """One feature vector per image from its annotations: [B, L, D] -> [B, F].
+
+  Attributes:
+    feature_dim: 0 for the mean over the ``L`` locations (``F = D``, a global average pool,
+      as GoogLeNet's final feature: it keeps what is in the image, not where); > 0 for a
+      ReLU fully connected layer of ``F = feature_dim`` units over the flattened grid
+      (``L D`` inputs, as VGG's fc layers: it keeps where things are).
+  """
+
+  feature_dim: int = 0
+
+  def __post_init__(self):
+    check_int("feature_dim", self.feature_dim, low=0)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, annotations: jax.Array) -> jax.Array:
+    check_rank("annotations", annotations, "[B, L, D]")
+    if not self.feature_dim:
+      return jnp.mean(annotations, axis=1)
+    flat = annotations.reshape(annotations.shape[0], -1)
+    return nn.relu(nn.Dense(self.feature_dim, name="fc")(flat))
 
 class DecodeState(NamedTuple):
   """The decoder's state between steps; every leaf has the leading axis ``N``.

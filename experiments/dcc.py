@@ -118,6 +118,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   novel_ids = attribute_ids(vocabulary, words)
   word_concept = np.full(len(vocabulary), -1, np.int32)
   word_concept[concept_ids] = np.arange(len(concept_ids))
+  seen_ids = np.setdiff1d(concept_ids, novel_ids).astype(np.int32)  # transfer sources
+  check_int("delta_sources", config.delta_sources, low=1, high=len(seen_ids))
+  check_int("eval.beam_size", config.eval.beam_size, low=1)
   example = datasets["train"][0]
   hidden_dim = config.model.hidden_dim
   classifier = dcc.ImageLexicalClassifier(
@@ -198,7 +201,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     baseline = (load_params(baseline_dir)[1], baseline_lexical)
 
   # Transfer sources: the closest seen concept words in the LM's embedding space.
-  seen_ids = np.setdiff1d(concept_ids, novel_ids).astype(np.int32)
   embeddings = lm_params["embed"]["embedding"]
   top_k = None if config.delta_sources == 1 else config.delta_sources
   delta_sources = np.asarray(dcc.closest_seen_words(embeddings, novel_ids, seen_ids,

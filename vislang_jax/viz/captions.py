@@ -14,7 +14,7 @@ def save_caption_rows(path: str, captions: Sequence[str], images: np.ndarray) ->
 
   Args:
     path: the PNG to write (its folder is created).
-    captions: S strings.
+    captions: S strings; a newline starts a new line (e.g. one caption per model).
     images: [S, K, H, W] (grey) or [S, K, H, W, C] in [0, 1], K images per caption.
   """
   images = np.asarray(images)
@@ -23,10 +23,13 @@ def save_caption_rows(path: str, captions: Sequence[str], images: np.ndarray) ->
                      f"{len(captions)}, got shape {images.shape}.")
   rows = len(captions)
   width = max(1.0 * images.shape[1] + 0.5, 4.5)  # room for a caption over a single image
-  fig, axes = figure.subplots(rows, 1, figsize=(width, 1.4 * rows))
-  for r, text in enumerate(captions):
+  titles = ["\n".join(textwrap.fill(line, width=int(width * 14)) for line in text.split("\n"))
+            for text in captions]
+  lines = max(title.count("\n") + 1 for title in titles)
+  fig, axes = figure.subplots(rows, 1, figsize=(width, (1.2 + 0.12 * lines) * rows))
+  for r, title in enumerate(titles):
     ax = axes[r, 0]
     ax.imshow(image_grid(images[r][None]), cmap="gray", vmin=0, vmax=1)
-    ax.set_title(textwrap.fill(text, width=int(width * 14)), fontsize=7)
+    ax.set_title(title, fontsize=7)
     ax.axis("off")
   figure.save(fig, path)

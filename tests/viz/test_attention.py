@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from vislang_jax.metrics import grounding
-from vislang_jax.viz.attention import attention_heatmap, save_attention_figure
+from vislang_jax.viz.attention import (attention_heatmap, save_attention_figure,
+                                       save_semantic_attention_figure)
 
 
 @pytest.mark.parametrize("hw,grid", [((60, 60), 7), ((60, 47), 7), ((56, 56), 7), ((30, 30), 4)])
@@ -44,3 +45,25 @@ def test_figure_is_written(tmp_path):
 def test_non_square_cells_are_named():
   with pytest.raises(ValueError, match="L = g\\^2 cells, got L = 48"):
     attention_heatmap(np.zeros((2, 48)), (60, 60))
+
+
+def test_semantic_attention_figure_labels_words_and_attributes(tmp_path, saved_figures):
+  rng = np.random.default_rng(2)
+  alpha, beta = rng.dirichlet(np.ones(3), size=(2, 2, 4))
+  words = [["the", "digit", "<eos>"], ["a", "<eos>"]]
+  attributes = [["digit", "three", "top"], ["left", "seven", "image"]]
+  save_semantic_attention_figure(str(tmp_path / "semantic.png"), np.zeros((2, 8, 8, 1)), words,
+                                 attributes, alpha, beta)
+  assert (tmp_path / "semantic.png").stat().st_size > 0
+  (fig,) = saved_figures
+  axes = fig.axes
+  assert len(axes) == 6
+  for r in range(2):
+    for ax, weights in ((axes[3 * r + 1], alpha), (axes[3 * r + 2], beta)):
+      assert [t.get_text() for t in ax.get_xticklabels()] == attributes[r]
+      assert [t.get_text() for t in ax.get_yticklabels()] == words[r]
+      # Row t is the step that emitted word t; only the caption's steps are drawn.
+      np.testing.assert_allclose(ax.images[0].get_array(), weights[r, :len(words[r])])
+  with pytest.raises(ValueError, match="alpha and beta must share"):
+    save_semantic_attention_figure(str(tmp_path / "x.png"), np.zeros((2, 8, 8, 1)), words,
+                                   attributes, alpha, beta[:, :2])

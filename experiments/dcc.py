@@ -61,38 +61,64 @@ from vislang_jax.train.step import mean_loss
 from vislang_jax.viz.captions import save_caption_rows
 
 VARIANTS = ("no_transfer", "direct", "delta", "paired_only")
+COCO = "coco"
 
 
-def held_out_words(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The names of `config.held_out`'s digits; a ValueError for a bad list."""
+def held_out_words(config: ml_collections.ConfigDict) -> dict[str, tuple[str, ...]]:
+  """`{word: (word, *variants)}` of `config.held_out`; a ValueError for a bad list.
+
+  Digits: 1 to 9 distinct digits (their names). COCO: words, or () for DCC's eight objects
+  with the released code's variants (`novel_objects.DCC_COCO_HELD_OUT`).
+  """
   held_out = tuple(config.held_out)
+  if config.data.source == COCO:
+    if not held_out:
+      return novel_objects.held_out_variants(novel_objects.DCC_COCO_HELD_OUT)
+    if not all(isinstance(w, str) for w in held_out):
+      raise ValueError(f"config.held_out must be words (or () for DCC's eight) with "
+                       f"data.source='coco', got {config.held_out!r}.")
+    return novel_objects.held_out_variants(held_out, name="config.held_out")
   if not held_out or len(set(held_out)) != len(held_out) or not all(
       isinstance(d, int) and 0 <= d <= 9 for d in held_out) or len(held_out) > 9:
     raise ValueError(f"config.held_out must be 1 to 9 distinct digits in 0..9 (at least one "
                      f"seen digit is a transfer source), got {config.held_out!r}.")
-  return tuple(DIGIT_NAMES[d] for d in held_out)
+  return {DIGIT_NAMES[d]: (DIGIT_NAMES[d],) for d in held_out}
+
+
+def _coco_captions(source) -> list[str]:
+  """Every caption of a COCO source's images (the unpaired text)."""
+  images = source.source  # CocoCaptions' TFDS records: the text without resizing the image
+  return [as_text(t) for i in range(len(images)) for t in images[i]["captions"]["text"]]
 
 
 def load_datasets(config: ml_collections.ConfigDict
                   ) -> tuple[dict[str, EncodedCaptions], Vocabulary]:
   """The paired, unpaired and evaluation splits, and the vocabulary of all training text.
 
-  Returns `({"train": paired, "unpaired": every training canvas, "validation", "test",
-  "novel": test canvases naming a held-out digit}, vocabulary)`.
+  Returns `({"train": paired, "unpaired": every training image, "validation", "test",
+  "novel": test images naming a held-out word}, vocabulary)`. Digits: captioned digits
+  (`config.data.source`); COCO: `novel_objects.load_coco_held_out` from `config.data.dir`.
   """
-  words = held_out_words(config)
+  held = held_out_words(config)
   data = config.data
-  raw = build_captioned_digits_dataset(
-      source=data.source, data_dir=data.dir or None, mnist_dir=data.mnist_dir or None,
-      seed=config.seed, copies=data.copies, novel_size=data.novel_size)
-  train = raw["train"]
-  # The unpaired text: every training caption, so the held-out words are in the vocabulary.
-  vocabulary = Vocabulary.build(as_text(train[i]["caption"]) for i in range(len(train)))
-  paired = novel_objects.without_words(train, words)
-  novel_objects.check_paired(paired, words)
-  splits = {"train": paired, "unpaired": train, "validation": raw["validation"],
-            "test": raw["test"], "novel": novel_objects.with_words(raw["test"], words)}
-  return {name: EncodedCaptions(source, vocabulary, max_len=config.max_len)
+  if data.source == COCO:
+    splits = novel_objects.load_coco_held_out(
+        data_dir=data.dir, image_size=data.image_size, held_out=held,
+        captions_per_image=data.captions_per_image)
+    vocabulary = Vocabulary.build(_coco_captions(splits["unpaired"]), min_count=data.min_count)
+  else:
+    raw = build_captioned_digits_dataset(
+        source=data.source, data_dir=data.dir or None, mnist_dir=data.mnist_dir or None,
+        seed=config.seed, copies=data.copies, novel_size=data.novel_size)
+    train = raw["train"]
+    # The unpaired text: every training caption, so the held-out words are in the vocabulary.
+    vocabulary = Vocabulary.build(as_text(train[i]["caption"]) for i in range(len(train)))
+    splits = {"train": novel_objects.without_words(train, held), "unpaired": train,
+              "validation": raw["validation"], "test": raw["test"],
+              "novel": novel_objects.with_words(raw["test"], held)}
+  novel_objects.check_paired(splits["train"], held)
+  return {name: EncodedCaptions(source, vocabulary, max_len=config.max_len,
+                                truncate=data.source == COCO)
           for name, source in splits.items()}, vocabulary
 
 
@@ -109,7 +135,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   """Trains DCC's three parts and the paired-only baseline; returns the final metrics."""
   workdir = check_workdir(workdir)
   check_choice("transfer", config.transfer, ("direct", "delta"))
-  words = held_out_words(config)
+  held = held_out_words(config)
+  words = tuple(held)
   datasets, vocabulary = load_datasets(config)
   if jax.process_index() == 0:
     vocabulary.save(os.path.join(workdir, "vocabulary.json"))
@@ -254,13 +281,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
 
   def score_captions(predictions, source):
     refs = split_references(source)
-    contains = {w: np.array([mentions(refs[i], w).any() for i in range(len(refs))])
+    contains = {w: np.array([mentions(refs[i], held[w]).any() for i in range(len(refs))])
                 for w in words}
     metrics = {}
     for name in [v for v in VARIANTS if f"{v}_tokens" in predictions]:
       texts = vocabulary.decode(predictions[f"{name}_tokens"], predictions[f"{name}_lengths"])
       scores = caption_metrics(refs, dict(enumerate(texts)), meteor=config.eval.meteor)
-      f1 = novel_word_f1(texts, contains)
+      f1 = novel_word_f1(texts, contains, variants=held)
       metrics[f"f1_held_out_{name}"] = f1["mean_f1"]
       metrics.update({f"f1_{w}_{name}": r["f1"] for w, r in f1["per_word"].items()})
       for key in ("bleu4", "cider", "meteor"):
@@ -283,8 +310,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
              for v in names}
     rows = ["\n".join(f"{v.replace('_', ' ')}: {texts[v][i]}" for v in names)
             for i in range(len(arrays["image"]))]
+    images = np.asarray(arrays["image"])[:, None]
     save_caption_rows(os.path.join(directory, f"captions_{split}_{step}.png"), rows,
-                      np.asarray(arrays["image"])[:, None, ..., 0])
+                      images[..., 0] if images.shape[-1] == 1 else images)
 
   # 3: the caption model from the LM, on paired data, with every variant's captions.
   caption_evaluator = evaluate.CorpusMetrics(

@@ -20,12 +20,12 @@ from ml_collections import config_dict
 
 from experiments.configs import common
 
-PRESETS = ("quickstart",)
+PRESETS = ("quickstart", "coco")
 TRANSFERS = ("direct", "delta")
 
 
 def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
-  """`preset`: "quickstart" (the only one: the paper's COCO settings need VGG features)."""
+  """`preset`: "quickstart" (default) or "coco" (`_coco`)."""
   common.check_preset(preset, PRESETS)
   config = common.base_config()
   config.held_out = (3, 7)        # digits held out of the paired captions (0..9)
@@ -54,6 +54,10 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
 
   config.data.copies = 4
   config.data.novel_size = 1    # the captioned digits' own novel split is not used here
+  # data.source=coco only (`data.novel_objects.load_coco_held_out` from data.dir):
+  config.data.image_size = 224
+  config.data.captions_per_image = 5  # training records per image
+  config.data.min_count = 5           # words rarer in the unpaired text are <unk>
 
   config.train.num_steps = 1500
   config.train.batch_size = 32
@@ -65,4 +69,29 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
   config.eval.batch_size = 150
   config.eval.beam_size = 1       # 1: greedy (the paper's DCC decodes with beam 1)
   config.eval.meteor = False      # True needs java
+  return _coco(config) if preset == "coco" else config
+
+
+def _coco(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """DCC's COCO held-out split (the eight objects) from TFDS `coco_captions` in data.dir.
+
+  A starting point for users with COCO prepared and a GPU, not the paper's settings (the
+  paper's text could not be read here; its lexical classifier and LM sizes are unverified):
+  VGG-16 conv5 trained from the convnet's initialisation (load ImageNet weights with
+  `models.vgg.vgg_params_from_torch`), a 1,024-unit fully connected feature, LSTM 512.
+  """
+  config.data.source = "coco"
+  config.held_out = ()            # DCC's eight words with the released code's variants
+  config.max_len = 20             # longer captions are truncated
+  config.model.encoder = ml_collections.ConfigDict({
+      "backbone": "vgg16", "include_final_pool": True})  # 224 -> 7x7x512
+  config.model.feature_dim = 1024
+  config.model.embed_dim = 256
+  config.model.hidden_dim = 512
+  config.train.batch_size = 64
+  config.train.num_steps = 50000
+  config.train.learning_rate = 1e-4
+  config.train.eval_every = 5000
+  config.train.checkpoint_every = 5000
+  config.eval.batch_size = 100
   return config

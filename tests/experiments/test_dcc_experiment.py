@@ -1,7 +1,9 @@
 """`experiments/dcc.py` end to end: held-out digits, the three DCC stages, transfer, baseline."""
 
+import importlib.util
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from vislang_jax.data.vocabulary import Vocabulary
 from vislang_jax.train.metrics import read_metrics
 
 HELD_OUT = (3, 7)
+HAS_TF = importlib.util.find_spec("tensorflow") is not None
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +110,32 @@ def test_bad_config_values_are_named(tmp_path, data_dir, field, value, message):
   config[field] = value
   with pytest.raises(ValueError, match=message):
     dcc.train_and_evaluate(config, str(tmp_path))
+
+
+@pytest.mark.skipif(not HAS_TF, reason="the TFDS coco_captions builder needs TensorFlow")
+def test_coco_split_from_mock_data(tmp_path):
+  import tensorflow_datasets as tfds
+
+  def words(texts):
+    return {w for t in texts for w in re.findall(r"[a-z0-9]+", as_text(t).lower())}
+
+  with tfds.testing.mock_data(num_examples=5, policy=tfds.testing.MockPolicy.USE_CODE):
+    train = tfds.data_source("coco_captions", split="train", data_dir=str(tmp_path))
+    # Mock captions are random letters: hold out a word of the second image.
+    held = sorted(words(train[1]["captions"]["text"]))[0]
+    config = dcc_config.get_config("coco")
+    config.data.update(dir=str(tmp_path), image_size=8, captions_per_image=2, min_count=1)
+    config.held_out = (held,)
+    datasets, vocabulary = dcc.load_datasets(config)
+  assert held in vocabulary.tokens
+  paired = datasets["train"]
+  kept = [i for i in range(len(train)) if held not in words(train[i]["captions"]["text"])]
+  assert 0 < len(kept) < len(train) and len(paired) == 2 * len(kept)
+  record = paired[0]
+  assert record["image"].shape == (8, 8, 3) and record["tokens"].shape == (config.max_len,)
+  assert all(held not in words(paired.source[n]["references"]) for n in range(len(paired)))
+  novel = datasets["novel"]
+  assert all(held in words(novel.source[n]["references"]) for n in range(len(novel)))
+  config.held_out = (3, 7)
+  with pytest.raises(ValueError, match="config.held_out must be words"):
+    dcc.held_out_words(config)

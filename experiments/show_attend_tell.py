@@ -207,16 +207,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
               loss_fn=hard_loss if hard else mean_loss(soft_per_example),
               optimizer=make_optimizer(config.train),
               init_extra=(lambda: jnp.zeros((), jnp.float32)) if hard else None)
-  evaluators = [
-      evaluate.MeanMetrics(name="teacher_forced", metric_fn=teacher_forced,
-                           batch_size=config.eval.batch_size),
-      evaluate.CorpusMetrics(name="captions", predict_fn=captions, score_fn=score_captions,
-                             batch_size=config.eval.batch_size,
-                             every=config.eval.caption_every),
-  ]
-  figures = [evaluate.Figure(name="attention", arrays_fn=attention_arrays,
-                             write_fn=write_attention)]
-  return fit(config, workdir, task, datasets, evaluators=evaluators, figures=figures)
+  return fit(config, workdir, task, datasets, **_evaluation(
+      config, teacher_forced=teacher_forced, captions=captions, score_captions=score_captions,
+      attention_arrays=attention_arrays, write_attention=write_attention))
+
+
+def _evaluation(config: ml_collections.ConfigDict, *, teacher_forced, captions, score_captions,
+                attention_arrays, write_attention) -> dict[str, list]:
+  """`fit`'s evaluators and figures, the same for both models: teacher-forced metrics, scored
+  beam-search captions (every `eval.caption_every`) and the attention figure."""
+  return {
+      "evaluators": [
+          evaluate.MeanMetrics(name="teacher_forced", metric_fn=teacher_forced,
+                               batch_size=config.eval.batch_size),
+          evaluate.CorpusMetrics(name="captions", predict_fn=captions,
+                                 score_fn=score_captions, batch_size=config.eval.batch_size,
+                                 every=config.eval.caption_every),
+      ],
+      "figures": [evaluate.Figure(name="attention", arrays_fn=attention_arrays,
+                                  write_fn=write_attention)],
+  }
 
 
 def _semantic_attention(config: ml_collections.ConfigDict, workdir: str,
@@ -302,16 +312,9 @@ def _semantic_attention(config: ml_collections.ConfigDict, workdir: str,
 
   task = Task(init_params=init_params, loss_fn=mean_loss(per_example),
               optimizer=make_optimizer(config.train))
-  evaluators = [
-      evaluate.MeanMetrics(name="teacher_forced", metric_fn=teacher_forced,
-                           batch_size=config.eval.batch_size),
-      evaluate.CorpusMetrics(name="captions", predict_fn=captions, score_fn=score_captions,
-                             batch_size=config.eval.batch_size,
-                             every=config.eval.caption_every),
-  ]
-  figures = [evaluate.Figure(name="attention", arrays_fn=attention_arrays,
-                             write_fn=write_attention)]
-  return fit(config, workdir, task, datasets, evaluators=evaluators, figures=figures)
+  return fit(config, workdir, task, datasets, **_evaluation(
+      config, teacher_forced=teacher_forced, captions=captions, score_captions=score_captions,
+      attention_arrays=attention_arrays, write_attention=write_attention))
 
 
 if __name__ == "__main__":

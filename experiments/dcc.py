@@ -1,6 +1,8 @@
 """Deep Compositional Captioning (Hendricks et al. 2016): captions that name held-out digits.
 
   python -m experiments.dcc --workdir=DIR [--config.held_out="(3, 7)"] [--config.transfer=delta]
+  python -m experiments.dcc --workdir=DIR --config=experiments/configs/dcc.py:coco \
+      --config.data.dir=TFDS_DIR    # COCO without DCC's eight objects in the paired data
 
 `config.held_out` digits are removed from the paired data: the caption model's training split
 is the captioned-digit training canvases whose caption names none of them
@@ -10,7 +12,8 @@ setting, where both unpaired sources come from the same collection):
 1. `lexical/`: the lexical classifier (`models.dcc.LexicalClassifier` over a convolutional
    encoder), one sigmoid per concept = the vocabulary's content words
    (`data.attributes.content_words`), trained on every training canvas with the concepts its
-   caption names (unpaired labelled images: the labels, not the sentences).
+   caption names (unpaired labelled images: the labels, not the sentences); logs
+   `concept_accuracy` and `held_out_accuracy` (sigmoid > 0.5 right, over the held-out words).
 2. `lm/`: the language model (`models.dcc.MultimodalCaptioner` without image input) on every
    training caption (unpaired text).
 3. DIR: the caption model, initialised from the LM, trained on the paired data with the

@@ -28,6 +28,7 @@ against the caption's content words); the figures show alpha and beta over the a
 
 import functools
 import os
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -152,14 +153,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     return {"nll_per_token": nll / count,
             "token_accuracy": correct.astype(jnp.float32).sum(1) / count}
 
-  @jax.jit
-  def beam_search(params, images):
-    """The best beam's tokens [B, T], lengths [B] and attention [B, T, L]."""
-    out = decoding.beam_search(
-        functools.partial(model.decode_step, params), model.init_decode_state(params, images),
-        bos_id=BOS_ID, eos_id=EOS_ID, max_len=config.max_len, beam_size=config.eval.beam_size)
-    return {"tokens": out.tokens[:, 0], "lengths": out.lengths[:, 0],
-            "alpha": out.extras["alpha"][:, 0]}
+  beam_search = jax.jit(functools.partial(_best_beam, model, config))
 
   def captions(params, batch, key):
     del key  # beam search with the expected context: deterministic
@@ -210,6 +204,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   return fit(config, workdir, task, datasets, **_evaluation(
       config, teacher_forced=teacher_forced, captions=captions, score_captions=score_captions,
       attention_arrays=attention_arrays, write_attention=write_attention))
+
+
+def _best_beam(model: Any, config: ml_collections.ConfigDict, params: Any, images: jax.Array
+               ) -> dict[str, jax.Array]:
+  """Beam search (`eval.beam_size`) of `model`'s captions of `images`: the best beam's tokens
+  [B, T], lengths [B] and step extras (`alpha` [B, T, L]; semantic attention's `alpha`,
+  `beta` [B, T, K])."""
+  out = decoding.beam_search(
+      functools.partial(model.decode_step, params), model.init_decode_state(params, images),
+      bos_id=BOS_ID, eos_id=EOS_ID, max_len=config.max_len, beam_size=config.eval.beam_size)
+  return {"tokens": out.tokens[:, 0], "lengths": out.lengths[:, 0],
+          **{name: value[:, 0] for name, value in out.extras.items()}}
 
 
 def _evaluation(config: ml_collections.ConfigDict, *, teacher_forced, captions, score_captions,
@@ -271,13 +277,7 @@ def _semantic_attention(config: ml_collections.ConfigDict, workdir: str,
             "attribute_precision": named / model.top_k,
             "attribute_recall": named / jnp.maximum(targets.sum(-1), 1.0)}
 
-  @jax.jit
-  def beam_search(params, images):
-    out = decoding.beam_search(
-        functools.partial(model.decode_step, params), model.init_decode_state(params, images),
-        bos_id=BOS_ID, eos_id=EOS_ID, max_len=config.max_len, beam_size=config.eval.beam_size)
-    return {"tokens": out.tokens[:, 0], "lengths": out.lengths[:, 0],
-            "alpha": out.extras["alpha"][:, 0], "beta": out.extras["beta"][:, 0]}
+  beam_search = jax.jit(functools.partial(_best_beam, model, config))
 
   def captions(params, batch, key):
     del key  # deterministic

@@ -25,13 +25,13 @@ TORCHVISION_CFGS = {
 }
 
 
-def _torch_features(depth, seed=0):
+def _torch_features(depth, seed=0, pool=torch.nn.MaxPool2d):
   """torchvision's ``vgg{depth}().features`` (make_layers, batch_norm=False), torch's init."""
   torch.manual_seed(seed)
   layers, in_channels = [], 3
   for item in TORCHVISION_CFGS[depth]:
     if item == "M":
-      layers.append(torch.nn.MaxPool2d(kernel_size=2, stride=2))
+      layers.append(pool(kernel_size=2, stride=2))
     else:
       layers += [torch.nn.Conv2d(in_channels, item, kernel_size=3, padding=1),
                  torch.nn.ReLU(inplace=True)]
@@ -94,6 +94,59 @@ def test_shapes_and_parameter_layout(depth):
   assert jax.eval_shape(model.apply, variables, odd).shape == (1, 2, 2, 512)
 
 
+def test_named_layers_with_average_pooling_match_torch():
+  """The paper's style/content layers of VGG-19 with AvgPool2d, read off torch's Sequential."""
+  features = _torch_features(19, seed=1, pool=torch.nn.AvgPool2d)
+  params = vgg.vgg_params_from_torch(features.state_dict(), depth=19)
+  # The paper's names, counted by hand: conv{block}_{k} is the ReLU after the k-th conv of a
+  # block, pool{block} the block's pool.
+  by_hand, block, k = {}, 1, 1
+  for i, module in enumerate(features):
+    if isinstance(module, torch.nn.ReLU):
+      by_hand[f"conv{block}_{k}"], k = i, k + 1
+    elif isinstance(module, torch.nn.AvgPool2d):
+      by_hand[f"pool{block}"], block, k = i, block + 1, 1
+  wanted = ("conv4_2", "conv1_1", "pool2", "conv5_1", "conv2_1", "conv3_1", "conv4_1", "pool5")
+  x = np.random.default_rng(3).normal(size=(2, 3, 32, 32)).astype(np.float32)
+  expected, h = {}, torch.from_numpy(x)
+  with torch.no_grad():
+    for i, module in enumerate(features):
+      h = module(h)
+      for name in wanted:
+        if by_hand[name] == i:
+          expected[name] = h.numpy().transpose(0, 2, 3, 1)
+  model = vgg.VGGFeatures(19, pooling="avg")
+  got = _jit(functools.partial(model.apply, layers=wanted))(
+      {"params": params}, jnp.asarray(x.transpose(0, 2, 3, 1)))
+  assert sorted(got) == sorted(wanted)
+  sides = {"conv1_1": 32, "conv2_1": 16, "pool2": 8, "conv3_1": 8, "conv4_1": 4, "conv4_2": 4,
+           "conv5_1": 2, "pool5": 1}
+  for name in wanted:
+    assert got[name].shape == expected[name].shape == (2, sides[name], sides[name],
+                                                       expected[name].shape[-1])
+    scale = np.abs(expected[name]).max()
+    assert scale > 0
+    np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-5 * scale)
+  # Average and max pooling differ (the option is not ignored); layers=None is the old output.
+  max_out = vgg.VGGFeatures(19).apply({"params": params}, jnp.asarray(
+      x.transpose(0, 2, 3, 1)), layers=("pool2",))["pool2"]
+  assert not np.allclose(max_out, got["pool2"])
+  whole = vgg.VGGFeatures(19, include_final_pool=True, pooling="avg").apply(
+      {"params": params}, jnp.asarray(x.transpose(0, 2, 3, 1)))
+  np.testing.assert_allclose(whole, got["pool5"], rtol=1e-5, atol=1e-6)
+
+
+def test_named_layers_stop_after_the_deepest():
+  x = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+  model = vgg.VGGFeatures(19)
+  variables = jax.eval_shape(functools.partial(model.init, layers=("conv2_1", "conv1_2")),
+                             jax.random.key(0), x)
+  assert sorted(variables["params"]) == ["features_0", "features_2", "features_5"]
+  full = jax.eval_shape(model.init, jax.random.key(0), x)
+  out = jax.eval_shape(functools.partial(model.apply, layers=("pool1", "pool1")), full, x)
+  assert {k: v.shape for k, v in out.items()} == {"pool1": (1, 16, 16, 64)}
+
+
 def test_bad_arguments_raise_value_errors_naming_them():
   state_dict = _torch_features(19).state_dict()
   with pytest.raises(ValueError, match=r"missing \['34.bias'\], unexpected \[\]"):
@@ -116,3 +169,10 @@ def test_bad_arguments_raise_value_errors_naming_them():
       call()
   with pytest.raises(ValueError, match=r"images must have shape \[B, H, W, C\]"):
     vgg.VGGFeatures().init(jax.random.key(0), jnp.zeros((32, 32, 3)))
+  with pytest.raises(ValueError, match=r"pooling must be one of \('max', 'avg'\), got 'mean'"):
+    vgg.VGGFeatures(pooling="mean")
+  x = jnp.zeros((1, 32, 32, 3))
+  for bad in (("conv1_1", "conv5_4"), "conv1_1", (), ("relu1_1",)):  # VGG-16 has no conv5_4
+    with pytest.raises(ValueError, match=r"layers must be a non-empty sequence of names from "
+                                         r"\('conv1_1', 'conv1_2', 'pool1', .*'conv5_3', 'pool5'\)"):
+      vgg.VGGFeatures(16).init(jax.random.key(0), x, layers=bad)

@@ -19,8 +19,15 @@ gives the paper's names (``conv5_4`` is ``features_34`` of VGG-19, ``conv5_3`` i
 
 Inputs are what torchvision's ImageNet weights expect: RGB in [0, 1], normalised by the mean
 (0.485, 0.456, 0.406) and standard deviation (0.229, 0.224, 0.225), channels last.
+
+Neural style (Gatys, Ecker & Bethge, "A neural algorithm of artistic style", 2015, Methods)
+reads VGG-19's responses at named layers (``layers=("conv4_2", ...)``) and replaces the
+max-pools by average pools (``pooling="avg"``, torch's ``AvgPool2d(2, 2)``) for better
+gradient flow. A layer's name means its output after the ReLU, as in the paper, whose Caffe
+model applies each ReLU in place on the convolution's output.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -37,6 +44,7 @@ VGG_CONFIGS = {
          512, 512, 512, 512, "M"),
 }
 DEPTHS = tuple(VGG_CONFIGS)
+POOLINGS = ("max", "avg")
 
 
 def _layers(depth: int) -> tuple[tuple[int, int | str], ...]:
@@ -81,39 +89,76 @@ VGG_CONV_INDICES = {depth: tuple(i for i, item in _layers(depth) if item != "M")
 class VGGFeatures(nn.Module):
   """torchvision's ``vgg{depth}().features``: [B, H, W, 3] -> [B, H / 16, W / 16, 512].
 
-  3x3 convolutions (padding 1) with ReLUs and 2x2 max-pools of stride 2 (module docstring);
+  3x3 convolutions (padding 1) with ReLUs and 2x2 pools of stride 2 (module docstring);
   the last pool only with ``include_final_pool`` (then [B, H / 32, W / 32, 512]). Sizes are
   floored at each pool, as in torch: 224 -> 14 (7 with the final pool). Parameters:
   ``{"features_{i}": {"kernel": [3, 3, I, O], "bias": [O]}}`` for ``i`` in
-  ``VGG_CONV_INDICES[depth]``.
+  ``VGG_CONV_INDICES[depth]`` (initialise without ``layers`` to create them all).
 
   Attributes:
     depth: 16 (configuration "D") or 19 ("E").
-    include_final_pool: apply the last max-pool (torchvision's ``features[30]`` for VGG-16,
+    include_final_pool: apply the last pool (torchvision's ``features[30]`` for VGG-16,
       ``features[36]`` for VGG-19). Without it (the default) the output is the ReLU of
       ``conv5_3`` (VGG-16) or ``conv5_4`` (VGG-19), the map Show, Attend and Tell uses.
+    pooling: "max" (torchvision's ``MaxPool2d(2, 2)``) or "avg" (``AvgPool2d(2, 2)``, the
+      neural style paper's choice for image synthesis; the weights are the same).
   """
 
   depth: int = 16
   include_final_pool: bool = False
+  pooling: str = "max"
 
   def __post_init__(self):
     check_choice("depth", self.depth, DEPTHS)
+    check_choice("pooling", self.pooling, POOLINGS)
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, images: jax.Array) -> jax.Array:
-    """[B, H, W, C] float images (C = 3 for ImageNet weights) -> the feature map."""
+  def __call__(self, images: jax.Array, *,
+               layers: Sequence[str] | None = None) -> jax.Array | dict[str, jax.Array]:
+    """[B, H, W, C] float images (C = 3 for ImageNet weights) -> the feature map(s).
+
+    Args:
+      images: [B, H, W, C] float.
+      layers: None for the feature map (class docstring), or names of
+        ``vgg_layer_names(depth)`` ("conv1_1" ... , "pool1" ...; a convolution's name is its
+        output after the ReLU). Layers after the deepest one named are not computed;
+        ``include_final_pool`` does not apply ("pool5" is returned when named).
+
+    Returns:
+      [B, h, w, C'] without ``layers``; else ``{name: [B, h, w, C'] activation}`` for each
+      name in ``layers``.
+
+    Raises:
+      ValueError: for an unknown layer name, listing the valid ones.
+    """
     check_rank("images", images, "[B, H, W, C]")
+    names = vgg_layer_names(self.depth)
+    if layers is not None:
+      layers = _check_layer_names(layers, names.values())
+    pool = nn.max_pool if self.pooling == "max" else nn.avg_pool
     x = jnp.asarray(images, jnp.float32)
-    layers = _layers(self.depth)
-    for index, item in layers:
+    found, all_layers = {}, _layers(self.depth)
+    for index, item in all_layers:
       if item != "M":
         x = nn.relu(nn.Conv(item, (3, 3), padding=((1, 1), (1, 1)),
                             name=f"features_{index}")(x))
-      elif index < layers[-1][0] or self.include_final_pool:
-        x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-    return x
+      elif layers is not None or index < all_layers[-1][0] or self.include_final_pool:
+        x = pool(x, (2, 2), strides=(2, 2), padding="VALID")
+      if layers is not None and names[index] in layers:
+        found[names[index]] = x
+        if len(found) == len(set(layers)):
+          break
+    return x if layers is None else found
+
+
+def _check_layer_names(layers: Any, valid: Sequence[str]) -> tuple[str, ...]:
+  """``layers`` as a tuple of names, or a ValueError naming the valid ones."""
+  valid = tuple(valid)
+  if isinstance(layers, str) or not layers or any(name not in valid for name in layers):
+    raise ValueError(f"layers must be a non-empty sequence of names from {valid}, "
+                     f"got {layers!r}.")
+  return tuple(layers)
 
 
 def vgg_params_from_torch(state_dict: Any, *, depth: int) -> dict[str, dict[str, jax.Array]]:

@@ -49,8 +49,8 @@ def test_records_hold_the_class_ids(voc):
     record = records[index]
     assert record["name"] == name
     assert record["image"].dtype == np.uint8 and record["image"].shape == MASKS[name].shape + (3,)
-    np.testing.assert_allclose(record["image"], np.broadcast_to(COLORS[name], record["image"].shape),
-                               atol=3)
+    color = np.broadcast_to(COLORS[name], record["image"].shape)
+    np.testing.assert_allclose(record["image"], color, atol=3)
     # The palette indices themselves, not the palette's colours.
     assert record["mask"].dtype == np.uint8
     np.testing.assert_array_equal(record["mask"], MASKS[name])

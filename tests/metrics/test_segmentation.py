@@ -53,7 +53,8 @@ def test_batches_accumulate_and_match_numpy_under_jit():
   np.add.at(reference, (labels[keep], predictions[keep]), 1)
   counted = jax.jit(lambda p, l: confusion_matrix(p, l, num_classes=6))
   np.testing.assert_array_equal(counted(predictions, labels), reference)
-  batches = sum(np.asarray(counted(p, l)) for p, l in zip(predictions, labels))
+  # Batch by batch, with the uint8 masks of the datasets.
+  batches = sum(np.asarray(counted(p, l)) for p, l in zip(predictions, labels.astype(np.uint8)))
   np.testing.assert_array_equal(batches, reference)
   np.testing.assert_allclose(jax.jit(segmentation_metrics)(reference)["mean_iou"],
                              segmentation_metrics(reference)["mean_iou"])

@@ -17,6 +17,9 @@
   ``nn.ConvTranspose(strides=(f, f), padding="SAME")`` and ``k = 2 f - f % 2`` it maps an
   ``n x n`` map to ``n f x n f`` and equals bilinear resizing with half-pixel centres
   (``jax.image.resize(..., "bilinear")``) away from the border (tested).
+  ``bilinear_upsample`` is that transposed convolution with the filter fixed, FCN's final
+  upsampling layer ("The final layer deconvolutional filters are fixed to bilinear
+  interpolation", Sec. 4.2).
 
 Layout: channels last, ``[B, H, W, C]``. Pooling windows are "VALID" (no padding, sizes
 floored as torch's ``max_pool2d``): ``h = (H - window) // stride + 1``. Every function is
@@ -129,3 +132,27 @@ def bilinear_kernel(kernel_size: int, channels: int) -> np.ndarray:
   kernel = np.zeros((kernel_size, kernel_size, channels, channels), np.float32)
   kernel[:, :, np.arange(channels), np.arange(channels)] = np.outer(profile, profile)[:, :, None]
   return kernel
+
+
+def upsampling_kernel_size(factor: int) -> int:
+  """``2 f - f % 2``: the bilinear filter's side for upsampling by ``f`` (FCN's net.py)."""
+  return 2 * factor - factor % 2
+
+
+def bilinear_upsample(x: jax.Array, *, factor: int) -> jax.Array:
+  """FCN's fixed upsampling: [B, h, w, C] -> [B, h f, w f, C], each channel on its own.
+
+  The stride-``f`` transposed convolution (``"SAME"`` padding, the adjoint of the stride-``f``
+  ``"SAME"`` convolution) with ``bilinear_kernel(2 f - f % 2, C)``: bilinear interpolation
+  with half-pixel centres, output pixel ``p`` reading input coordinate ``(p + 0.5) / f - 0.5``.
+  Within ``f`` pixels of the border the missing neighbours count as zeros (the transposed
+  convolution's zero padding), where ``jax.image.resize`` would clamp to the edge.
+
+  Raises:
+    ValueError: for a non-positive ``factor`` or ``x`` not of rank 4.
+  """
+  factor = check_positive_int("factor", factor)
+  check_rank("x", x, "[B, h, w, C]")
+  kernel = bilinear_kernel(upsampling_kernel_size(factor), x.shape[-1])
+  return jax.lax.conv_transpose(x, jnp.asarray(kernel, x.dtype), (factor, factor), "SAME",
+                                dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True)

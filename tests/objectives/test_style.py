@@ -79,7 +79,7 @@ def test_style_and_total_loss_weigh_the_layers():
   grams = {"a": style.gram_matrix(_features(7, (1, 4, 4, 3))),
            "b": style.gram_matrix(_features(8, (2, 2, 2, 6)))}
   e = {k: np.asarray(style.style_layer_loss(feats[k], grams[k])) for k in grams}
-  got = style.style_loss(feats, grams, weights={"a": 0.25, "b": 2.0})
+  got = style.style_loss(feats, grams, {"a": 0.25, "b": 2.0})
   np.testing.assert_allclose(got, 0.25 * e["a"] + 2.0 * e["b"], rtol=1e-6)
   target = _features(9, (1, 2, 2, 4))
   loss, parts = style.total_loss(feats, content_target=target, style_grams=grams,

@@ -93,7 +93,7 @@ def style_layer_loss(features: jax.Array, target_gram: jax.Array) -> jax.Array:
   return jnp.sum(jnp.square(diff), axis=(1, 2))
 
 
-def style_loss(features: Mapping[str, jax.Array], target_grams: Mapping[str, jax.Array], *,
+def style_loss(features: Mapping[str, jax.Array], target_grams: Mapping[str, jax.Array],
                weights: Mapping[str, float] = PAPER_STYLE_WEIGHTS) -> jax.Array:
   """``L_style = sum_l w_l E_l`` per example (eq. 5), over the layers ``weights`` names.
 

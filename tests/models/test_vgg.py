@@ -149,7 +149,8 @@ def test_named_layers_stop_after_the_deepest():
 
 def test_bad_arguments_raise_value_errors_naming_them():
   state_dict = _torch_features(19).state_dict()
-  with pytest.raises(ValueError, match=r"missing \['34.bias'\], unexpected \[\]"):
+  with pytest.raises(ValueError, match=r"missing \['34.bias'\] \(layers \['conv5_4'\]\), "
+                                       r"unexpected \[\]\.$"):
     vgg.vgg_params_from_torch({k: v for k, v in state_dict.items() if k != "34.bias"},
                               depth=19)
   with pytest.raises(ValueError, match=r"state_dict\['features.2.weight'\] \(conv1_2 of vgg19\) "
@@ -159,10 +160,15 @@ def test_bad_arguments_raise_value_errors_naming_them():
     vgg.vgg_params_from_torch({**state_dict, "features.34.bias": torch.zeros(3)}, depth=19)
   with pytest.raises(ValueError, match=r"unexpected \['1.running_mean'\]"):  # a vgg19_bn key
     vgg.vgg_params_from_torch({**state_dict, "1.running_mean": torch.zeros(64)}, depth=19)
-  # VGG-16's weights are not VGG-19's: conv3_4 (16) and more are missing, 17 is not a conv.
+  # VGG-16's weights are not VGG-19's: conv3_4 (16) and 5 more are missing, 17 is no conv.
   with pytest.raises(ValueError, match=r"vgg19's features .* missing \['16.bias', '16.weight'"
-                                       r".* unexpected \['17.bias', '17.weight'"):
+                                       r".*\(layers \['conv3_4', 'conv4_3', 'conv4_4', 'conv5_2', 'conv5_3', "
+                                       r"'conv5_4'\]\), "
+                                       r"unexpected \['17.bias', '17.weight'.* \(these are "
+                                       r"vgg16's: pass depth=16\)"):
     vgg.vgg_params_from_torch(_torch_features(16).state_dict(), depth=19)
+  with pytest.raises(ValueError, match=r"\(these are vgg19's: pass depth=19\)"):
+    vgg.vgg_params_from_torch(state_dict, depth=16)
   for call in (lambda: vgg.VGGFeatures(depth=11), lambda: vgg.vgg_layer_names(13),
                lambda: vgg.vgg_params_from_torch(state_dict, depth=18)):
     with pytest.raises(ValueError, match=r"depth must be one of \(16, 19\), got"):

@@ -188,11 +188,16 @@ def vgg_params_from_torch(state_dict: Any, *, depth: int) -> dict[str, dict[str,
   indices = VGG_CONV_INDICES[depth]
   features = {key.removeprefix("features."): value for key, value in state_dict.items()
               if not key.startswith("classifier.")}
-  expected = {f"{i}.{part}" for i in indices for part in ("weight", "bias")}
-  missing, unexpected = sorted(expected - set(features)), sorted(set(features) - expected)
+  keys = {d: {f"{i}.{part}" for i in VGG_CONV_INDICES[d] for part in ("weight", "bias")}
+          for d in DEPTHS}
+  missing, unexpected = sorted(keys[depth] - set(features)), sorted(set(features) - keys[depth])
   if missing or unexpected:
+    layers = sorted({names[int(key.split(".")[0])] for key in missing})
+    other = [d for d in DEPTHS if d != depth and set(features) == keys[d]]
+    hint = f" (these are vgg{other[0]}'s: pass depth={other[0]})" if other else ""
     raise ValueError(f"state_dict must hold the weight and bias of vgg{depth}'s features at "
-                     f"indices {indices}; missing {missing}, unexpected {unexpected}.")
+                     f"indices {indices}; missing {missing} (layers {layers}), unexpected "
+                     f"{unexpected}{hint}.")
   params, in_channels = {}, 3
   for index, out_channels in _layers(depth):
     if out_channels == "M":

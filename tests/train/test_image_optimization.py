@@ -113,6 +113,11 @@ def test_bad_arguments_raise_value_errors_naming_them():
   for kwargs, message in cases:
     with pytest.raises(ValueError, match=message):
       optimize_image(_quadratic, x0, **{"num_steps": 3, **kwargs})
-  with pytest.raises(ValueError, match=r"loss_fn must return \(scalar loss, aux\), got a loss "
-                                       r"of shape \(2,\)"):
+  with pytest.raises(ValueError, match=r"loss_fn's loss must be a scalar \(sum a per-example "
+                                       r"loss\), got shape \(2,\)"):
     optimize_image(lambda x: (x.reshape(2, 4).sum(1), None), x0, num_steps=3)
+  with pytest.raises(ValueError, match=r"loss_fn must return a pair \(scalar loss, aux\), got "
+                                       r"ShapeDtypeStruct"):
+    optimize_image(lambda x: x.sum(), x0, num_steps=3)
+  with pytest.raises(ValueError, match=r"init_image must be a float array, got dtype int32"):
+    optimize_image(_quadratic, jnp.zeros((2, 2, 2), jnp.int32), num_steps=3)

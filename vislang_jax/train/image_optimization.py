@@ -60,8 +60,8 @@ def optimize_image(loss_fn: LossFn, init_image: jax.Array, *, optimizer: str = "
 
   Raises:
     ValueError: naming the argument, for an unknown optimizer, Adam without a learning rate,
-      a bad ``num_steps``, ``clip``, ``memory_size`` or learning rate, or a ``loss_fn`` that
-      does not return ``(scalar, aux)``.
+      a bad ``num_steps``, ``clip``, ``memory_size`` or learning rate, a non-float
+      ``init_image``, or a ``loss_fn`` that does not return ``(scalar, aux)``.
   """
   check_choice("optimizer", optimizer, OPTIMIZERS)
   num_steps = check_positive_int("num_steps", num_steps)
@@ -76,11 +76,14 @@ def optimize_image(loss_fn: LossFn, init_image: jax.Array, *, optimizer: str = "
     low = check_float("clip[0]", clip[0])
     clip = (low, check_float("clip[1]", clip[1], low=low))
   init_image = jnp.asarray(init_image)
+  if not jnp.issubdtype(init_image.dtype, jnp.floating):
+    raise ValueError(f"init_image must be a float array, got dtype {init_image.dtype}.")
   out = jax.eval_shape(loss_fn, init_image)
-  if not isinstance(out, tuple) or len(out) != 2 or jnp.shape(out[0]) != ():
-    shape = jnp.shape(out[0]) if isinstance(out, tuple) and out else type(out).__name__
-    raise ValueError(f"loss_fn must return (scalar loss, aux), got a loss of shape {shape} "
-                     f"(sum a per-example loss).")
+  if not isinstance(out, tuple) or len(out) != 2:
+    raise ValueError(f"loss_fn must return a pair (scalar loss, aux), got {out}.")
+  if out[0].shape != ():
+    raise ValueError(f"loss_fn's loss must be a scalar (sum a per-example loss), got shape "
+                     f"{out[0].shape}.")
   return _optimize(loss_fn, init_image, optimizer=optimizer, num_steps=num_steps,
                    learning_rate=learning_rate, clip=clip, memory_size=memory_size)
 

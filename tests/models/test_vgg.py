@@ -162,10 +162,10 @@ def test_bad_arguments_raise_value_errors_naming_them():
     vgg.vgg_params_from_torch({**state_dict, "1.running_mean": torch.zeros(64)}, depth=19)
   # VGG-16's weights are not VGG-19's: conv3_4 (16) and 5 more are missing, 17 is no conv.
   with pytest.raises(ValueError, match=r"vgg19's features .* missing \['16.bias', '16.weight'"
-                                       r".*\(layers \['conv3_4', 'conv4_3', 'conv4_4', 'conv5_2', 'conv5_3', "
-                                       r"'conv5_4'\]\), "
-                                       r"unexpected \['17.bias', '17.weight'.* \(these are "
-                                       r"vgg16's: pass depth=16\)"):
+                                       r".*\(layers \['conv3_4', 'conv4_3', 'conv4_4', "
+                                       r"'conv5_2', 'conv5_3', 'conv5_4'\]\), unexpected "
+                                       r"\['17.bias', '17.weight'.* \(these are vgg16's: pass "
+                                       r"depth=16\)"):
     vgg.vgg_params_from_torch(_torch_features(16).state_dict(), depth=19)
   with pytest.raises(ValueError, match=r"\(these are vgg19's: pass depth=19\)"):
     vgg.vgg_params_from_torch(state_dict, depth=16)
@@ -179,6 +179,7 @@ def test_bad_arguments_raise_value_errors_naming_them():
     vgg.VGGFeatures(pooling="mean")
   x = jnp.zeros((1, 32, 32, 3))
   for bad in (("conv1_1", "conv5_4"), "conv1_1", (), ("relu1_1",)):  # VGG-16 has no conv5_4
-    with pytest.raises(ValueError, match=r"layers must be a non-empty sequence of names from "
-                                         r"\('conv1_1', 'conv1_2', 'pool1', .*'conv5_3', 'pool5'\)"):
+    with pytest.raises(ValueError, match=r"layers must be a non-empty sequence of names "
+                                         r"from \('conv1_1', 'conv1_2', 'pool1', .*'conv5_3', "
+                                         r"'pool5'\)"):
       vgg.VGGFeatures(16).init(jax.random.key(0), x, layers=bad)

@@ -17,11 +17,9 @@ DN = ("NHWC", "HWIO", "NHWC")
 WIDTHS = (3, 4, 4, 5, 6)
 
 
-def _random_like(tree, key, scale=0.3):
-  leaves, treedef = jax.tree.flatten(tree)
-  keys = jax.random.split(key, len(leaves))
-  return treedef.unflatten([scale * jax.random.normal(k, x.shape) for k, x in
-                            zip(keys, leaves)])
+def _random_like(tree, seed, scale=0.3):
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda x: jnp.asarray(scale * rng.normal(size=x.shape), jnp.float32), tree)
 
 
 @pytest.mark.parametrize("in_features, features, factor", [(3, 3, 2), (2, 5, 2), (3, 3, 4)])
@@ -126,17 +124,18 @@ def _reference(params, images, variant):
 def test_fcn_against_the_reference(variant):
   model = fcn.FCN(num_classes=4, variant=variant, widths=WIDTHS)
   images = jax.random.uniform(jax.random.key(5), (2, 32, 64, 1))
-  params = model.init(jax.random.key(6), images)["params"]
-  params = _random_like(params, jax.random.key(7))  # zero score layers would hide the skips
-  logits, aux = model.apply({"params": params}, images)
+  params = jax.jit(model.init)(jax.random.key(6), images)["params"]
+  params = _random_like(params, 7)  # zero score layers would hide the skips
+  logits, aux = jax.jit(model.apply)({"params": params}, images)
   assert logits.shape == (2, 32, 64, 4)
   assert aux["coarse_scores"].shape == (2, 1, 2, 4)
-  np.testing.assert_allclose(logits, _reference(params, images, variant), rtol=1e-4, atol=1e-5)
+  reference = jax.jit(_reference, static_argnums=2)(params, images, variant)
+  np.testing.assert_allclose(logits, reference, rtol=1e-4, atol=1e-5)
 
 
 def test_fcn_initialisation():
   model = fcn.FCN(num_classes=3, variant="8s", widths=WIDTHS)
-  params = model.init(jax.random.key(8), jnp.zeros((1, 32, 32, 1)))["params"]
+  params = jax.jit(model.init)(jax.random.key(8), jnp.zeros((1, 32, 32, 1)))["params"]
   assert set(params) == {*(f"stage_{i}" for i in range(5)), "score_fr", "score_pool4",
                          "score_pool3", "upscore2", "upscore_pool4"}
   for name in ("score_fr", "score_pool4", "score_pool3"):
@@ -144,8 +143,8 @@ def test_fcn_initialisation():
   for name in ("upscore2", "upscore_pool4"):
     assert set(params[name]) == {"kernel"}  # no bias, as net.py's bias_term=False
     np.testing.assert_array_equal(params[name]["kernel"], bilinear_kernel(4, 3))
-  assert set(fcn.FCN(num_classes=3, variant="32s", widths=WIDTHS).init(
-      jax.random.key(8), jnp.zeros((1, 32, 32, 1)))["params"]) == {
+  assert set(jax.eval_shape(fcn.FCN(num_classes=3, variant="32s", widths=WIDTHS).init,
+                            jax.random.key(8), jnp.zeros((1, 32, 32, 1)))["params"]) == {
           *(f"stage_{i}" for i in range(5)), "score_fr"}
 
 
@@ -158,7 +157,7 @@ def test_fcn_vgg16_backbone():
   assert params["fc6"]["kernel"].shape == (7, 7, 512, 8)
   assert params["fc7"]["kernel"].shape == (1, 1, 8, 8)
   assert params["score_pool3"]["kernel"].shape == (1, 1, 256, 5)
-  params = dict(params, score_fr=_random_like(params["score_fr"], jax.random.key(11)))
+  params = dict(params, score_fr=_random_like(params["score_fr"], 11))
   apply = jax.jit(model.apply, static_argnames="train")
   logits, _ = apply({"params": params}, images)
   assert logits.shape == (1, 32, 32, 5)
@@ -171,48 +170,85 @@ def test_fcn_gradients_are_finite_and_reach_the_backbone():
   model = fcn.FCN(num_classes=3, variant="8s", widths=WIDTHS)
   images = jax.random.uniform(jax.random.key(13), (2, 32, 32, 1))
   labels = jax.random.randint(jax.random.key(14), (2, 32, 32), 0, 3)
-  params = model.init(jax.random.key(15), images)["params"]
+  params = jax.jit(model.init)(jax.random.key(15), images)["params"]
 
   def loss(p):
     logits, _ = model.apply({"params": p}, images)
     return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], -1))
 
-  grads = jax.grad(loss)(params)
+  grad_fn = jax.jit(jax.grad(loss))
+  grads = grad_fn(params)
   assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
   # Zero score layers: only they receive a gradient at the first step.
   assert np.any(grads["score_pool3"]["kernel"]) and not np.any(grads["stage_0"]["kernel"])
-  grads = jax.grad(loss)(_random_like(params, jax.random.key(16)))
+  grads = grad_fn(_random_like(params, 16))
   assert all(np.isfinite(g).all() and np.any(g) for g in jax.tree.leaves(grads))
 
 
 def test_deconvnet_shapes_and_batch_norm():
   model = fcn.DeconvNet(num_classes=4, widths=(4, 6, 8))
   images = jax.random.uniform(jax.random.key(17), (2, 16, 24, 1))
-  variables = model.init(jax.random.key(18), images)
+  variables = jax.jit(model.init)(jax.random.key(18), images)
   assert variables["params"]["dec_0_1"]["kernel"].shape == (3, 3, 4, 4)
   assert variables["params"]["dec_2_1"]["kernel"].shape == (3, 3, 6, 8)  # narrows to widths[1]
-  (logits, aux), state = model.apply(variables, images, train=True, mutable=["batch_stats"])
+  (logits, aux), state = jax.jit(lambda v: model.apply(v, images, train=True,
+                                                       mutable=["batch_stats"]))(variables)
   assert logits.shape == (2, 16, 24, 4)
   assert [s.shape for s in aux["switches"]] == [(2, 8, 12, 4), (2, 4, 6, 6), (2, 2, 3, 8)]
   assert all(s.dtype == jnp.int32 for s in aux["switches"])
   assert set(state["batch_stats"]) == set(variables["batch_stats"])
-  evaluated, _ = model.apply(variables, images)
+  evaluated, _ = jax.jit(model.apply)(variables, images)
   assert evaluated.shape == logits.shape
   plain = fcn.DeconvNet(num_classes=4, widths=(4, 6, 8), use_batch_norm=False)
-  assert set(plain.init(jax.random.key(18), images)) == {"params"}
+  assert set(jax.eval_shape(plain.init, jax.random.key(18), images)) == {"params"}
+
+
+def _torch_deconvnet(params, images, levels):
+  """DeconvNet (no batch norm, one convolution per block) in torch, from Flax's parameters."""
+  def t(a):
+    return torch.from_numpy(np.array(a))
+
+  def conv(x, p):
+    return torch.nn.functional.conv2d(x, t(p["kernel"]).permute(3, 2, 0, 1), t(p["bias"]),
+                                      padding=p["kernel"].shape[0] // 2)
+
+  x, indices, sizes = t(images).permute(0, 3, 1, 2), [], []
+  for i in range(levels):
+    x = torch.relu(conv(x, params[f"enc_{i}_0"]))
+    sizes.append(x.shape[2:])
+    x, index = torch.nn.functional.max_pool2d(x, 2, 2, return_indices=True)
+    indices.append(index)
+  for i in reversed(range(levels)):
+    x = torch.nn.functional.max_unpool2d(x, indices[i], 2, 2, output_size=sizes[i])
+    # Flax's [k, k, out, in] transposed-convolution kernel is torch's [in, out, k, k].
+    p = params[f"dec_{i}_0"]
+    x = torch.relu(torch.nn.functional.conv_transpose2d(
+        x, t(p["kernel"]).permute(3, 2, 0, 1), t(p["bias"]), padding=1))
+  return conv(x, params["score"]).permute(0, 2, 3, 1).numpy()
+
+
+def test_deconvnet_against_torch():
+  model = fcn.DeconvNet(num_classes=3, widths=(3, 4), convs_per_block=1, use_batch_norm=False)
+  images = jax.random.normal(jax.random.key(21), (2, 8, 12, 2))
+  params = jax.jit(model.init)(jax.random.key(22), images)["params"]
+  params = _random_like(params, 23)
+  logits, _ = jax.jit(model.apply)({"params": params}, images)
+  with torch.no_grad():
+    reference = _torch_deconvnet(params, images, 2)
+  np.testing.assert_allclose(logits, reference, rtol=1e-4, atol=1e-5)
 
 
 def test_deconvnet_gradients_are_finite():
   model = fcn.DeconvNet(num_classes=3, widths=(4, 6), convs_per_block=1)
   images = jax.random.uniform(jax.random.key(19), (2, 8, 8, 1))
-  variables = model.init(jax.random.key(20), images)
+  variables = jax.jit(model.init)(jax.random.key(20), images)
 
   def loss(p):
     (logits, _), _ = model.apply(dict(variables, params=p), images, train=True,
                                  mutable=["batch_stats"])
     return jnp.mean(jax.nn.log_softmax(logits)[..., 0])
 
-  grads = jax.grad(loss)(variables["params"])
+  grads = jax.jit(jax.grad(loss))(variables["params"])
   assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
   assert np.any(grads["enc_0_0"]["kernel"])
 

@@ -1,6 +1,6 @@
 """Tests for vislang_jax.ops.unpooling: switches against hand cases and torch's
 max_pool2d(return_indices=True) / max_unpool2d, gradients routed to the argmax, and FCN's
-bilinear filter against its closed form and against bilinear resizing."""
+bilinear filter against its closed form and its fixed upsampling against bilinear resizing."""
 
 import jax
 import jax.numpy as jnp
@@ -115,6 +115,19 @@ def test_bilinear_kernel_by_hand():
                              np.outer(profile, profile))
 
 
+@pytest.mark.parametrize("factor", [2, 3, 8, 32])
+def test_bilinear_upsample_is_bilinear_resizing_away_from_the_border(factor):
+  x = jax.random.normal(jax.random.key(8), (2, 4, 3, 2))
+  out = jax.jit(unpooling.bilinear_upsample, static_argnames="factor")(x, factor=factor)
+  resized = jax.image.resize(x, (2, 4 * factor, 3 * factor, 2), "bilinear", antialias=False)
+  assert out.shape == resized.shape
+  inner = (slice(None), slice(factor, -factor), slice(factor, -factor))
+  np.testing.assert_allclose(out[inner], resized[inner], rtol=1e-5, atol=1e-5)
+  # Channels are upsampled on their own.
+  np.testing.assert_allclose(unpooling.bilinear_upsample(x[..., :1], factor=factor),
+                             out[..., :1], rtol=1e-6, atol=1e-6)
+
+
 def test_errors():
   x = jnp.zeros((1, 4, 4, 1))
   with pytest.raises(ValueError, match="window must be a positive int, got 0"):
@@ -130,3 +143,5 @@ def test_errors():
     unpooling.unpool(pooled, switches, output_hw=4)
   with pytest.raises(ValueError, match="channels must be a positive int"):
     unpooling.bilinear_kernel(4, 0)
+  with pytest.raises(ValueError, match="factor must be a positive int, got 0"):
+    unpooling.bilinear_upsample(x, factor=0)

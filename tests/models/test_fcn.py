@@ -263,6 +263,12 @@ def test_errors():
     fcn.FCN(num_classes=2, backbone="resnet")
   with pytest.raises(ValueError, match="widths must hold 5 stage widths"):
     fcn.FCN(num_classes=2, widths=(4, 4))
+  with pytest.raises(ValueError, match=r"widths\[2\] must be a positive int, got 0"):
+    fcn.FCN(num_classes=2, widths=(4, 4, 0, 4, 4))
+  with pytest.raises(ValueError, match=r"dropout_rate must be a finite float in \[0.0, 1.0\)"):
+    fcn.FCN(num_classes=2, dropout_rate=1.0)
+  with pytest.raises(ValueError, match=r"shape must be \[k, k, C, C\]"):
+    fcn.bilinear_init(None, (4, 4, 2, 3))
   with pytest.raises(ValueError, match="divisible by 32 .*got image size 48 x 32"):
     fcn.FCN(num_classes=2).init(jax.random.key(0), jnp.zeros((1, 48, 32, 1)))
   with pytest.raises(ValueError, match="num_classes must be a positive int, got 0"):

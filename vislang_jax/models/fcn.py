@@ -14,8 +14,9 @@
   initialised to bilinear interpolation; the final ``up32``/``up16``/``up8`` is fixed to
   bilinear interpolation ("The final layer deconvolutional filters are fixed to bilinear
   interpolation, while intermediate upsampling layers are initialized to bilinear upsampling,
-  and then learned", Sec. 4.2), a parameter-free ``ops.unpooling.bilinear_upsample``. The
-  score layers start at zero (Sec. 4.2: the new skip score layers are "initialized to zero";
+  and then learned", Sec. 4.3), a parameter-free ``ops.unpooling.bilinear_upsample``. The
+  score layers start at zero (Sec. 4.2: "The new parameters acting on pool4 are
+  zero-initialized so that the net starts with unmodified predictions", likewise for pool3;
   Sec. 4.3: "We initialize the class scoring convolution layer to zero"), so at
   initialisation the skips add nothing and 16s / 8s begin where the coarser net does.
 * Noh, Hong, Han, "Learning Deconvolution Network for Semantic Segmentation", ICCV 2015
@@ -53,7 +54,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vislang_jax.checks import check_choice, check_positive_int, check_rank
+from vislang_jax.checks import check_choice, check_float, check_positive_int, check_rank
 from vislang_jax.models.dcgan import batch_norm
 from vislang_jax.models.vgg import VGGFeatures
 from vislang_jax.ops.unpooling import (bilinear_kernel, bilinear_upsample, max_pool_with_argmax,
@@ -84,14 +85,15 @@ def bilinear_init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32
   """
   del key
   if len(shape) != 4 or shape[0] != shape[1] or shape[2] != shape[3]:
-    raise ValueError(f"a bilinear kernel must have shape [k, k, C, C], got {tuple(shape)}.")
+    raise ValueError(f"shape must be [k, k, C, C] for a bilinear kernel (square, as many outputs "
+                     f"as inputs), got {tuple(shape)}.")
   return jnp.asarray(bilinear_kernel(shape[0], shape[2]), dtype)
 
 
 def bilinear_upsampling(features: int, factor: int, *, name: str) -> nn.ConvTranspose:
   """A learned stride-``factor`` transposed convolution initialised to bilinear upsampling:
   [B, h, w, features] -> [B, h f, w f, features], kernel ``2 f - f % 2``, no bias (FCN's
-  ``upscore2`` / ``upscore_pool4``; Sec. 3.3, 4.2)."""
+  ``upscore2`` / ``upscore_pool4``; Sec. 3.3, 4.2, 4.3)."""
   k = upsampling_kernel_size(factor)
   return nn.ConvTranspose(features, (k, k), strides=(factor, factor), padding="SAME",
                           transpose_kernel=True, use_bias=False, kernel_init=bilinear_init,
@@ -131,9 +133,10 @@ class FCN(nn.Module):
     check_choice("backbone", self.backbone, BACKBONES)
     if len(self.widths) != NUM_STAGES:
       raise ValueError(f"widths must hold {NUM_STAGES} stage widths, got {self.widths!r}.")
-    for width in self.widths:
-      check_positive_int("widths[i]", width)
+    for i, width in enumerate(self.widths):
+      check_positive_int(f"widths[{i}]", width)
     check_positive_int("fc_width", self.fc_width)
+    check_float("dropout_rate", self.dropout_rate, low=0.0, below=1.0)
     super().__post_init__()
 
   @nn.compact
@@ -208,8 +211,8 @@ class DeconvNet(nn.Module):
     check_positive_int("num_classes", self.num_classes)
     if not self.widths:
       raise ValueError(f"widths must hold at least one block width, got {self.widths!r}.")
-    for width in self.widths:
-      check_positive_int("widths[i]", width)
+    for i, width in enumerate(self.widths):
+      check_positive_int(f"widths[{i}]", width)
     check_positive_int("convs_per_block", self.convs_per_block)
     super().__post_init__()
 

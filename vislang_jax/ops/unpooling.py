@@ -9,7 +9,7 @@
   non-overlapping windows (``window == stride``) ``unpool`` is the adjoint of the pooling's
   selection: ``<unpool(y, s), x> = <y, pooled-by-switches x>``.
 * Long, Shelhamer, Darrell, "Fully Convolutional Networks for Semantic Segmentation", CVPR
-  2015, Sec. 3.3 and 4.2: upsampling by a factor ``f`` is a transposed ("backwards strided")
+  2015, Sec. 3.3 and 4.3: upsampling by a factor ``f`` is a transposed ("backwards strided")
   convolution of stride ``f`` whose filter is initialised to bilinear interpolation;
   ``bilinear_kernel`` is ``upsample_filt`` of the released code (shelhamer/
   fcn.berkeleyvision.org, ``surgery.py``) placed on the channel diagonal, as ``surgery.interp``
@@ -19,7 +19,7 @@
   (``jax.image.resize(..., "bilinear")``) away from the border (tested).
   ``bilinear_upsample`` is that transposed convolution with the filter fixed, FCN's final
   upsampling layer ("The final layer deconvolutional filters are fixed to bilinear
-  interpolation", Sec. 4.2).
+  interpolation", Sec. 4.3).
 
 Layout: channels last, ``[B, H, W, C]``. Pooling windows are "VALID" (no padding, sizes
 floored as torch's ``max_pool2d``): ``h = (H - window) // stride + 1``. Every function is

@@ -22,6 +22,10 @@ def _random_like(tree, seed, scale=0.3):
   return jax.tree.map(lambda x: jnp.asarray(scale * rng.normal(size=x.shape), jnp.float32), tree)
 
 
+def _pixel_loss(logits, labels):
+  return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], -1))
+
+
 @pytest.mark.parametrize("in_features, features, factor", [(3, 3, 2), (2, 5, 2), (3, 3, 4)])
 def test_transposed_conv_is_the_adjoint_of_its_strided_conv(in_features, features, factor):
   # <A y, x> = <y, A^T x>: A the stride-f "SAME" convolution with the layer's kernel
@@ -151,13 +155,18 @@ def test_fcn_initialisation():
 def test_fcn_vgg16_backbone():
   model = fcn.FCN(num_classes=5, variant="8s", backbone="vgg16", fc_width=8)
   images = jax.random.uniform(jax.random.key(9), (1, 32, 32, 3))
-  variables = jax.jit(model.init)(jax.random.key(10), images)
-  params = variables["params"]
+  params = jax.eval_shape(model.init, jax.random.key(10), images)["params"]
   assert params["vgg"]["features_28"]["kernel"].shape == (3, 3, 512, 512)  # conv5_3
   assert params["fc6"]["kernel"].shape == (7, 7, 512, 8)
   assert params["fc7"]["kernel"].shape == (1, 1, 8, 8)
   assert params["score_pool3"]["kernel"].shape == (1, 1, 256, 5)
-  params = dict(params, score_fr=_random_like(params["score_fr"], 11))
+  # Zero weights but fc7's bias, the scores and the upsampling (cheaper than VGG's random
+  # init): dropout then acts on relu(fc7's bias).
+  params = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), params)
+  params["fc7"]["bias"] = jnp.ones(8)
+  params["score_fr"] = _random_like(params["score_fr"], 11)
+  for name in ("upscore2", "upscore_pool4"):
+    params[name]["kernel"] = jnp.asarray(bilinear_kernel(4, 5))
   apply = jax.jit(model.apply, static_argnames="train")
   logits, _ = apply({"params": params}, images)
   assert logits.shape == (1, 32, 32, 5)
@@ -166,23 +175,23 @@ def test_fcn_vgg16_backbone():
   assert dropped.shape == logits.shape and not np.allclose(dropped, logits)
 
 
-def test_fcn_gradients_are_finite_and_reach_the_backbone():
+def test_fcn_first_gradient_reaches_only_the_zero_score_layers():
   model = fcn.FCN(num_classes=3, variant="8s", widths=WIDTHS)
   images = jax.random.uniform(jax.random.key(13), (2, 32, 32, 1))
   labels = jax.random.randint(jax.random.key(14), (2, 32, 32), 0, 3)
   params = jax.jit(model.init)(jax.random.key(15), images)["params"]
 
   def loss(p):
-    logits, _ = model.apply({"params": p}, images)
-    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], -1))
+    return _pixel_loss(model.apply({"params": p}, images)[0], labels)
 
-  grad_fn = jax.jit(jax.grad(loss))
-  grads = grad_fn(params)
+  grads = jax.jit(jax.grad(loss))(params)
   assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
-  # Zero score layers: only they receive a gradient at the first step.
-  assert np.any(grads["score_pool3"]["kernel"]) and not np.any(grads["stage_0"]["kernel"])
-  grads = grad_fn(_random_like(params, 16))
-  assert all(np.isfinite(g).all() and np.any(g) for g in jax.tree.leaves(grads))
+  # The score layers' inputs are nonzero, their outputs zero: only they move at first
+  # (upscore layers see zero maps too). Later gradients: test_adam_lowers_the_pixel_loss.
+  for name in ("score_fr", "score_pool4", "score_pool3"):
+    assert np.any(grads[name]["kernel"]), name
+  for name in ("stage_0", "stage_4", "upscore2", "upscore_pool4"):
+    assert not np.any(grads[name]["kernel"]), name
 
 
 def test_deconvnet_shapes_and_batch_norm():
@@ -238,19 +247,24 @@ def test_deconvnet_against_torch():
   np.testing.assert_allclose(logits, reference, rtol=1e-4, atol=1e-5)
 
 
-def test_deconvnet_gradients_are_finite():
-  model = fcn.DeconvNet(num_classes=3, widths=(4, 6), convs_per_block=1)
-  images = jax.random.uniform(jax.random.key(19), (2, 8, 8, 1))
-  variables = jax.jit(model.init)(jax.random.key(20), images)
+def test_adam_lowers_the_pixel_loss(check_adam_training):
+  # Label each pixel by whether it is bright: learnable by both networks in a few steps.
+  images = jax.random.uniform(jax.random.key(24), (2, 32, 32, 1))
+  labels = (images[..., 0] > 0.5).astype(jnp.int32)
+  model = fcn.FCN(num_classes=2, variant="8s", widths=WIDTHS)
+  # Perturbed: with the zero score layers only they would get a first gradient.
+  params = _random_like(jax.jit(model.init)(jax.random.key(25), images)["params"], 26)
+  check_adam_training(lambda p: _pixel_loss(model.apply({"params": p}, images)[0], labels),
+                      params, steps=15)
+  deconvnet = fcn.DeconvNet(num_classes=2, widths=(4, 6), convs_per_block=1)
+  variables = jax.jit(deconvnet.init)(jax.random.key(27), images)
 
-  def loss(p):
-    (logits, _), _ = model.apply(dict(variables, params=p), images, train=True,
-                                 mutable=["batch_stats"])
-    return jnp.mean(jax.nn.log_softmax(logits)[..., 0])
+  def deconvnet_loss(p):
+    (logits, _), _ = deconvnet.apply(dict(variables, params=p), images, train=True,
+                                     mutable=["batch_stats"])
+    return _pixel_loss(logits, labels)
 
-  grads = jax.jit(jax.grad(loss))(variables["params"])
-  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
-  assert np.any(grads["enc_0_0"]["kernel"])
+  check_adam_training(deconvnet_loss, variables["params"], steps=15)
 
 
 def test_errors():

@@ -104,10 +104,14 @@ def unpool(x: jax.Array, switches: jax.Array, *, output_hw: Any) -> jax.Array:
     raise ValueError(f"switches must have x's shape [B, h, w, C] = {jnp.shape(x)}, got "
                      f"{jnp.shape(switches)}.")
   batch, _, _, channels = x.shape
-  index = (jnp.arange(batch)[:, None, None, None] * (height * width) + switches) * channels
-  index = index + jnp.arange(channels)
-  out = jnp.zeros(batch * height * width * channels, x.dtype)
-  return out.at[index.ravel()].set(x.ravel()).reshape(batch, height, width, channels)
+
+  def place(values: jax.Array, index: jax.Array) -> jax.Array:  # one map: [h w] -> [H W]
+    return jnp.zeros(height * width, x.dtype).at[index].set(values)
+
+  # Indices stay below H * W (no overflow of int32 flat indices over the whole batch).
+  per_map = jax.vmap(jax.vmap(place, in_axes=-1, out_axes=-1))
+  out = per_map(x.reshape(batch, -1, channels), switches.reshape(batch, -1, channels))
+  return out.reshape(batch, height, width, channels)
 
 
 def bilinear_kernel(kernel_size: int, channels: int) -> np.ndarray:

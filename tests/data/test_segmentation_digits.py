@@ -41,12 +41,12 @@ def test_splits_shapes_and_classes(multi):
   assert {k: len(v) for k, v in multi.items()} == {"train": 1350, "validation": 150, "test": 297}
   for r in _records(multi["validation"]):
     assert r["image"].shape == (40, 40, 1) and r["image"].dtype == np.uint8
-    assert r["mask"].shape == (40, 40) and r["mask"].dtype == np.uint8
+    assert r["segmentation"].shape == (40, 40) and r["segmentation"].dtype == np.uint8
     assert r["labels"].shape == (3,) and r["boxes"].shape == (3, 4)
     present = r["labels"][r["labels"] >= 0]
     # Classes in the mask are those of the scene's digits (+1), within NUM_CLASSES.
-    assert set(np.unique(r["mask"]).tolist()) - {0} <= set((present + 1).tolist())
-    assert r["mask"].max() < NUM_CLASSES
+    assert set(np.unique(r["segmentation"]).tolist()) - {0} <= set((present + 1).tolist())
+    assert r["segmentation"].max() < NUM_CLASSES
 
 
 def test_each_multi_record_follows_the_stated_rule(multi):
@@ -67,7 +67,7 @@ def test_each_multi_record_follows_the_stated_rule(multi):
     expected[image.tobytes()] = (mask, labels[chosen], tops)
   for r in _records(multi["test"]):
     mask, digits, tops = expected[r["image"][..., 0].tobytes()]
-    np.testing.assert_array_equal(r["mask"], mask)
+    np.testing.assert_array_equal(r["segmentation"], mask)
     k = len(digits)
     np.testing.assert_array_equal(r["labels"], np.pad(digits, (0, 3 - k), constant_values=-1))
     np.testing.assert_array_equal(r["boxes"][:k], np.concatenate([tops, tops + 28], axis=1))
@@ -89,7 +89,7 @@ def test_cluttered_labels_only_the_digit(tmp_path):
     y0, x0, y1, x1 = r["boxes"][0]
     assert (y1 - y0, x1 - x0) == (28, 28) and r["labels"][0] == labels[i]
     layer = _layer(images[i], y0, x0, 48)
-    np.testing.assert_array_equal(r["mask"], np.where(_ink(layer), labels[i] + 1, 0))
+    np.testing.assert_array_equal(r["segmentation"], np.where(_ink(layer), labels[i] + 1, 0))
     # The digit's ink shows in the image at its box (sums only grow).
     assert (r["image"][..., 0][_ink(layer)] >= layer[_ink(layer)] - 0.5).all()
 
@@ -99,7 +99,7 @@ def test_deterministic_by_seed(tmp_path):
   a = build_segmentation_digits_dataset(data_dir=str(tmp_path / "a"), **kwargs)["validation"]
   b = build_segmentation_digits_dataset(data_dir=str(tmp_path / "b"), **kwargs)["validation"]
   c = build_segmentation_digits_dataset(data_dir=str(tmp_path / "c"), seed=1, **kwargs)
-  masks = lambda s: sorted(s[i]["mask"].tobytes() for i in range(len(s)))
+  masks = lambda s: sorted(s[i]["segmentation"].tobytes() for i in range(len(s)))
   assert masks(a) == masks(b)
   assert masks(a) != masks(c["validation"])
 

@@ -52,18 +52,19 @@ def test_records_hold_the_class_ids(voc):
     color = np.broadcast_to(COLORS[name], record["image"].shape)
     np.testing.assert_allclose(record["image"], color, atol=3)
     # The palette indices themselves, not the palette's colours.
-    assert record["mask"].dtype == np.uint8
-    np.testing.assert_array_equal(record["mask"], MASKS[name])
+    assert record["segmentation"].dtype == np.uint8
+    np.testing.assert_array_equal(record["segmentation"], MASKS[name])
 
 
 def test_size_resizes_the_central_square_nearest(voc):
   a = load_voc_segmentation(voc, "train", size=2)[0]
   # The central 4x4 of "a" is columns 2..5: 15 15 255 255; halved by nearest neighbours.
-  np.testing.assert_array_equal(a["mask"], [[15, 255], [15, 255]])
+  np.testing.assert_array_equal(a["segmentation"], [[15, 255], [15, 255]])
   assert a["image"].shape == (2, 2, 3)
   b = load_voc_segmentation(voc, "val", size=12)[0]
-  np.testing.assert_array_equal(b["mask"], np.repeat(MASKS["b"], 2, axis=1).repeat(2, axis=0))
-  assert set(np.unique(b["mask"]).tolist()) <= set(MASKS["b"].ravel().tolist())
+  np.testing.assert_array_equal(b["segmentation"],
+                                np.repeat(MASKS["b"], 2, axis=1).repeat(2, axis=0))
+  assert set(np.unique(b["segmentation"]).tolist()) <= set(MASKS["b"].ravel().tolist())
 
 
 def test_errors(voc, tmp_path_factory):

@@ -201,3 +201,12 @@ def test_pair_retrieval_ranks_every_candidate_for_every_query(mesh):
           source.images, jnp.float32)[batch["candidate"], :, :, 0], axis=(1, 2)),
       batch["query"] == batch["candidate"], -1.0) * 1.0)
   assert fields["r_at_1"] == 1.0
+
+
+def test_a_record_field_named_mask_is_refused(mesh):
+  class Masked(Source):
+    def __getitem__(self, i):
+      return {**super().__getitem__(i), "mask": np.ones((4, 4), np.uint8)}
+
+  with pytest.raises(ValueError, match="must not have a 'mask' field"):
+    next(evaluate.split_batches(Masked(3), batch_size=2, mesh=mesh))

@@ -19,7 +19,7 @@ Layouts:
     digit is labelled: clutter pixels are background (0), even where a crop holds a whole
     stroke; where clutter overlaps the digit's ink the pixel is the digit's.
 
-Records: "image" uint8 `[S, S, 1]`; "mask" uint8 `[S, S]` in 0..10; "labels" int32
+Records: "image" uint8 `[S, S, 1]`; "segmentation" uint8 `[S, S]` in 0..10; "labels" int32
 `[max_digits]`, the classes of the digits in placement order, -1 padded; "boxes" int32
 `[max_digits, 4]`, each digit's 28x28 patch `(y0, x0, y1, x1)` (y1, x1 exclusive; the ink
 lies inside), -1 padded.
@@ -156,7 +156,7 @@ class SegmentationDigits(DigitBuilder):
         description="Digit scenes labelled per pixel (0 background, d + 1 digit d).",
         features=tfds.features.FeaturesDict({
             "image": tfds.features.Tensor(shape=(side, side, 1), dtype=np.uint8),
-            "mask": tfds.features.Tensor(shape=(side, side), dtype=np.uint8),
+            "segmentation": tfds.features.Tensor(shape=(side, side), dtype=np.uint8),
             "labels": tfds.features.Tensor(shape=(k,), dtype=np.int32),
             "boxes": tfds.features.Tensor(shape=(k, 4), dtype=np.int32),
         }),
@@ -178,7 +178,7 @@ class SegmentationDigits(DigitBuilder):
       boxes = np.concatenate([tops, tops + _DIGIT_SIZE], axis=1)
       yield index, {
           "image": distortions.to_uint8(image)[..., None],
-          "mask": label_pixels(layers, labels[chosen]),
+          "segmentation": label_pixels(layers, labels[chosen]),
           "labels": np.pad(labels[chosen], (0, padding), constant_values=-1).astype(np.int32),
           "boxes": np.pad(boxes, ((0, padding), (0, 0)), constant_values=-1).astype(np.int32),
       }
@@ -245,7 +245,7 @@ def build_segmentation_digits_dataset(
 
   Returns:
     `{"train", "validation", "test"}` -> random-access source of `{"image": uint8 [S, S, 1],
-    "mask": uint8 [S, S], "labels": int32 [max_digits], "boxes": int32 [max_digits, 4]}`.
+    "segmentation": uint8 [S, S], "labels": int32 [max_digits], "boxes": int32 [max_digits, 4]}`.
 
   Raises:
     ValueError: naming the argument, for bad parameters or unavailable source data.

@@ -13,7 +13,7 @@ nothing here downloads). `root` is the `VOCdevkit/VOC2012` folder:
                                                      VOC_CLASSES, 255 object borders and
                                                      "void" (IGNORE_INDEX)
 
-(2012: 1,464 train and 1,449 val images.) Records `{"image": uint8 [H, W, 3], "mask": uint8
+(2012: 1,464 train and 1,449 val images.) Records `{"image": uint8 [H, W, 3], "segmentation": uint8
 [H, W], "name": str}` are read when accessed. With `size` S, every record is S x S (for
 batching): the central square of the image (side min(H, W)) is resized to S x S, the image
 with PIL's bicubic filter (`captions.resize_square`), the mask with nearest neighbours (so
@@ -68,7 +68,7 @@ class VocSegmentation:
                        f"{image.shape[:2]} and {(labels.height, labels.width)}.")
     if self.size is not None:
       image = resize_square(image, size=self.size)
-    return {"image": image, "mask": mask, "name": name}
+    return {"image": image, "segmentation": mask, "name": name}
 
   def __repr__(self) -> str:
     return f"VocSegmentation({len(self)} images in {self.root!r}, size={self.size})"
@@ -93,7 +93,7 @@ def load_voc_segmentation(root: str | os.PathLike, split: str, *,
     size: S, to resize every record to S x S (central square), or None.
 
   Returns:
-    A random-access source of `{"image": uint8 [H, W, 3], "mask": uint8 [H, W] (class ids,
+    A random-access source of `{"image": uint8 [H, W, 3], "segmentation": uint8 [H, W] (class ids,
     255 ignored), "name": str}` (H = W = S with `size`), in the order of the split's list.
 
   Raises:

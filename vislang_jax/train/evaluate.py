@@ -99,6 +99,9 @@ def split_batches(source: Any, *, batch_size: int, mesh: jax.sharding.Mesh
   rows = sharding.process_rows(batch_size, batch_sharding)[jax.process_index()]
   to_arrays = ImageToFloat()
   padding = {k: np.zeros_like(v) for k, v in to_arrays.map(source[0]).items()}
+  if "mask" in padding:
+    raise ValueError(f"records of an evaluation split must not have a 'mask' field (the "
+                     f"evaluator's padding mask), got one in {source!r}: rename it.")
   for start in range(0, size, batch_size):
     records = []
     for row in rows:

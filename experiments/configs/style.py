@@ -40,11 +40,13 @@ def get_config(preset: str = "quickstart") -> ml_collections.ConfigDict:
 
 
 def _paper(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The paper's settings (Sec. 2 and Fig. 2-3): VGG-19 with average pooling, content on
-  conv4_2, style on conv1_1 ... conv5_1 with w_l = 1/5, L-BFGS from white noise, alpha/beta
-  1e-3 and 1e-4 (Fig. 2's rows); 512 pixels as the released reimplementations (the paper does
-  not state its size)."""
+  """The paper's settings (arXiv 1508.06576, Methods, Fig. 2-3; `objectives.style`): VGG-19
+  with average pooling, content on conv4_2, style on conv1_1 ... conv5_1 with w_l = 1/5, from
+  white noise; alpha / beta = 1e-3 for the result (Fig. 2 B-D) and Fig. 3's sweep 1e-5 ... 1e-2
+  for the grid. Not in the paper's text (unverified): L-BFGS (the optimiser of the authors'
+  CVPR 2016 version and of the reimplementations) and 512 pixels (the paper gives no size)."""
   config.image_size = 512
-  config.ratios = (1e-2, 1e-3, 1e-4)
+  config.ratios = (1e-5, 1e-4, 1e-3, 1e-2)
+  config.ratio = 1e-3
   config.train.num_steps = 1000
   return config

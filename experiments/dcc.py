@@ -88,12 +88,6 @@ def held_out_words(config: ml_collections.ConfigDict) -> dict[str, tuple[str, ..
   return {DIGIT_NAMES[d]: (DIGIT_NAMES[d],) for d in held_out}
 
 
-def _coco_captions(source) -> list[str]:
-  """Every caption of a COCO source's images (the unpaired text)."""
-  images = source.source  # CocoCaptions' TFDS records: the text without resizing the image
-  return [as_text(t) for i in range(len(images)) for t in images[i]["captions"]["text"]]
-
-
 def load_datasets(config: ml_collections.ConfigDict
                   ) -> tuple[dict[str, EncodedCaptions], Vocabulary]:
   """The paired, unpaired and evaluation splits, and the vocabulary of all training text.
@@ -108,7 +102,12 @@ def load_datasets(config: ml_collections.ConfigDict
     splits = novel_objects.load_coco_held_out(
         data_dir=data.dir, image_size=data.image_size, held_out=held,
         captions_per_image=data.captions_per_image)
-    vocabulary = Vocabulary.build(_coco_captions(splits["unpaired"]), min_count=data.min_count)
+    # The unpaired text: every caption of every training image (read without the images'
+    # resizing, as load_coco_held_out reads them for the held-out mentions).
+    references = novel_objects.CocoReferences(splits["unpaired"])
+    vocabulary = Vocabulary.build(
+        (as_text(t) for i in range(len(references)) for t in references[i]["references"]),
+        min_count=data.min_count)
   else:
     raw = build_captioned_digits_dataset(
         source=data.source, data_dir=data.dir or None, mnist_dir=data.mnist_dir or None,
@@ -127,9 +126,10 @@ def load_datasets(config: ml_collections.ConfigDict
 
 def _stage_config(config: ml_collections.ConfigDict, num_steps: int | None
                   ) -> ml_collections.ConfigDict:
+  """`config` with `train.num_steps = num_steps` (None: unchanged), for one stage's `fit`."""
   stage = ml_collections.ConfigDict(config.to_dict())
   if num_steps is not None:
-    stage.train.num_steps = check_int("stage steps", num_steps, low=1)
+    stage.train.num_steps = num_steps
   return stage
 
 
@@ -151,6 +151,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   seen_ids = np.setdiff1d(concept_ids, novel_ids).astype(np.int32)  # transfer sources
   check_int("delta_sources", config.delta_sources, low=1, high=len(seen_ids))
   check_int("eval.beam_size", config.eval.beam_size, low=1)
+  for name in ("lexical_steps", "lm_steps"):  # before any stage trains
+    if config[name] is not None:
+      check_int(name, config[name], low=1)
   example = datasets["train"][0]
   hidden_dim = config.model.hidden_dim
   classifier = dcc.ImageLexicalClassifier(

@@ -294,9 +294,8 @@ def _semantic_attention(config: ml_collections.ConfigDict, workdir: str,
   def attention_arrays(params, source, key):
     del key  # deterministic
     images = stack_records(source, ("image",), count=config.num_samples)["image"]
-    _, aux = model.apply({"params": params}, images, jnp.zeros((len(images), 1), jnp.int32))
-    return dict(beam_search(params, images), image=images,
-                attribute_ids=aux["attribute_ids"])
+    found = model.apply({"params": params}, images, method=SemanticAttentionCaptioner.detect)
+    return dict(beam_search(params, images), image=images, attribute_ids=found.ids)
 
   def write_attention(arrays, directory, split, step):
     words = [caption.split() + ["<eos>"]

@@ -104,6 +104,7 @@ def test_stages_transfer_and_metrics(finished):
     ("held_out", tuple(range(10)), "config.held_out must be"),
     ("transfer", "swap", "transfer must be one of"),
     ("delta_sources", 0, "delta_sources must be"),
+    ("lm_steps", 0, "lm_steps must be"),
 ])
 def test_bad_config_values_are_named(tmp_path, data_dir, field, value, message):
   config = tiny_config(data_dir)

@@ -195,7 +195,7 @@ def check_paired(source: Sequence, words: Any, *, name: str = "paired data") -> 
                        f"{word!r}{form}: {caption!r}.")
 
 
-class _CocoReferences:
+class CocoReferences:
   """Each image's captions, ``{"references": texts}``, of a TFDS ``coco_captions`` source,
   without resizing its image (text scans over all of COCO train)."""
 
@@ -253,9 +253,9 @@ def load_coco_held_out(*, data_dir: str | os.PathLike, image_size: int,
   validation = load_coco_captions(split=validation_split, **common)
   test = load_coco_captions(split=test_split, **common)
   return {
-      "train": _coco_subset(unpaired, ~_mention_flags(_CocoReferences(unpaired), held)),
+      "train": _coco_subset(unpaired, ~_mention_flags(CocoReferences(unpaired), held)),
       "unpaired": unpaired,
       "validation": validation,
       "test": test,
-      "novel": _coco_subset(test, _mention_flags(_CocoReferences(test), held)),
+      "novel": _coco_subset(test, _mention_flags(CocoReferences(test), held)),
   }

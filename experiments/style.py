@@ -8,10 +8,10 @@ The content loss on `config.content_layer` (eq. 1), the style loss on the Gram m
 minimised over the image's pixels by `config.optimizer` (L-BFGS or Adam, `train.num_steps`
 steps in one jitted loop, `train.image_optimization.optimize_image`), from white noise or the
 content image, once per content/style ratio `alpha / beta` in `config.ratios` (alpha = the
-ratio, beta = 1). Without `config.weights_path` the network is
-VGG-19 with fixed random weights (seed `config.seed`): random features still carry texture,
-so the experiment runs offline. Logs per ratio (split `ratio_<i>`): `content_loss_relative`,
-`style_loss_relative` (final / initial), `total_loss`, `seconds` (compilation included); writes result.png (the
+ratio, beta = 1). Without `config.weights_path` the network is VGG-19 with fixed random
+weights (seed `config.seed`): random features still carry texture, so the experiment runs
+offline. Logs per ratio (split `ratio_<i>`): `content_loss_relative`, `style_loss_relative`
+(final / initial), `total_loss`, `seconds` (compilation included); writes result.png (the
 `config.ratio` result next to its content and style images), grid.png (one result per
 ratio) and losses.png (every run's loss curve).
 """
@@ -26,16 +26,14 @@ import numpy as np
 from PIL import Image
 
 from vislang_jax.checks import check_choice
-from vislang_jax.models.vgg import VGGFeatures, vgg_params_from_torch
+from vislang_jax.models.vgg import (IMAGENET_MEAN, IMAGENET_STD, VGGFeatures,
+                                    vgg_params_from_torch)
 from vislang_jax.objectives import style
 from vislang_jax.train import cli
 from vislang_jax.train.image_optimization import optimize_image
 from vislang_jax.train.loop import check_workdir
 from vislang_jax.train.metrics import MetricWriter
 from vislang_jax.viz import style as style_figures
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 def load_image(path: str, *, size: int, default: str,

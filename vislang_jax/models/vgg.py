@@ -44,6 +44,9 @@ VGG_CONFIGS = {
          512, 512, 512, 512, "M"),
 }
 DEPTHS = tuple(VGG_CONFIGS)
+# The input normalisation torchvision's ImageNet weights expect (module docstring), per RGB channel.
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 POOLINGS = ("max", "avg")
 
 

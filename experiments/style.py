@@ -16,6 +16,7 @@ offline. Logs per ratio (split `ratio_<i>`): `content_loss_relative`, `style_los
 ratio) and losses.png (every run's loss curve).
 """
 
+import functools
 import os
 import time
 
@@ -29,7 +30,7 @@ from vislang_jax.checks import check_choice
 from vislang_jax.models.vgg import (IMAGENET_MEAN, IMAGENET_STD, VGGFeatures,
                                     vgg_params_from_torch)
 from vislang_jax.objectives import style
-from vislang_jax.train import cli
+from vislang_jax.train import cli, precision
 from vislang_jax.train.image_optimization import optimize_image
 from vislang_jax.train.loop import check_workdir
 from vislang_jax.train.metrics import MetricWriter
@@ -71,6 +72,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   workdir = check_workdir(workdir)
   check_choice("optimizer", config.optimizer, ("lbfgs", "adam"))
   check_choice("init", config.init, ("noise", "content"))
+  precision.compute_dtype(config.train.compute_dtype)
   content = load_image(config.content_path, size=config.image_size, default="china.jpg")
   # The style image at the content image's size: the Gram matrices are not normalised by the
   # number of positions M_l (eq. 3-4), so A^l of another size would weigh differently.
@@ -97,6 +99,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   results, images, curves = {}, [], []
   for index, ratio in enumerate(config.ratios):
 
+    @functools.partial(precision.with_compute_dtype, name=config.train.compute_dtype)
     def objective(image, alpha=ratio):
       loss, parts = style.total_loss(
           features(image), content_target=content_target, style_grams=style_grams,

@@ -42,6 +42,9 @@ def train_config() -> ml_collections.ConfigDict:
       "rmsprop_decay": 0.9,  # rmsprop's moving average of squared gradients
       "grad_clip_norm": 0.0,  # clip the gradient's global norm; 0 = off
       "weight_decay": 0.0,  # adamw: decoupled; others: L2 added to the gradient; 0 = off
+      # float32 | bfloat16: the train step's matmuls and convolutions (vislang_jax.train.
+      # precision); parameters, optimizer state, softmaxes and losses stay float32
+      "compute_dtype": "float32",
       "log_every": 100,
       "eval_every": 500,  # the default cadence of evaluators and figures
       "checkpoint_every": 500,

@@ -24,7 +24,7 @@ from absl import logging
 
 from vislang_jax.checks import check_int
 from vislang_jax.data.pipeline import make_loader
-from vislang_jax.train import evaluate, sharding
+from vislang_jax.train import evaluate, precision, sharding
 from vislang_jax.train.checkpoint import Checkpointer
 from vislang_jax.train.metrics import MetricWriter
 from vislang_jax.train.state import TrainState
@@ -117,7 +117,9 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
 
   Args:
     config: uses `seed` and `train.{num_steps, batch_size, log_every, eval_every,
-      checkpoint_every, keep_checkpoints}`.
+      checkpoint_every, keep_checkpoints, compute_dtype}` (`compute_dtype`, default float32:
+      the dtype of the step's matmuls and convolutions, `train.precision`; evaluation runs
+      in float32).
     workdir: checkpoints, `metrics.jsonl`, TensorBoard files and `samples/` go here; a
       workdir with checkpoints is resumed from the newest one.
     task: the experiment's parameters and update.
@@ -134,6 +136,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
   train_cfg = config.train
   for name in ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
     check_int(f"train.{name}", train_cfg[name], low=1)
+  update = precision.with_compute_dtype(task.update(), train_cfg.get("compute_dtype", "float32"))
   workdir = check_workdir(workdir)
   if "train" not in datasets:
     raise ValueError(f"datasets must hold a 'train' split, got {sorted(datasets)}.")
@@ -148,7 +151,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
 
   init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
   state = jax.jit(task.initial_state, out_shardings=state_sharding)(init_key, train_key)
-  train_step = jax.jit(make_train_step(task.update()),
+  train_step = jax.jit(make_train_step(update),
                        in_shardings=(state_sharding, batch_sharding),
                        out_shardings=(state_sharding, state_sharding),
                        donate_argnums=0)

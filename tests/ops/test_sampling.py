@@ -161,13 +161,37 @@ def test_affine_grid_matches_torch(x64, torch, out_hw, align_corners):
       rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("channels", [1, 3])  # the single-channel and the row layouts
 @pytest.mark.parametrize("align_corners", ALIGN)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("image_hw, out_hw", [((6, 5), (4, 7)), ((8, 8), (3, 3))])
 def test_bilinear_sample_values_and_grads_match_torch(x64, torch, mode, image_hw, out_hw,
-                                                      align_corners):
-  _compare_with_torch(torch, np.random.default_rng(1), batch=2, image_hw=image_hw, channels=3,
-                      out_hw=out_hw, mode=mode, scale=1.5, align_corners=align_corners)
+                                                      align_corners, channels):
+  _compare_with_torch(torch, np.random.default_rng(1), batch=2, image_hw=image_hw,
+                      channels=channels, out_hw=out_hw, mode=mode, scale=1.5,
+                      align_corners=align_corners)
+
+
+@pytest.mark.parametrize("align_corners", ALIGN)
+@pytest.mark.parametrize("mode", MODES)
+def test_single_channel_layout_matches_the_row_layout(x64, mode, align_corners):
+  # A 1-channel image takes the flat scalar path; as channel 0 of a 2-channel image (whose
+  # other channel gets a zero cotangent) it takes the row path: same values and gradients.
+  rng = np.random.default_rng(13)
+  images = jnp.asarray(rng.normal(size=(3, 6, 5, 1)))
+  grid = jnp.asarray(rng.uniform(-1.4, 1.4, size=(3, 4, 7, 2)))  # in and outside the image
+  grid = grid.at[0, 0, :3].set(jnp.array([[-1.0, 0.6], [1.0, 1.0], [-0.2, -1.0]]))  # edges
+  cotangent = jnp.asarray(rng.normal(size=(3, 4, 7, 1)))
+  sample = functools.partial(sampling.bilinear_sample, padding_mode=mode,
+                             align_corners=align_corners)
+  out, vjp = jax.vjp(sample, images, grid)
+  two = jnp.concatenate([images, jnp.asarray(rng.normal(size=images.shape))], axis=-1)
+  out_two, vjp_two = jax.vjp(sample, two, grid)
+  d_images, d_grid = vjp(cotangent)
+  d_two, d_grid_two = vjp_two(jnp.concatenate([cotangent, jnp.zeros_like(cotangent)], -1))
+  np.testing.assert_allclose(out, out_two[..., :1], rtol=1e-12, atol=1e-12)
+  np.testing.assert_allclose(d_images, d_two[..., :1], rtol=1e-12, atol=1e-12)
+  np.testing.assert_allclose(d_grid, d_grid_two, rtol=1e-12, atol=1e-12)
 
 
 @hypothesis.settings(max_examples=6, deadline=None, derandomize=True, database=None)

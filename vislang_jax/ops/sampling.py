@@ -255,33 +255,50 @@ def _unnormalize(g: jax.Array, n: int, padding_mode: str,
   return pixel, slope
 
 
+def _neighbours(g: jax.Array, n: int, padding_mode: str, align_corners: bool):
+  """The 2 neighbours ``floor(p)``, ``floor(p) + 1`` of the pixel coordinate ``p`` of ``g``.
+
+  Returns:
+    index: 2-tuple of int32 neighbour indices clamped to ``[0, n - 1]`` (always in range).
+    inside: 2-tuple of bool, the neighbour lies in ``[0, n - 1]`` (else it reads 0).
+    frac: ``p - floor(p)``.
+    slope: ``dp / dg`` (``_unnormalize``).
+  """
+  p, slope = _unnormalize(g, n, padding_mode, align_corners)
+  p0 = jnp.floor(p)
+  # Clip before the int cast so that far-away (or huge) coordinates cannot overflow.
+  index = tuple(jnp.clip(p0 + k, 0, n - 1).astype(jnp.int32) for k in (0, 1))
+  inside = ((p0 >= 0) & (p0 <= n - 1), (p0 >= -1) & (p0 <= n - 2))
+  return index, inside, p - p0, slope
+
+
 def _corners(image_hw: tuple[int, int], grid: jax.Array, padding_mode: str,
              align_corners: bool):
   """The 4 neighbours of every grid point, in the order (y0, x0), (y0, x1), (y1, x0), (y1, x1).
 
   Returns:
-    index: ``[4, B, Ho, Wo]`` int32 rows of ``images.reshape(B * H * W, C)``, always in range.
-    inside: ``[4, B, Ho, Wo]`` bool, the neighbour lies in the image (else it reads 0).
+    index: 4-tuple of ``[B, Ho, Wo]`` int32 rows of ``images.reshape(B * H * W, C)``, always
+      in range.
+    inside: 4-tuple of ``[B, Ho, Wo]`` bool, the neighbour lies in the image (else it reads 0).
     fx, fy: ``[B, Ho, Wo]`` fractional pixel coordinates ``x - floor(x)``, ``y - floor(y)``.
     dx, dy: ``[B, Ho, Wo]`` derivatives of the pixel coordinates w.r.t. ``grid``.
   """
   height, width = image_hw
-  x, dx = _unnormalize(grid[..., 0], width, padding_mode, align_corners)
-  y, dy = _unnormalize(grid[..., 1], height, padding_mode, align_corners)
-  x0, y0 = jnp.floor(x), jnp.floor(y)
-  xs = jnp.stack([x0, x0 + 1, x0, x0 + 1])
-  ys = jnp.stack([y0, y0, y0 + 1, y0 + 1])
-  inside = (xs >= 0) & (xs <= width - 1) & (ys >= 0) & (ys <= height - 1)
-  # Clip before the int cast so that far-away (or huge) coordinates cannot overflow.
-  xi = jnp.clip(xs, 0, width - 1).astype(jnp.int32)
-  yi = jnp.clip(ys, 0, height - 1).astype(jnp.int32)
-  b = jnp.arange(grid.shape[0], dtype=jnp.int32)[:, None, None]
-  return (b * height + yi) * width + xi, inside, x - x0, y - y0, dx, dy
+  (x0, x1), (in_x0, in_x1), fx, dx = _neighbours(grid[..., 0], width, padding_mode,
+                                                 align_corners)
+  (y0, y1), (in_y0, in_y1), fy, dy = _neighbours(grid[..., 1], height, padding_mode,
+                                                 align_corners)
+  b = jnp.arange(grid.shape[0], dtype=jnp.int32)[:, None, None] * height
+  row0, row1 = (b + y0) * width, (b + y1) * width
+  index = (row0 + x0, row0 + x1, row1 + x0, row1 + x1)
+  inside = (in_y0 & in_x0, in_y0 & in_x1, in_y1 & in_x0, in_y1 & in_x1)
+  return index, inside, fx, fy, dx, dy
 
 
 def _gather(rows: jax.Array, index: jax.Array, inside: jax.Array) -> jax.Array:
-  """``rows[index]`` with zeros where not ``inside``: ``[..., C]``."""
-  return jnp.where(inside[..., None], rows.at[index].get(mode="promise_in_bounds"), 0)
+  """``rows[index]`` with zeros where not ``inside``: ``[..., C]`` (``[...]`` for 1-D rows)."""
+  values = rows.at[index].get(mode="promise_in_bounds")
+  return jnp.where(inside if rows.ndim == 1 else inside[..., None], values, 0)
 
 
 def _corner_weights(fx: jax.Array, fy: jax.Array) -> tuple[jax.Array, ...]:
@@ -289,44 +306,71 @@ def _corner_weights(fx: jax.Array, fy: jax.Array) -> tuple[jax.Array, ...]:
   return (1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _bilinear(images: jax.Array, grid: jax.Array, padding_mode: str,
-              align_corners: bool) -> jax.Array:
-  index, inside, fx, fy, _, _ = _corners(images.shape[1:3], grid, padding_mode, align_corners)
-  rows = images.reshape(-1, images.shape[-1])
-  v00, v01, v10, v11 = _gather(rows, index, inside)  # one gather for all 4 neighbours
-  fx, fy = fx[..., None], fy[..., None]
-  # The blend written out (not a [4, ...] weight tensor reduced over its leading axis):
-  # about 5x faster on CPU.
+def _blend(v00, v01, v10, v11, fx, fy):
+  """Eq. 5 over the 4 neighbours, written out (not a [4, ...] weight tensor reduced over its
+  leading axis: about 5x faster on CPU)."""
   return (1 - fy) * ((1 - fx) * v00 + fx * v01) + fy * ((1 - fx) * v10 + fx * v11)
 
 
+def _grid_gradient(s, fx, fy, dx, dy, dtype):
+  """Eq. 7 from ``s_k = sum_c cotangent * v_k`` of the 4 neighbours: ``[B, Ho, Wo, 2]``."""
+  s00, s01, s10, s11 = s
+  d_x = ((1 - fy) * (s01 - s00) + fy * (s11 - s10)) * dx
+  d_y = ((1 - fx) * (s10 - s00) + fx * (s11 - s01)) * dy
+  return jnp.stack([d_x, d_y], axis=-1).astype(dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _bilinear(images: jax.Array, grid: jax.Array, padding_mode: str,
+              align_corners: bool) -> jax.Array:
+  return _bilinear_fwd(images, grid, padding_mode, align_corners)[0]
+
+
 def _bilinear_fwd(images, grid, padding_mode, align_corners):
-  return _bilinear(images, grid, padding_mode, align_corners), (images, grid)
+  """Eq. 5; the residuals of a single channel image keep its 4 neighbour values.
+
+  Two layouts, chosen from the static channel count. ``C > 1``: one gather of
+  ``[4, B, Ho, Wo]`` rows of ``images.reshape(B * H * W, C)``. ``C == 1``: four gathers of
+  scalars from the flat image, fused with the blend into one loop (per-row gathers of one
+  element cost about 5x more on CPU).
+  """
+  index, inside, fx, fy, _, _ = _corners(images.shape[1:3], grid, padding_mode, align_corners)
+  if images.shape[-1] == 1:
+    flat = images.reshape(-1)
+    values = tuple(_gather(flat, i, m) for i, m in zip(index, inside))
+    return _blend(*values, fx, fy)[..., None], (images, grid, values)
+  rows = images.reshape(-1, images.shape[-1])
+  values = _gather(rows, jnp.stack(index), jnp.stack(inside))  # one gather for all 4
+  return _blend(*values, fx[..., None], fy[..., None]), (images, grid, None)
 
 
 def _bilinear_bwd(padding_mode, align_corners, residuals, cotangent):
   """Eq. 6 (d/dimages: scatter-add of weight * cotangent) and eq. 7 (d/dgrid).
 
-  Per neighbour k, one fused gather-and-reduce ``s_k = sum_c cotangent * v_k`` and one
-  in-place scatter-add: no ``[4, B, Ho, Wo, C]`` intermediate is materialised.
+  ``C > 1``: per neighbour k, one fused gather-and-reduce ``s_k = sum_c cotangent * v_k`` and
+  one in-place scatter-add of rows: no ``[4, B, Ho, Wo, C]`` intermediate is materialised.
+  ``C == 1``: ``s_k`` from the neighbour values kept by the forward pass, and scatter-adds of
+  scalars into the flat image.
   """
-  images, grid = residuals
+  images, grid, values = residuals
   index, inside, fx, fy, dx, dy = _corners(images.shape[1:3], grid, padding_mode,
                                            align_corners)
-  rows = images.reshape(-1, images.shape[-1])
-  d_rows = jnp.zeros_like(rows)
-  s = []
-  for k, weight in enumerate(_corner_weights(fx, fy)):
-    s.append(jnp.sum(_gather(rows, index[k], inside[k]) * cotangent, axis=-1))
-    update = jnp.where(inside[k][..., None], weight[..., None] * cotangent, 0)
-    d_rows = d_rows.at[index[k].reshape(-1)].add(
-        update.reshape(-1, rows.shape[1]).astype(rows.dtype), mode="promise_in_bounds")
-  s00, s01, s10, s11 = s
-  d_x = ((1 - fy) * (s01 - s00) + fy * (s11 - s10)) * dx
-  d_y = ((1 - fx) * (s10 - s00) + fx * (s11 - s01)) * dy
-  d_grid = jnp.stack([d_x, d_y], axis=-1).astype(grid.dtype)
-  return d_rows.reshape(images.shape), d_grid
+  weights = _corner_weights(fx, fy)
+  if values is not None:
+    cotangent = cotangent[..., 0]
+    d_images = jnp.zeros(images.size, images.dtype)
+    s = tuple(v * cotangent for v in values)
+  else:
+    rows = images.reshape(-1, images.shape[-1])
+    d_images = jnp.zeros_like(rows)
+    s = tuple(jnp.sum(_gather(rows, i, m) * cotangent, axis=-1) for i, m in zip(index, inside))
+    weights = tuple(w[..., None] for w in weights)
+    inside = tuple(m[..., None] for m in inside)
+  for i, m, w in zip(index, inside, weights):
+    update = jnp.where(m, w * cotangent, 0).astype(images.dtype)
+    d_images = d_images.at[i].add(update, mode="promise_in_bounds")
+  return (d_images.reshape(images.shape),
+          _grid_gradient(s, fx, fy, dx, dy, grid.dtype))
 
 
 _bilinear.defvjp(_bilinear_fwd, _bilinear_bwd)

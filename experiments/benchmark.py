@@ -1,0 +1,432 @@
+r"""The benchmark suite: the device's ceilings, the ops, every experiment's train step, PyTorch peers.
+
+  python -m experiments.benchmark                          # every section, on jax.devices()[0]
+  python -m experiments.benchmark --only=sampler,steps     # some sections
+  python -m experiments.benchmark --only=steps --experiments=draw:paper --mnist_dir=DIR
+  python -m experiments.benchmark --smoke                  # CI-sized: every code path, tiny shapes
+
+Sections (`--only`), each printed as a markdown table:
+- `ceilings`: the device's copy bandwidth (`2 x` a 256 MiB float32 array read and written) and
+  matmul throughput (float32 and bfloat16, 2 m^3 FLOPs of an m x m product): the yardsticks of
+  the ops' achieved fractions.
+- `sampler`: `ops.sampling.bilinear_sample` forward and forward+backward (output and the
+  gradients w.r.t. images and grid) against `torch.nn.functional.grid_sample` (bilinear, zeros,
+  align_corners=False) on the same inputs: small 256x28x28x1 -> 28x28, large 64x64x64x256 -> 32x32.
+- `filterbank`: DRAW's read (N = 2, 28x28) and write (N = 5) with the filterbank construction,
+  forward+backward, at DRAW's paper batch.
+- `attention`: additive attention (`ops.attention.additive_attention`) forward+backward at
+  Show-Attend-Tell's COCO sizes (L = 196 annotations of 512, attention width 512, batch 64).
+- `beam_search`: `decoding.beam_search` over an LSTM language model's step, batch 128, beam 5,
+  20 steps, vocabulary 10k (the `<eos>` logit suppressed so every search runs 20 steps).
+- `steps`: every experiment's whole train step as `train.loop.fit` runs it (captured by
+  `experiments.task_capture`: the experiment's own data, model, loss and optimizer, jitted with the
+  state donated) at its quickstart and its paper preset, in examples/s and, for models of
+  text, tokens/s (the batch's token positions), with the compiled step's peak memory
+  (`compiled.memory_analysis()`), in each `--compute_dtypes`.
+- `draw_peer`: DRAW's train step (quickstart and paper sizes) against its PyTorch port
+  (`experiments/peers/draw_torch.py`), eager and `torch.compile`d.
+- `captioning_peer`: Show-Attend-Tell's decoder train step against its PyTorch port
+  (`experiments/peers/show_attend_tell_torch.py`), eager and compiled, and the PyTorch
+  tutorial decoder (`experiments/peers/captioning_tutorial_torch.py`), at equal sizes.
+
+Times are the median of `--repeats` calls after compilation and a warm-up call, each waited
+for (`jax.block_until_ready`, `torch.cuda.synchronize`). PyTorch runs on CUDA when JAX runs on
+a GPU and torch has CUDA, else on the CPU with its default threads. Ratios > 1: JAX faster.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from experiments import task_capture
+from experiments.timing import median_ms
+from vislang_jax import decoding
+from vislang_jax.ops import attention, filterbank, sampling
+
+SECTIONS = ("ceilings", "sampler", "filterbank", "attention", "beam_search", "steps",
+            "draw_peer", "captioning_peer")
+
+_ONLY = flags.DEFINE_list("only", list(SECTIONS), f"Sections to run, from {SECTIONS}.")
+_SMOKE = flags.DEFINE_bool(
+    "smoke", False, "CI-sized run: tiny shapes, one timed call, two experiments' steps, no "
+    "torch.compile. Checks that every section runs; its times mean nothing.")
+_REPEATS = flags.DEFINE_integer("repeats", 10, "Timed calls per measurement (median).")
+_COMPUTE_DTYPES = flags.DEFINE_list("compute_dtypes", ["float32", "bfloat16"],
+                                    "steps: the train.compute_dtype of each measurement.")
+_EXPERIMENTS = flags.DEFINE_list(
+    "experiments", [], "steps: the cases to run as <name>[:<preset>] (default: all of "
+    "STEP_CASES).")
+_MNIST_DIR = flags.DEFINE_string(
+    "mnist_dir", "", "steps: MNIST IDX folder: the paper presets of digit experiments read "
+    "MNIST's test digits; '' = the scikit-learn digits (the same image sizes; speed does not "
+    "depend on the pixels).")
+_COMPILE = flags.DEFINE_bool("torch_compile", True, "Peers: also time torch.compile'd ports.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing and tables
+
+
+def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+  print(f"\n### {title}\n")
+  print("| " + " | ".join(header) + " |")
+  print("|" + "|".join("---" for _ in header) + "|")
+  for row in rows:
+    print("| " + " | ".join(_cell(v) for v in row) + " |", flush=True)
+
+
+def _cell(value: Any) -> str:
+  if isinstance(value, float):
+    return f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
+  return str(value)
+
+
+def _repeats() -> int:
+  return 1 if _SMOKE.value else _REPEATS.value
+
+
+def _time_jax(fn: Callable, *args) -> tuple[float, dict[str, float]]:
+  """(median ms, XLA's cost analysis: flops and bytes accessed) of jitted `fn(*args)`."""
+  compiled = jax.jit(fn).lower(*args).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  ms = median_ms(lambda: compiled(*args), jax.block_until_ready, repeats=_repeats(), warmup=1)
+  return ms, {"flops": float(cost.get("flops", 0.0)),
+              "bytes": float(cost.get("bytes accessed", 0.0))}
+
+
+def _torch():
+  import torch  # a benchmark-only dependency (the "test" extra)
+  on_gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
+  return torch, torch.device("cuda" if on_gpu else "cpu")
+
+
+def _time_torch(fn: Callable[[], Any]) -> float:
+  torch, device = _torch()
+  sync = (lambda _: torch.cuda.synchronize()) if device.type == "cuda" else (lambda _: None)
+  return median_ms(fn, sync, repeats=_repeats(), warmup=1)
+
+
+def _device_name() -> str:
+  device = jax.devices()[0]
+  return f"{device.platform}: {device.device_kind}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Ceilings
+
+
+def ceilings() -> dict[str, float]:
+  """Copy bytes/s and matmul FLOP/s of the device, measured (and printed)."""
+  n = 1 << (16 if _SMOKE.value else 26)
+  x = jnp.ones((n,), jnp.float32)
+  copy_ms, _ = _time_jax(lambda x: x * 2.0, x)
+  m = 128 if _SMOKE.value else (8192 if jax.default_backend() != "cpu" else 2048)
+  result = {"copy_bytes_per_s": 8.0 * n / copy_ms * 1e3}
+  rows = [["copy (read + write)", f"{8 * n / 2 ** 20:.0f} MiB", copy_ms,
+           f"{result['copy_bytes_per_s'] / 1e9:.1f} GB/s"]]
+  for dtype in (jnp.float32, jnp.bfloat16):
+    a = jnp.ones((m, m), dtype)
+    ms, _ = _time_jax(lambda a: jnp.dot(a, a, preferred_element_type=jnp.float32), a)
+    result[f"matmul_flops_per_s_{jnp.dtype(dtype).name}"] = 2.0 * m ** 3 / ms * 1e3
+    rows.append([f"matmul {jnp.dtype(dtype).name}", f"{m}x{m}", ms,
+                 f"{2.0 * m ** 3 / ms / 1e9:.1f} GFLOP/s"])
+  _table(f"Ceilings ({_device_name()})", ["op", "size", "ms", "rate"], rows)
+  return result
+
+
+def _fractions(ms: float, cost: dict[str, float], limits: dict[str, float]) -> list[str]:
+  """Achieved GB/s and GFLOP/s of an op, each with its fraction of the device's ceiling."""
+  rate = cost["bytes"] / ms * 1e3
+  flops = cost["flops"] / ms * 1e3
+  peak = limits["matmul_flops_per_s_float32"]
+  return [f"{rate / 1e9:.1f} ({rate / limits['copy_bytes_per_s']:.0%})",
+          f"{flops / 1e9:.1f} ({flops / peak:.0%})"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Ops
+
+SAMPLER_CASES = {  # name: (images [B, H, W, C], output (Ho, Wo))
+    "small": ((256, 28, 28, 1), (28, 28)),
+    "large": ((64, 64, 64, 256), (32, 32)),
+}
+
+
+def _sampler_inputs(shape, out_hw, seed: int = 0):
+  """Images, a near-identity affine grid (as an STN produces) and an output cotangent."""
+  rng = np.random.default_rng(seed)
+  images = rng.normal(size=shape).astype(np.float32)
+  theta = (np.eye(2, 3) + 0.2 * rng.normal(size=(shape[0], 2, 3))).astype(np.float32)
+  grid = np.asarray(sampling.affine_grid(theta, out_hw))
+  cotangent = rng.normal(size=(shape[0], *out_hw, shape[-1])).astype(np.float32)
+  return images, grid, cotangent
+
+
+def sampler(limits: dict[str, float]) -> None:
+  torch, device = _torch()
+  grid_sample = functools.partial(torch.nn.functional.grid_sample, mode="bilinear",
+                                  padding_mode="zeros", align_corners=False)
+  rows = []
+  for case, (shape, out_hw) in SAMPLER_CASES.items():
+    if _SMOKE.value:
+      shape = (2, *shape[1:3], min(shape[3], 4))
+    images, grid, cotangent = _sampler_inputs(shape, out_hw)
+
+    def forward_backward(images, grid, cotangent):
+      out, vjp = jax.vjp(sampling.bilinear_sample, images, grid)
+      return out, vjp(cotangent)
+
+    jax_args = tuple(map(jnp.asarray, (images, grid, cotangent)))
+    t_images = torch.tensor(images.transpose(0, 3, 1, 2), device=device).contiguous()
+    t_grid = torch.tensor(grid, device=device)
+    t_cot = torch.tensor(cotangent.transpose(0, 3, 1, 2), device=device).contiguous()
+    leaves = t_images.clone().requires_grad_(), t_grid.clone().requires_grad_()
+
+    def torch_forward():
+      with torch.no_grad():
+        return grid_sample(t_images, t_grid)
+
+    def torch_forward_backward():
+      out = grid_sample(*leaves)
+      return torch.autograd.grad(out, leaves, t_cot)
+
+    label = f"{case} {'x'.join(map(str, shape))} -> {out_hw[0]}x{out_hw[1]}"
+    for op, fn, args, peer in (
+        ("forward", sampling.bilinear_sample, jax_args[:2], torch_forward),
+        ("forward+backward", forward_backward, jax_args, torch_forward_backward)):
+      ms, cost = _time_jax(fn, *args)
+      torch_ms = _time_torch(peer)
+      rows.append([label, op, ms, *_fractions(ms, cost, limits), torch_ms, torch_ms / ms])
+  _table("Bilinear sampler vs torch grid_sample",
+         ["case", "op", "jax ms", "GB/s (of copy)", "GFLOP/s (of matmul)", "torch ms",
+          "torch/jax"], rows)
+
+
+def filterbank_ops(limits: dict[str, float]) -> None:
+  """DRAW's read (N = 2) and write (N = 5) on 28x28, filterbanks built from h^dec, fwd+bwd."""
+  batch = 2 if _SMOKE.value else 64
+  rng = np.random.default_rng(0)
+  rows = []
+  for op, n in (("read", 2), ("write", 5)):
+    raw = jnp.asarray(rng.normal(size=(batch, 5)), jnp.float32)
+    images = jnp.asarray(rng.uniform(size=(batch, 28, 28)), jnp.float32)
+    patch = jnp.asarray(rng.normal(size=(batch, n, n)), jnp.float32)
+
+    def loss(raw, x, n=n, op=op):
+      a = filterbank.attention_params(raw, height=28, width=28, n=n)
+      fx, fy = filterbank.gaussian_filterbank(a.gx, a.gy, a.sigma2, a.delta, n=n, height=28,
+                                              width=28)
+      out = (filterbank.read(x, fy, fx, a.gamma) if op == "read"
+             else filterbank.write(x, fy, fx, a.gamma))
+      return jnp.sum(out ** 2)
+
+    grad = jax.grad(loss, argnums=(0, 1))
+    ms, cost = _time_jax(grad, raw, images if op == "read" else patch)
+    rows.append([f"{op} N={n}, 28x28, batch {batch}", ms, *_fractions(ms, cost, limits)])
+  _table("DRAW filterbank attention (forward+backward, filterbanks included)",
+         ["op", "jax ms", "GB/s (of copy)", "GFLOP/s (of matmul)"], rows)
+
+
+def attention_op(limits: dict[str, float]) -> None:
+  """Additive attention at Show-Attend-Tell's COCO sizes, forward+backward."""
+  batch, length, width = (2, 16, 8) if _SMOKE.value else (64, 196, 512)
+  rng = np.random.default_rng(0)
+  query = jnp.asarray(rng.normal(size=(batch, width)), jnp.float32)
+  keys = jnp.asarray(rng.normal(size=(batch, length, width)), jnp.float32)
+  v = jnp.asarray(rng.normal(size=(width,)), jnp.float32)
+  values = jnp.asarray(rng.normal(size=(batch, length, width)), jnp.float32)
+
+  def loss(query, keys, v, values):
+    context, weights = attention.additive_attention(query, keys, v, values)
+    return jnp.sum(context ** 2) + jnp.sum(weights ** 2)
+
+  ms, cost = _time_jax(jax.grad(loss, argnums=(0, 1, 2, 3)), query, keys, v, values)
+  _table("Additive attention (forward+backward)",
+         ["case", "jax ms", "GB/s (of copy)", "GFLOP/s (of matmul)"],
+         [[f"batch {batch}, L={length}, width {width}", ms, *_fractions(ms, cost, limits)]])
+
+
+def beam_search_op(limits: dict[str, float]) -> None:
+  """Beam search over an LSTM language model's step with random weights."""
+  del limits
+  batch, beam, steps, vocab, width = ((2, 2, 3, 50, 8) if _SMOKE.value
+                                      else (128, 5, 20, 10_000, 512))
+  keys = jax.random.split(jax.random.PRNGKey(0), 4)
+  params = {"embed": jax.random.normal(keys[0], (vocab, width)) * 0.1,
+            "lstm": jax.random.normal(keys[1], (2 * width, 4 * width)) * width ** -0.5,
+            "out": jax.random.normal(keys[2], (width, vocab)) * width ** -0.5,
+            "bias": jnp.zeros((vocab,)).at[2].set(-1e4)}  # <eos> = 2 never wins
+
+  def step_fn(params, tokens, state):
+    c, h = state
+    gates = jnp.concatenate([params["embed"][tokens], h], -1) @ params["lstm"]
+    i, f, g, o = jnp.split(gates, 4, -1)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return h @ params["out"] + params["bias"], (c, h), {}
+
+  def search(params, init):
+    return decoding.beam_search(functools.partial(step_fn, params), init, bos_id=1, eos_id=2,
+                                max_len=steps, beam_size=beam).tokens
+
+  init = (jnp.zeros((batch, width)), jax.random.normal(keys[3], (batch, width)))
+  ms, _ = _time_jax(search, params, init)
+  # No fractions: XLA's cost analysis counts a while loop's body once, not once per step.
+  _table("Beam search", ["case", "jax ms", "tokens/s"],
+         [[f"batch {batch}, beam {beam}, {steps} steps, vocabulary {vocab:,}, LSTM {width}",
+           ms, batch * steps / ms * 1e3]])
+
+
+# ---------------------------------------------------------------------------------------------
+# Train steps of every experiment
+
+
+# name: (experiment module, preset, config overrides, the batch key whose size counts the tokens
+# of a model of text, or None). Paper presets of digit experiments keep the paper's model,
+# optimizer and batch on the digits at hand (`--mnist_dir`).
+STEP_CASES: dict[str, tuple[str, str, dict[str, Any], str | None]] = {
+    "stn:quickstart": ("stn", "quickstart", {}, None),
+    "stn:paper": ("stn", "paper", {}, None),
+    "stn_addition:quickstart": ("stn_addition", "quickstart", {}, None),
+    "stn_addition:paper": ("stn_addition", "paper", {}, None),
+    "draw:quickstart": ("draw", "quickstart", {}, None),
+    "draw:paper": ("draw", "paper", {}, None),
+    "draw_classify:quickstart": ("draw_classify", "quickstart", {}, None),
+    "draw_classify:paper": ("draw_classify", "paper", {}, None),
+    "align_draw:quickstart": ("align_draw", "quickstart", {}, "tokens"),
+    "align_draw:paper": ("align_draw", "paper", {}, "tokens"),
+    "show_attend_tell_soft:quickstart": ("show_attend_tell", "quickstart", {}, "tokens"),
+    "show_attend_tell_soft:paper": ("show_attend_tell", "paper", {}, "tokens"),
+    "show_attend_tell_hard:quickstart": ("show_attend_tell", "quickstart",
+                                         {"attention": "hard"}, "tokens"),
+    "show_attend_tell_hard:paper": ("show_attend_tell", "paper", {"attention": "hard"},
+                                    "tokens"),
+    "semantic_attention:quickstart": ("show_attend_tell", "quickstart",
+                                      {"model": "semantic_attention"}, "tokens"),
+    "mixer_captioning:quickstart": ("mixer", "quickstart", {}, "tokens"),
+    "mixer_translation:paper": ("mixer", "paper", {}, "target"),
+    "seq2seq:quickstart": ("seq2seq", "quickstart", {}, "target"),
+    "vse:quickstart": ("retrieval", "quickstart", {"model": "vse"}, "tokens"),
+    "dvsa:quickstart": ("retrieval", "quickstart", {"model": "dvsa"}, "tokens"),
+    "vse_caption:quickstart": ("vse_caption", "quickstart", {}, "tokens"),
+    "rnn_lm:quickstart": ("rnn_lm", "quickstart", {}, "tokens"),
+    **{f"{game}:quickstart": ("gan", "quickstart", {"model": game}, None)
+       for game in ("dcgan", "gan_int_cls", "lapgan", "gran")},
+    "gan_int_cls:paper": ("gan", "paper", {}, None),
+    **{f"vqa_{model}:quickstart": ("vqa", "quickstart", {"model": model}, "question")
+       for model in ("naive", "san", "memnet")},
+    "densecap:quickstart": ("densecap", "quickstart", {}, None),
+    "densecap:paper": ("densecap", "paper", {}, None),
+    "dcc_lexical:quickstart": ("dcc", "quickstart", {}, None),
+    **{f"{model}:quickstart": ("segmentation", "quickstart", {"model": model}, None)
+       for model in ("fcn32s", "fcn8s", "deconvnet")},
+}
+
+
+def _step_cases() -> dict[str, tuple[str, str, dict[str, Any], str | None]]:
+  if not _SMOKE.value:
+    chosen = _EXPERIMENTS.value or list(STEP_CASES)
+  else:
+    chosen = _EXPERIMENTS.value or ["stn:quickstart", "draw:quickstart"]
+  unknown = sorted(set(chosen) - set(STEP_CASES))
+  if unknown:
+    raise app.UsageError(f"--experiments must be among {sorted(STEP_CASES)}; got {unknown}.")
+  return {name: STEP_CASES[name] for name in chosen}
+
+
+def _case_config(module: str, preset: str, overrides: dict[str, Any]):
+  config = importlib.import_module(f"experiments.configs.{module}").get_config(preset)
+  for key, value in overrides.items():
+    target = config
+    *path, last = key.split(".")
+    for part in path:
+      target = target[part]
+    target[last] = value
+  if preset != "quickstart" and "mnist_dir" in config.get("data", {}):
+    # The paper's digits: MNIST's when at hand, else the scikit-learn digits at the same size.
+    config.data.source = "mnist_test" if _MNIST_DIR.value else "sklearn_digits"
+    config.data.mnist_dir = _MNIST_DIR.value
+  if _SMOKE.value:
+    config.train.batch_size = min(config.train.batch_size, 4)
+  return config
+
+
+def time_step(captured: task_capture.Captured, batch: dict, compute_dtype: str
+              ) -> tuple[float, float]:
+  """(median ms, peak bytes) of the captured experiment's jitted, donated train step."""
+  step = task_capture.train_step(captured, compute_dtype)
+  state = task_capture.initial_state(captured)
+  batch = jax.device_put(batch)
+  compiled = step.lower(state, batch).compile()
+  memory = compiled.memory_analysis()
+  peak = getattr(memory, "peak_memory_in_bytes", 0) or (
+      memory.temp_size_in_bytes + memory.argument_size_in_bytes + memory.output_size_in_bytes)
+
+  def call():
+    nonlocal state
+    state, metrics = compiled(state, batch)
+    return metrics
+
+  return median_ms(call, jax.block_until_ready, repeats=_repeats(), warmup=1), float(peak)
+
+
+def steps(workdir: str) -> None:
+  rows = []
+  for name, (module, preset, overrides, token_key) in _step_cases().items():
+    config = _case_config(module, preset, overrides)
+    experiment = importlib.import_module(f"experiments.{module}")
+    captured = task_capture.capture(experiment, config, os.path.join(workdir, name))
+    batch = task_capture.first_batch(captured)
+    batch_size = config.train.batch_size
+    tokens = None if token_key is None else int(np.size(batch[token_key]))
+    for dtype in _COMPUTE_DTYPES.value:
+      ms, peak = time_step(captured, batch, dtype)
+      rows.append([name, batch_size, dtype, ms, batch_size / ms * 1e3,
+                   "" if tokens is None else f"{tokens / ms * 1e3:,.0f}",
+                   f"{peak / 2 ** 20:,.1f}"])
+  _table(f"Train steps ({_device_name()})",
+         ["experiment:preset", "batch", "compute", "ms/step", "examples/s", "tokens/s",
+          "peak MiB"], rows)
+
+
+SECTION_FNS = {
+    "sampler": sampler, "filterbank": filterbank_ops, "attention": attention_op,
+    "beam_search": beam_search_op,
+}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  unknown = sorted(set(_ONLY.value) - set(SECTIONS))
+  if unknown:
+    raise app.UsageError(f"--only must be among {SECTIONS}; got {unknown}.")
+  if _REPEATS.value < 1:
+    raise app.UsageError(f"--repeats must be >= 1; got {_REPEATS.value}.")
+  torch, device = _torch()
+  print(f"JAX {jax.__version__} on {_device_name()} (x{len(jax.devices())}); PyTorch "
+        f"{torch.__version__} on {device}"
+        f"{'' if device.type == 'cuda' else f' ({torch.get_num_threads()} threads)'}; "
+        f"median of {_repeats()}{' (smoke run: times mean nothing)' if _SMOKE.value else ''}.")
+  limits = ceilings()
+  with tempfile.TemporaryDirectory() as workdir:
+    for section in _ONLY.value:
+      if section in SECTION_FNS:
+        SECTION_FNS[section](limits)
+      elif section == "steps":
+        steps(workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -77,12 +77,16 @@ _COMPILE = flags.DEFINE_bool("torch_compile", True, "Peers: also time torch.comp
 # Timing and tables
 
 
-def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]] = ()
+           ) -> Callable[[Sequence[Any]], None]:
+  """Prints a markdown table's title, header and `rows`; returns the printer of later rows."""
   print(f"\n### {title}\n")
   print("| " + " | ".join(header) + " |")
-  print("|" + "|".join("---" for _ in header) + "|")
+  print("|" + "|".join("---" for _ in header) + "|", flush=True)
+  row_printer = lambda row: print("| " + " | ".join(_cell(v) for v in row) + " |", flush=True)
   for row in rows:
-    print("| " + " | ".join(_cell(v) for v in row) + " |", flush=True)
+    row_printer(row)
+  return row_printer
 
 
 def _cell(value: Any) -> str:
@@ -357,6 +361,11 @@ def _case_config(module: str, preset: str, overrides: dict[str, Any]):
     # The paper's digits: MNIST's when at hand, else the scikit-learn digits at the same size.
     config.data.source = "mnist_test" if _MNIST_DIR.value else "sklearn_digits"
     config.data.mnist_dir = _MNIST_DIR.value
+  # Networks an experiment trains before its own (evaluation judges, GAN's text encoder) do
+  # not change its step's cost: one step each.
+  for name in ("judge", "classifier", "text_encoder"):
+    if "num_steps" in config.get(name, {}):
+      config[name].num_steps = 1
   if _SMOKE.value:
     config.train.batch_size = min(config.train.batch_size, 4)
   return config
@@ -381,23 +390,28 @@ def time_step(captured: task_capture.Captured, batch: dict, compute_dtype: str
   return median_ms(call, jax.block_until_ready, repeats=_repeats(), warmup=1), float(peak)
 
 
-def steps(workdir: str) -> None:
-  rows = []
+def steps(workdir: str) -> list[str]:
+  """Prints the table of `_step_cases()`; returns the cases that failed (their rows say why)."""
+  add_row = _table(f"Train steps ({_device_name()})",
+                   ["experiment:preset", "batch", "compute", "ms/step", "examples/s",
+                    "tokens/s", "peak MiB"])
+  failed = []
   for name, (module, preset, overrides, token_key) in _step_cases().items():
-    config = _case_config(module, preset, overrides)
-    experiment = importlib.import_module(f"experiments.{module}")
-    captured = task_capture.capture(experiment, config, os.path.join(workdir, name))
-    batch = task_capture.first_batch(captured)
-    batch_size = config.train.batch_size
-    tokens = None if token_key is None else int(np.size(batch[token_key]))
-    for dtype in _COMPUTE_DTYPES.value:
-      ms, peak = time_step(captured, batch, dtype)
-      rows.append([name, batch_size, dtype, ms, batch_size / ms * 1e3,
-                   "" if tokens is None else f"{tokens / ms * 1e3:,.0f}",
-                   f"{peak / 2 ** 20:,.1f}"])
-  _table(f"Train steps ({_device_name()})",
-         ["experiment:preset", "batch", "compute", "ms/step", "examples/s", "tokens/s",
-          "peak MiB"], rows)
+    try:
+      config = _case_config(module, preset, overrides)
+      experiment = importlib.import_module(f"experiments.{module}")
+      captured = task_capture.capture(experiment, config, os.path.join(workdir, name))
+      batch = task_capture.first_batch(captured)
+      tokens = None if token_key is None else int(np.size(batch[token_key]))
+      for dtype in _COMPUTE_DTYPES.value:
+        ms, peak = time_step(captured, batch, dtype)
+        add_row([name, config.train.batch_size, dtype, ms, config.train.batch_size / ms * 1e3,
+                 "" if tokens is None else f"{tokens / ms * 1e3:,.0f}",
+                 f"{peak / 2 ** 20:,.1f}"])
+    except Exception as error:  # pylint: disable=broad-except  (reported; the run then fails)
+      failed.append(name)
+      add_row([name, "", "", f"failed: {type(error).__name__}: {error}"[:300], "", "", ""])
+  return failed
 
 
 SECTION_FNS = {
@@ -420,12 +434,15 @@ def main(argv):
         f"{'' if device.type == 'cuda' else f' ({torch.get_num_threads()} threads)'}; "
         f"median of {_repeats()}{' (smoke run: times mean nothing)' if _SMOKE.value else ''}.")
   limits = ceilings()
+  failed = []
   with tempfile.TemporaryDirectory() as workdir:
     for section in _ONLY.value:
       if section in SECTION_FNS:
         SECTION_FNS[section](limits)
       elif section == "steps":
-        steps(workdir)
+        failed += steps(workdir)
+  if failed:
+    raise SystemExit(f"benchmark: these cases failed (see their rows): {failed}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ import functools
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -122,6 +121,15 @@ def test_adam_steps_keep_them_equal(setup):
                                atol=LR / 100, err_msg=name)
 
 
+def test_params_of_the_other_attention_are_refused(setup):
+  s = setup
+  attention = not s["sizes"]["read_attention"]
+  other = draw_torch.DRAW(**dict(s["sizes"], read_attention=attention,
+                                 write_attention=attention))
+  with pytest.raises(ValueError, match="mismatched names"):
+    draw_torch.load_flax_params(other, s["params"])
+
+
 def test_compiled_port_gives_the_same_loss_and_gradients():
   if not hasattr(torch, "compile"):
     pytest.skip("this PyTorch has no torch.compile")
@@ -133,14 +141,14 @@ def test_compiled_port_gives_the_same_loss_and_gradients():
   # benchmark's default "inductor" backend only adds code generation (minutes cold on 2 CPU
   # cores), so the test stops before it.
   compiled = torch.compile(peer, backend="aot_eager", fullgraph=True)
-  grads = []
+  results = []
   for model in (peer, compiled):
     peer.zero_grad()
     loss, _ = draw_torch.loss(model, x, noise)
     loss.backward()
-    grads.append((loss.item(), {name: p.grad.clone() for name, p in peer.named_parameters()
-                                if p.requires_grad}))
-  (loss, eager), (compiled_loss, compiled_grads) = grads
+    results.append((loss.item(), {name: p.grad.clone() for name, p in peer.named_parameters()
+                                  if p.requires_grad}))
+  (loss, eager), (compiled_loss, compiled_grads) = results
   np.testing.assert_allclose(compiled_loss, loss, rtol=1e-6)
   for name, grad in eager.items():
     np.testing.assert_allclose(compiled_grads[name].numpy(), grad.numpy(), rtol=1e-5,

@@ -378,6 +378,43 @@ def test_decode_step_embedded_dropout_key_drops_units_of_h_before_the_deep_outpu
   assert 0 < np.sum(kept_counts) < h.size  # some units dropped, some kept
 
 
+def test_teacher_forced_dropout_drops_units_of_each_h_t_in_the_deep_output_only(setup):
+  """Training-mode teacher forcing (the deep output applied after the scan): the attention
+  weights and gates are those without dropout (dropout never enters the recurrence), and
+  each step's logits are eq. (7) with ``h_t`` replaced by ``m_t * h_t / (1 - p)`` for a 0/1
+  mask ``m_t`` (enumerated as above), the masks differing between steps."""
+  model, params, images, tokens = setup
+  logits, aux = _apply(model, params, images, tokens, jax.random.key(5))
+  dropped, dropped_aux = _apply(model, params, images, tokens, jax.random.key(5),
+                                deterministic=False)
+  jax.tree.map(np.testing.assert_array_equal, aux, dropped_aux)
+
+  @_jit
+  def hiddens(params, images, tokens):
+    state = model.init_decode_state(params, images)
+    out = []
+    for t in range(tokens.shape[1]):
+      _, state, extras = model.decode_step(params, tokens[:, t], state)
+      out.append(extras["hidden"])
+    return jnp.stack(out, 1)  # [B, T, n]
+
+  h = np.asarray(hiddens(params, images, tokens), np.float64)
+  rate = model.decoder.dropout_rate
+  p = jax.tree.map(lambda x: np.asarray(x, np.float64), params["decoder"])
+  through = p["out_hidden"]["kernel"] @ p["out_logits"]["kernel"]  # [n, K]
+  n = h.shape[-1]
+  masks = (np.arange(2**n)[:, None] >> np.arange(n)) & 1  # [2^n, n]
+  delta = np.asarray(dropped, np.float64) - np.asarray(logits, np.float64)  # [B, T, K]
+  found = np.zeros(h.shape[:2], np.int64)
+  for b, t in np.ndindex(*h.shape[:2]):
+    errors = np.abs(((masks / (1 - rate) - 1) * h[b, t]) @ through - delta[b, t]).max(1)
+    found[b, t] = np.argmin(errors)
+    assert errors[found[b, t]] < 1e-4, (b, t, errors[found[b, t]])
+  kept = masks[found].sum()
+  assert 0 < kept < h.size  # some units dropped, some kept
+  assert len(np.unique(found)) > 1  # not one mask for every step and example
+
+
 # --- Gradients. ---
 
 def test_losses_jit_and_give_finite_gradients_to_every_parameter(setup):

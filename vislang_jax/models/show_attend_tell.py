@@ -22,7 +22,10 @@ Decoder (Sec. 3.1.2), one step ``t = 1..T`` given ``y_{t-1}`` (``<bos>`` at ``t 
 
 with ``c_0 = f_init,c(mean_i a_i)``, ``h_0 = f_init,h(mean_i a_i)`` (two MLPs, Sec. 3.1.2)
 and dropout on ``h_t`` before ``L_h`` (Sec. 4.3). ``W_a a_i`` does not depend on ``t`` and is
-computed once per image; eq. (4)-(5) and the soft ``phi`` are ``ops.attention``'s additive
+computed once per image; the deep output (7) feeds nothing back into the recurrence, so
+teacher forcing computes it once for all ``T`` steps after the scan (one ``[B T, m] x [m, K]``
+product instead of ``T`` small ones inside the loop, and no per-step accumulation of its
+gradients in the backward loop), while a decoding step computes it for its one step; eq. (4)-(5) and the soft ``phi`` are ``ops.attention``'s additive
 scores (query ``W_h h_{t-1}``, keys ``W_a a_i``), softmax and context. The deep output is
 linear inside the softmax, as eq. (7) writes it (the authors' Theano code puts a tanh
 there). ``phi`` is
@@ -279,8 +282,10 @@ class Decoder(nn.Module):
                        cell=self.init_c(mean), hidden=self.init_h(mean))
 
   def _step(self, state: DecodeState, embedded: jax.Array, expected: jax.Array | None, *,
-            hard: bool, deterministic: bool) -> tuple[DecodeState, dict[str, jax.Array]]:
-    """One step, eq. (4)-(7): ``embedded`` = ``E y_{t-1}`` [N, m] -> (state, outputs).
+            hard: bool) -> tuple[DecodeState, dict[str, jax.Array]]:
+    """The recurrence of one step, eq. (4)-(6) and (1)-(3): ``embedded`` = ``E y_{t-1}``
+    [N, m] -> (state, outputs), ``outputs["context"]`` the ``z_t`` [N, D] that
+    ``_deep_output`` reads (with ``h_t``, the new ``state.hidden``).
 
     ``expected`` [N] bool (hard attention only) marks the examples whose context is the
     expectation instead of the sampled ``a_{s_t}``.
@@ -307,14 +312,21 @@ class Decoder(nn.Module):
       beta = jnp.ones(h_prev.shape[:1], h_prev.dtype)
     z = beta[:, None] * context
     (cell, hidden), _ = self.lstm((state.cell, h_prev), jnp.concatenate([embedded, z], -1))
-    h_out = self.dropout(hidden, deterministic=deterministic)
-    logits = self.out_logits(embedded + self.out_hidden(h_out) + self.out_context(z))  # (7)
-    outputs.update(logits=logits, beta=beta)
+    outputs.update(beta=beta, context=z)
     return state._replace(cell=cell, hidden=hidden), outputs
+
+  def _deep_output(self, embedded: jax.Array, hidden: jax.Array, context: jax.Array, *,
+                   deterministic: bool) -> jax.Array:
+    """The logits of eq. (7), ``L_o(E y_{t-1} + L_h dropout(h_t) + L_z z_t)``: [..., m],
+    [..., n], [..., D] -> [..., K], over any leading axes (one step, or all ``T`` at once)."""
+    h_out = self.dropout(hidden, deterministic=deterministic)
+    return self.out_logits(embedded + self.out_hidden(h_out) + self.out_context(context))
 
   def __call__(self, annotations: jax.Array, tokens_in: jax.Array, *, deterministic: bool,
                attention: str = "soft") -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Teacher-forced unroll over ``T`` steps (nn.scan).
+    """Teacher-forced unroll over ``T`` steps: ``nn.scan`` over ``_step`` (the recurrence,
+    eq. 1-6) emits ``h_t`` and ``z_t``; ``_deep_output`` (eq. 7, dropout on ``h_t``) then
+    maps all steps at once (module docstring).
 
     Args:
       annotations: [B, L, D] float, the ``a_i``.
@@ -350,16 +362,18 @@ class Decoder(nn.Module):
     expected = None
     if hard:
       expected = jax.random.bernoulli(self.make_rng("sample"), self.expectation_prob, (batch,))
-    embedded = jnp.swapaxes(self.embed(tokens_in), 0, 1)  # [T, B, m]
+    embedded = self.embed(tokens_in)  # [B, T, m]
 
     def body(module, carry, x):
-      return module._step(carry, x, expected, hard=hard, deterministic=deterministic)
+      carry, outputs = module._step(carry, x, expected, hard=hard)
+      return carry, dict(outputs, hidden=carry.hidden)
 
     scan = nn.scan(body, variable_broadcast="params",
-                   split_rngs={"params": False, "dropout": True, "sample": True})
-    _, outputs = scan(self, state, embedded)
+                   split_rngs={"params": False, "sample": True})
+    _, outputs = scan(self, state, jnp.swapaxes(embedded, 0, 1))
     outputs = {key: jnp.swapaxes(value, 0, 1) for key, value in outputs.items()}
-    logits = outputs.pop("logits")
+    logits = self._deep_output(embedded, outputs.pop("hidden"), outputs.pop("context"),
+                               deterministic=deterministic)
     if hard:
       outputs["sampled"] = ~expected
     return logits, outputs
@@ -384,8 +398,10 @@ class Decoder(nn.Module):
     if jnp.shape(inputs) != (batch, self.embed_dim):
       raise ValueError(f"inputs must have shape [N, m] = [{batch}, {self.embed_dim}] (the "
                        f"state's batch, embed_dim), got {jnp.shape(inputs)}.")
-    state, outputs = self._step(state, inputs, None, hard=False, deterministic=deterministic)
-    return outputs.pop("logits"), state, dict(outputs, hidden=state.hidden)
+    state, outputs = self._step(state, inputs, None, hard=False)
+    logits = self._deep_output(inputs, state.hidden, outputs.pop("context"),
+                               deterministic=deterministic)
+    return logits, state, dict(outputs, hidden=state.hidden)
 
   def step(self, tokens: jax.Array,
            state: DecodeState) -> tuple[jax.Array, DecodeState, dict[str, jax.Array]]:

@@ -46,19 +46,26 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from absl import app, flags
 
 from experiments import task_capture
 from experiments.timing import median_ms
 from vislang_jax import decoding
+from vislang_jax.data.vocabulary import BOS_ID, EOS_ID
+from vislang_jax.models import show_attend_tell
+from vislang_jax.objectives.show_attend_tell import soft_attention_loss
 from vislang_jax.ops import attention, filterbank, sampling
+from vislang_jax.ops.sequence import length_mask, shift_right
+from vislang_jax.train.state import TrainState
+from vislang_jax.train.step import gradient_update, make_train_step, mean_loss
 
 SECTIONS = ("ceilings", "sampler", "filterbank", "attention", "beam_search", "steps",
             "draw_peer", "captioning_peer")
 
 _ONLY = flags.DEFINE_list("only", list(SECTIONS), f"Sections to run, from {SECTIONS}.")
 _SMOKE = flags.DEFINE_bool(
-    "smoke", False, "CI-sized run: tiny shapes, one timed call, two experiments' steps, no "
+    "smoke", False, "CI-sized run: tiny shapes, one timed call, one experiment's step, no "
     "torch.compile. Checks that every section runs; its times mean nothing.")
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed calls per measurement (median).")
 _COMPUTE_DTYPES = flags.DEFINE_list("compute_dtypes", ["float32", "bfloat16"],
@@ -142,9 +149,9 @@ def ceilings() -> dict[str, float]:
   for dtype in (jnp.float32, jnp.bfloat16):
     a = jnp.ones((m, m), dtype)
     ms, _ = _time_jax(lambda a: jnp.dot(a, a, preferred_element_type=jnp.float32), a)
-    result[f"matmul_flops_per_s_{jnp.dtype(dtype).name}"] = 2.0 * m ** 3 / ms * 1e3
+    flops = result[f"matmul_flops_per_s_{jnp.dtype(dtype).name}"] = 2.0 * m ** 3 / ms * 1e3
     rows.append([f"matmul {jnp.dtype(dtype).name}", f"{m}x{m}", ms,
-                 f"{2.0 * m ** 3 / ms / 1e9:.1f} GFLOP/s"])
+                 f"{flops / 1e9:.1f} GFLOP/s"])
   _table(f"Ceilings ({_device_name()})", ["op", "size", "ms", "rate"], rows)
   return result
 
@@ -342,7 +349,7 @@ def _step_cases() -> dict[str, tuple[str, str, dict[str, Any], str | None]]:
   if not _SMOKE.value:
     chosen = _EXPERIMENTS.value or list(STEP_CASES)
   else:
-    chosen = _EXPERIMENTS.value or ["stn:quickstart", "draw:quickstart"]
+    chosen = _EXPERIMENTS.value or ["stn:quickstart"]
   unknown = sorted(set(chosen) - set(STEP_CASES))
   if unknown:
     raise app.UsageError(f"--experiments must be among {sorted(STEP_CASES)}; got {unknown}.")
@@ -414,9 +421,119 @@ def steps(workdir: str) -> list[str]:
   return failed
 
 
+# ---------------------------------------------------------------------------------------------
+# PyTorch peers of whole train steps
+
+# name: batch B, annotations L x D, vocabulary K, caption tokens T, width (embedding, attention
+# and LSTM) W. "tutorial": the sizes of the CPU target; "coco": Xu et al.'s COCO model
+# (14x14 ResNet-sized annotations, a 9.5k vocabulary, captions up to 52 tokens), the GPU target.
+CAPTIONING_CASES = {
+    "tutorial": dict(batch=32, locations=49, annotation_dim=512, vocab=2000, tokens=20,
+                     width=256),
+    "coco": dict(batch=128, locations=196, annotation_dim=2048, vocab=9487, tokens=52,
+                 width=512),
+}
+_CAPTIONING = flags.DEFINE_list(
+    "captioning_cases", [], f"captioning_peer: cases from {list(CAPTIONING_CASES)} (default: "
+    "tutorial on a CPU, both on an accelerator).")
+
+
+def _captioning_batch(case: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
+  """Random annotations and full-length captions (every contender runs all T steps)."""
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(4, case["vocab"], size=(case["batch"], case["tokens"]))
+  tokens[:, -1] = EOS_ID
+  return {"annotations": rng.normal(size=(case["batch"], case["locations"],
+                                          case["annotation_dim"])).astype(np.float32),
+          "tokens": tokens.astype(np.int32),
+          "length": np.full((case["batch"],), case["tokens"], np.int32)}
+
+
+def _jax_captioning_step(case: dict[str, int], batch: dict[str, np.ndarray]):
+  """The harness's step (`gradient_update`, Adam, donated) of the soft-attention decoder."""
+  width = case["width"]
+  decoder = show_attend_tell.Decoder(vocab_size=case["vocab"], embed_dim=width,
+                                     hidden_size=width, attention_dim=width, gating=True,
+                                     dropout_rate=0.5)
+
+  def per_example(params, batch, key):
+    logits, aux = decoder.apply({"params": params}, batch["annotations"],
+                                shift_right(batch["tokens"], bos_id=BOS_ID),
+                                deterministic=False, rngs={"dropout": key})
+    loss, _ = soft_attention_loss(logits, batch["tokens"],
+                                  length_mask(batch["length"], case["tokens"]), aux["alpha"],
+                                  penalty=1.0)
+    return {"loss": loss}
+
+  optimizer = optax.adam(4e-4)
+  params = jax.jit(functools.partial(decoder.init, deterministic=True))(
+      jax.random.PRNGKey(0), batch["annotations"][:1], batch["tokens"][:1])["params"]
+  state = TrainState.create(params=params, opt_state=optimizer.init(params),
+                            rng=jax.random.PRNGKey(1))
+  step = jax.jit(make_train_step(gradient_update(mean_loss(per_example), optimizer)),
+                 donate_argnums=0)
+  return step, state
+
+
+def _time_jax_step(step, state, batch) -> float:
+  batch = jax.device_put(batch)
+
+  def call():
+    nonlocal state
+    state, metrics = step(state, batch)
+    return metrics
+
+  return median_ms(call, jax.block_until_ready, repeats=_repeats(), warmup=1)
+
+
+def captioning_peer(limits: dict[str, float]) -> None:
+  """Show-Attend-Tell's decoder step against its PyTorch port and the tutorial decoder."""
+  del limits
+  from experiments.peers import captioning_tutorial_torch as tutorial
+  from experiments.peers import show_attend_tell_torch as port
+  torch, device = _torch()
+  names = _CAPTIONING.value or (["tutorial"] if jax.default_backend() == "cpu"
+                                else list(CAPTIONING_CASES))
+  add_row = _table("Show-Attend-Tell decoder train step (soft attention, Adam) vs PyTorch",
+                   ["case", "implementation", "ms/step", "tokens/s", "jax speed-up"])
+  for name in names:
+    case = dict(CAPTIONING_CASES[name])
+    if _SMOKE.value:
+      case.update(batch=2, locations=4, annotation_dim=8, vocab=30, tokens=3, width=8)
+    batch = _captioning_batch(case)
+    tokens = case["batch"] * case["tokens"]
+    label = (f"{name}: B={case['batch']}, {case['locations']}x{case['annotation_dim']}, "
+             f"K={case['vocab']:,}, T={case['tokens']}, W={case['width']}")
+    jax_ms = _time_jax_step(*_jax_captioning_step(case, batch), batch)
+    add_row([label, "JAX (jit, scan)", jax_ms, tokens / jax_ms * 1e3, 1.0])
+    t_batch = {k: torch.as_tensor(v, device=device).long() if v.dtype != np.float32 else
+               torch.as_tensor(v, device=device) for k, v in batch.items()}
+    width = case["width"]
+    torch.manual_seed(0)
+    peers = {}
+    model = port.SoftAttentionDecoder(
+        vocab_size=case["vocab"], annotation_dim=case["annotation_dim"], embed_dim=width,
+        hidden_size=width, attention_dim=width, gating=True, dropout_rate=0.5).to(device)
+    optimizer = port.make_optimizer(model, learning_rate=4e-4)
+    peers["PyTorch port, eager"] = lambda m=model, o=optimizer: port.train_step(m, o, t_batch)
+    if _COMPILE.value and not _SMOKE.value:
+      compiled = torch.compile(model)
+      peers["PyTorch port, torch.compile"] = (
+          lambda m=compiled, o=optimizer: port.train_step(m, o, t_batch))
+    tutor = tutorial.DecoderWithAttention(
+        attention_dim=width, embed_dim=width, decoder_dim=width, vocab_size=case["vocab"],
+        encoder_dim=case["annotation_dim"], dropout=0.5).to(device)
+    tutor_optimizer = tutorial.make_optimizer(tutor)
+    peers["PyTorch tutorial decoder (sgrvinod), eager"] = (
+        lambda: tutorial.train_step(tutor, tutor_optimizer, t_batch))
+    for peer, fn in peers.items():
+      ms = _time_torch(fn)
+      add_row([label, peer, ms, tokens / ms * 1e3, ms / jax_ms])
+
+
 SECTION_FNS = {
     "sampler": sampler, "filterbank": filterbank_ops, "attention": attention_op,
-    "beam_search": beam_search_op,
+    "beam_search": beam_search_op, "captioning_peer": captioning_peer,
 }
 
 
@@ -428,6 +545,11 @@ def main(argv):
     raise app.UsageError(f"--only must be among {SECTIONS}; got {unknown}.")
   if _REPEATS.value < 1:
     raise app.UsageError(f"--repeats must be >= 1; got {_REPEATS.value}.")
+  _step_cases()
+  unknown = sorted(set(_CAPTIONING.value) - set(CAPTIONING_CASES))
+  if unknown:
+    raise app.UsageError(f"--captioning_cases must be among {list(CAPTIONING_CASES)}; got "
+                         f"{unknown}.")
   torch, device = _torch()
   print(f"JAX {jax.__version__} on {_device_name()} (x{len(jax.devices())}); PyTorch "
         f"{torch.__version__} on {device}"

@@ -19,10 +19,15 @@ Images are [B, H, W, C], as the Flax model takes them; inside, the canvas is [B,
 that the filterbank products are batched matrix products over the channel axis.
 
 `loss` is the batch mean of `objectives.draw.draw_loss` (eq. 12) on binary `x`, the loss
-`experiments/draw.py` trains; `train_step` is one Adam step on it (`make_optimizer`). The
-compiled variant: `train_step(torch.compile(model), optimizer, x, noise)` with the optimizer
-built on `model` (the compiled module shares its parameters); the forward pass and its
-backward are compiled, the loss reduction and Adam stay eager.
+`experiments/draw.py` trains; `train_step` is one Adam step on it (`make_optimizer`).
+
+Compiled (inductor, also on CPU), the optimizer built on `model` either way:
+  * whole: `train_step(torch.compile(model), optimizer, x, noise)`; the compiled module shares
+    `model`'s parameters. Dynamo unrolls the T glimpses into one graph (forward and backward),
+    so compilation grows with T: 6 min cold for the quickstart's T = 10 on 2 busy CPU cores.
+  * per glimpse: `model.glimpse = torch.compile(model.glimpse)`, then `train_step(model, ...)`:
+    one glimpse's graph, compiled once and run T times, autograd chaining their backwards.
+The loss reduction and Adam stay eager.
 """
 
 from __future__ import annotations
@@ -124,20 +129,28 @@ class DRAW(nn.Module):
                        f"{tuple(x.shape)} and {tuple(noise.shape)}.")
     x = x.permute(0, 3, 1, 2)
     canvas = torch.zeros_like(x)
-    enc = (x.new_zeros(batch, self.encoder.hidden_size),) * 2  # (h, c)
-    dec = (x.new_zeros(batch, self.decoder.hidden_size),) * 2
+    enc = tuple(x.new_zeros(batch, self.encoder.hidden_size) for _ in "hc")
+    dec = tuple(x.new_zeros(batch, self.decoder.hidden_size) for _ in "hc")
     mus, logsigmas = [], []
     for t in range(self.glimpses):
-      x_hat = x - torch.sigmoid(canvas)  # eq. (3)
-      r = self.read(x, x_hat, dec[0])
-      enc = self.encoder(torch.cat([r, dec[0]], dim=-1), enc)  # eq. (5)
-      mu, logsigma = self.q_mu(enc[0]), self.q_logsigma(enc[0])
-      z = mu + torch.exp(logsigma) * noise[t]  # eq. (6), reparameterised
-      dec = self.decoder(z, dec)  # eq. (7)
-      canvas = canvas + self.write(dec[0])  # eq. (8)
+      canvas, enc, dec, mu, logsigma = self.glimpse(x, canvas, enc, dec, noise[t])
       mus.append(mu)
       logsigmas.append(logsigma)
     return canvas.permute(0, 2, 3, 1), torch.stack(mus), torch.stack(logsigmas)
+
+  def glimpse(self, x: torch.Tensor, canvas: torch.Tensor, enc: tuple, dec: tuple,
+              eps: torch.Tensor) -> tuple:
+    """Eq. (3)-(8): one glimpse of [B, C, H, W] `x` with `eps` [B, Z].
+
+    Returns the new `(canvas, (h^enc, c^enc), (h^dec, c^dec))` and `(mu, logsigma)` [B, Z].
+    """
+    x_hat = x - torch.sigmoid(canvas)  # eq. (3)
+    r = self.read(x, x_hat, dec[0])
+    enc = self.encoder(torch.cat([r, dec[0]], dim=-1), enc)  # eq. (5)
+    mu, logsigma = self.q_mu(enc[0]), self.q_logsigma(enc[0])
+    z = mu + torch.exp(logsigma) * eps  # eq. (6), reparameterised
+    dec = self.decoder(z, dec)  # eq. (7)
+    return canvas + self.write(dec[0]), enc, dec, mu, logsigma  # eq. (8)
 
 
 def load_flax_params(model: DRAW, params: dict) -> None:

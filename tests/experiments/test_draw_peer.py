@@ -4,8 +4,9 @@ Same (converted) weights, and the same binary batch and noise as the experiment'
 `per_example` draws from its key (the binarization key's bits, the `"sample"` stream's eps):
 the torch loss and its parts equal the Flax model's to float32 tolerance, with attention
 (non-square images, different read and write grids) and without; so do the gradients of every
-parameter, and the parameters and losses after Adam steps. `torch.compile` of the port (its
-graph traced whole, the backward through AOTAutograd) gives the same loss and gradients.
+parameter, and the parameters and losses after Adam steps. `torch.compile` of the port (whole or
+glimpse by glimpse, each graph traced whole, the backward through AOTAutograd) gives the same
+loss and gradients.
 """
 
 import functools
@@ -137,19 +138,23 @@ def test_compiled_port_gives_the_same_loss_and_gradients():
   peer = draw_torch.DRAW(**SIZES)
   x = torch.bernoulli(torch.full((B, H, W, 1), 0.5))
   noise = torch.randn(T, B, Z)
-  # Dynamo captures the unrolled forward as one graph and AOTAutograd its backward; the
-  # benchmark's default "inductor" backend only adds code generation (minutes cold on 2 CPU
-  # cores), so the test stops before it.
-  compiled = torch.compile(peer, backend="aot_eager", fullgraph=True)
+  # Dynamo captures the forward as one graph and AOTAutograd its backward; the benchmark's
+  # default "inductor" backend only adds code generation (minutes cold on 2 CPU cores), so the
+  # test stops before it. Compiled whole (the unrolled glimpses), then glimpse by glimpse.
+  compile_ = functools.partial(torch.compile, backend="aot_eager", fullgraph=True)
   results = []
-  for model in (peer, compiled):
+  for variant in ("eager", "whole", "glimpse"):
+    model = compile_(peer) if variant == "whole" else peer
+    if variant == "glimpse":
+      peer.glimpse = compile_(peer.glimpse)
     peer.zero_grad()
     loss, _ = draw_torch.loss(model, x, noise)
     loss.backward()
-    results.append((loss.item(), {name: p.grad.clone() for name, p in peer.named_parameters()
-                                  if p.requires_grad}))
-  (loss, eager), (compiled_loss, compiled_grads) = results
-  np.testing.assert_allclose(compiled_loss, loss, rtol=1e-6)
-  for name, grad in eager.items():
-    np.testing.assert_allclose(compiled_grads[name].numpy(), grad.numpy(), rtol=1e-5,
-                               atol=1e-7, err_msg=name)
+    results.append((variant, loss.item(), {name: p.grad.clone() for name, p in
+                                           peer.named_parameters() if p.requires_grad}))
+  _, loss, eager = results[0]
+  for variant, compiled_loss, compiled_grads in results[1:]:
+    np.testing.assert_allclose(compiled_loss, loss, rtol=1e-6, err_msg=variant)
+    for name, grad in eager.items():
+      np.testing.assert_allclose(compiled_grads[name].numpy(), grad.numpy(), rtol=1e-5,
+                                 atol=1e-7, err_msg=f"{variant}: {name}")

@@ -9,6 +9,7 @@ row-major into annotations here.
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -461,6 +462,26 @@ def test_vgg_encoder_flattens_vgg_features_row_major(depth):
   assert annotations.shape == (2, 6, 512)
   for i in range(6):  # annotation i = y w + x
     np.testing.assert_array_equal(annotations[:, i], feature_map[:, i // 3, i % 3])
+
+
+def test_lstm_weights_and_cell_are_flax_optimized_lstm_cell():
+  """``LSTMWeights`` creates ``nn.OptimizedLSTMCell``'s parameter tree (same names, shapes and
+  values at initialisation) and ``lstm_cell`` on ``x W_x + h W_h + b`` is its update."""
+  n, d = 5, 7
+  rng = np.random.default_rng(0)
+  x, h, c = (jnp.asarray(rng.normal(size=(3, k)), jnp.float32) for k in (d, n, n))
+  flax_cell = nn.OptimizedLSTMCell(n)
+  flax_params = flax_cell.init(jax.random.key(1), (c, h), x)["params"]
+  weights = sat.LSTMWeights(n)
+  params = weights.init(jax.random.key(1), d)["params"]
+  jax.tree.map(np.testing.assert_array_equal, params, flax_params)
+  params = jax.tree.map(lambda p: p + jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+  w_x, w_h, b = weights.apply({"params": params}, d)
+  assert (w_x.shape, w_h.shape, b.shape) == ((d, 4 * n), (n, 4 * n), (4 * n,))
+  (want_c, want_h), _ = flax_cell.apply({"params": params}, (c, h), x)
+  got_c, got_h = sat.lstm_cell(x @ w_x + h @ w_h + b, c)
+  np.testing.assert_allclose(got_c, want_c, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got_h, want_h, rtol=1e-5, atol=1e-6)
 
 
 def test_init_mlp_is_relu_layers_then_tanh():

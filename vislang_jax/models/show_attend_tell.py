@@ -22,13 +22,22 @@ Decoder (Sec. 3.1.2), one step ``t = 1..T`` given ``y_{t-1}`` (``<bos>`` at ``t 
 
 with ``c_0 = f_init,c(mean_i a_i)``, ``h_0 = f_init,h(mean_i a_i)`` (two MLPs, Sec. 3.1.2)
 and dropout on ``h_t`` before ``L_h`` (Sec. 4.3). ``W_a a_i`` does not depend on ``t`` and is
-computed once per image; the deep output (7) feeds nothing back into the recurrence, so
-teacher forcing computes it once for all ``T`` steps after the scan (one ``[B T, m] x [m, K]``
-product instead of ``T`` small ones inside the loop, and no per-step accumulation of its
-gradients in the backward loop), while a decoding step computes it for its one step; eq. (4)-(5) and the soft ``phi`` are ``ops.attention``'s additive
+computed once per image; eq. (4)-(5) and the soft ``phi`` are ``ops.attention``'s additive
 scores (query ``W_h h_{t-1}``, keys ``W_a a_i``), softmax and context. The deep output is
 linear inside the softmax, as eq. (7) writes it (the authors' Theano code puts a tanh
-there). ``phi`` is
+there).
+
+Teacher forcing (``Decoder.__call__``) scans only the recurrence, eq. (4)-(6) and (1)-(3),
+and takes out of the loop what does not depend on it: the deep output (7) feeds nothing back,
+so it maps all ``T`` steps at once after the scan (one ``[B T, m] x [m, K]`` product instead
+of ``T`` small ones, and no per-step accumulation of its gradients in the backward loop), and
+the LSTM's pre-activation from ``E y_{t-1}`` is one product for all steps before it; the
+backward pass recomputes the attention's ``[B, L, A]`` tanh of each step rather than the scan
+storing all ``T`` of them. A decoding step (``Decoder.step_embedded``) runs the same
+``_step`` and ``_deep_output`` for its one step, so both paths compute the same logits from
+the same state.
+
+``phi`` is
 
 * soft (Sec. 4.2): the expectation ``sum_i alpha_ti a_i``, trained by backpropagation with
   ``objectives.show_attend_tell.soft_attention_loss``;
@@ -55,6 +64,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax.core import FrozenDict
+from flax.linen.recurrent import DenseParams
 
 from vislang_jax.checks import check_ids, check_int, check_positive_int, check_rank
 from vislang_jax.models.vgg import VGGFeatures
@@ -203,12 +213,48 @@ class ScoreVector(nn.Module):
     return self.param("kernel", nn.linear.default_kernel_init, (self.size, 1))[:, 0]
 
 
+class LSTMWeights(nn.Module):
+  """The parameters of ``nn.OptimizedLSTMCell(hidden_size)`` (the same names ``ii`` ..
+  ``io``, ``hi`` .. ``ho``, shapes and initialisers), returned concatenated over the gates
+  ``(i, f, g, o)`` for ``lstm_cell``, so that a caller can split the input kernel by rows
+  and project part of the input outside a loop.
+
+  Attributes:
+    hidden_size: ``n``.
+  """
+
+  hidden_size: int
+
+  @nn.compact
+  def __call__(self, input_dim: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """-> ``(W_x [input_dim, 4n], W_h [n, 4n], b [4n])``."""
+    inputs = jax.ShapeDtypeStruct((input_dim,), jnp.float32)  # DenseParams reads the shape
+    hidden = jax.ShapeDtypeStruct((self.hidden_size,), jnp.float32)
+    w_x, w_h, b = [], [], []
+    for gate in "ifgo":
+      w_x.append(DenseParams(self.hidden_size, use_bias=False, name=f"i{gate}")(inputs)[0])
+      kernel, bias = DenseParams(self.hidden_size, kernel_init=nn.initializers.orthogonal(),
+                                 name=f"h{gate}")(hidden)
+      w_h.append(kernel)
+      b.append(bias)
+    return tuple(jnp.concatenate(x, -1) for x in (w_x, w_h, b))
+
+
+def lstm_cell(gates: jax.Array, cell: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``nn.OptimizedLSTMCell``'s update from its pre-activations ``gates`` [N, 4n] (``i, f, g,
+  o`` concatenated, eq. 1) and ``c_{t-1}`` [N, n] -> ``(c_t, h_t)`` (eq. 2-3)."""
+  i, f, g, o = jnp.split(gates, 4, axis=-1)
+  cell = jax.nn.sigmoid(f) * cell + jax.nn.sigmoid(i) * jnp.tanh(g)
+  return cell, jax.nn.sigmoid(o) * jnp.tanh(cell)
+
+
 class Decoder(nn.Module):
   """The attention LSTM of Sec. 3.1.2 over annotation vectors (eq. 1-7, module docstring).
 
   Parameter names: ``embed`` is ``E``; ``init_c``, ``init_h`` the MLPs ``f_init,c``,
   ``f_init,h``; ``att_annotations``, ``att_hidden``, ``att_score`` are ``W_a`` (with a bias),
-  ``W_h`` and ``w`` of eq. (4); ``gate`` is ``f_beta``; ``lstm`` the LSTM; ``out_hidden``,
+  ``W_h`` and ``w`` of eq. (4); ``gate`` is ``f_beta``; ``lstm`` the LSTM (``LSTMWeights``,
+  ``nn.OptimizedLSTMCell``'s parameters, with ``lstm_cell``'s update); ``out_hidden``,
   ``out_context``, ``out_logits`` are ``L_h``, ``L_z``, ``L_o`` of eq. (7).
 
   Attributes:
@@ -259,7 +305,7 @@ class Decoder(nn.Module):
     self.att_score = ScoreVector(self.attention_dim)  # w; a bias would cancel in (5)
     if self.gating:
       self.gate = nn.Dense(1)
-    self.lstm = nn.OptimizedLSTMCell(self.hidden_size)
+    self.lstm = LSTMWeights(self.hidden_size)
     self.dropout = nn.Dropout(self.dropout_rate)
     self.out_hidden = nn.Dense(self.embed_dim)
     self.out_context = nn.Dense(self.embed_dim, use_bias=False)
@@ -281,19 +327,34 @@ class Decoder(nn.Module):
     return DecodeState(annotations=annotations, projected=self.att_annotations(annotations),
                        cell=self.init_c(mean), hidden=self.init_h(mean))
 
-  def _step(self, state: DecodeState, embedded: jax.Array, expected: jax.Array | None, *,
-            hard: bool) -> tuple[DecodeState, dict[str, jax.Array]]:
-    """The recurrence of one step, eq. (4)-(6) and (1)-(3): ``embedded`` = ``E y_{t-1}``
-    [N, m] -> (state, outputs), ``outputs["context"]`` the ``z_t`` [N, D] that
-    ``_deep_output`` reads (with ``h_t``, the new ``state.hidden``).
+  def _lstm_weights(self, annotation_dim: int) -> tuple[jax.Array, jax.Array, jax.Array,
+                                                         jax.Array]:
+    """The LSTM's input kernel split by rows: ``(W_y [m, 4n], W_z [D, 4n], W_h [n, 4n],
+    b [4n])``, so that ``[E y, z] W_x = E y W_y + z W_z``."""
+    w_x, w_h, b = self.lstm(self.embed_dim + annotation_dim)
+    return w_x[:self.embed_dim], w_x[self.embed_dim:], w_h, b
+
+  def _step(self, state: DecodeState, input_gates: jax.Array,
+            weights: tuple[jax.Array, jax.Array, jax.Array, jax.Array],
+            expected: jax.Array | None, *, hard: bool
+            ) -> tuple[DecodeState, dict[str, jax.Array]]:
+    """The recurrence of one step, eq. (4)-(6) and (1)-(3) -> (state, outputs),
+    ``outputs["context"]`` the ``z_t`` [N, D] that ``_deep_output`` reads (with ``h_t``, the
+    new ``state.hidden``).
+
+    ``input_gates`` [N, 4n] is the LSTM's pre-activation from ``E y_{t-1}``, ``E y_{t-1} W_y
+    + b`` (``weights`` is ``_lstm_weights``): it does not depend on the recurrence, so teacher
+    forcing computes it for all ``T`` steps before the scan.
 
     ``expected`` [N] bool (hard attention only) marks the examples whose context is the
     expectation instead of the sampled ``a_{s_t}``.
     """
     annotations = state.annotations
     h_prev = state.hidden
-    scores = attention.additive_scores(self.att_hidden(h_prev), state.projected,
-                                       self.att_score())  # [N, L], eq. (4)
+    # [N, L], eq. (4); checkpointed: the backward pass recomputes the [N, L, A] tanh instead
+    # of the scan storing it for every step ([T, N, L, A], the largest residual by far).
+    scores = jax.checkpoint(attention.additive_scores)(self.att_hidden(h_prev), state.projected,
+                                                       self.att_score())
     log_alpha = attention.masked_log_softmax(scores)  # eq. (5)
     alpha = jnp.exp(log_alpha)
     context = attention.context(alpha, annotations)  # soft phi, Sec. 4.2
@@ -311,7 +372,8 @@ class Decoder(nn.Module):
     else:
       beta = jnp.ones(h_prev.shape[:1], h_prev.dtype)
     z = beta[:, None] * context
-    (cell, hidden), _ = self.lstm((state.cell, h_prev), jnp.concatenate([embedded, z], -1))
+    _, w_z, w_h, _ = weights
+    cell, hidden = lstm_cell(input_gates + z @ w_z + h_prev @ w_h, state.cell)  # (1)-(3)
     outputs.update(beta=beta, context=z)
     return state._replace(cell=cell, hidden=hidden), outputs
 
@@ -363,14 +425,16 @@ class Decoder(nn.Module):
     if hard:
       expected = jax.random.bernoulli(self.make_rng("sample"), self.expectation_prob, (batch,))
     embedded = self.embed(tokens_in)  # [B, T, m]
+    weights = self._lstm_weights(annotations.shape[-1])
+    input_gates = jnp.swapaxes(embedded, 0, 1) @ weights[0] + weights[3]  # [T, B, 4n]
 
     def body(module, carry, x):
-      carry, outputs = module._step(carry, x, expected, hard=hard)
+      carry, outputs = module._step(carry, x, weights, expected, hard=hard)
       return carry, dict(outputs, hidden=carry.hidden)
 
     scan = nn.scan(body, variable_broadcast="params",
                    split_rngs={"params": False, "sample": True})
-    _, outputs = scan(self, state, jnp.swapaxes(embedded, 0, 1))
+    _, outputs = scan(self, state, input_gates)
     outputs = {key: jnp.swapaxes(value, 0, 1) for key, value in outputs.items()}
     logits = self._deep_output(embedded, outputs.pop("hidden"), outputs.pop("context"),
                                deterministic=deterministic)
@@ -398,7 +462,9 @@ class Decoder(nn.Module):
     if jnp.shape(inputs) != (batch, self.embed_dim):
       raise ValueError(f"inputs must have shape [N, m] = [{batch}, {self.embed_dim}] (the "
                        f"state's batch, embed_dim), got {jnp.shape(inputs)}.")
-    state, outputs = self._step(state, inputs, None, hard=False)
+    weights = self._lstm_weights(state.annotations.shape[-1])
+    state, outputs = self._step(state, inputs @ weights[0] + weights[3], weights, None,
+                                hard=False)
     logits = self._deep_output(inputs, state.hidden, outputs.pop("context"),
                                deterministic=deterministic)
     return logits, state, dict(outputs, hidden=state.hidden)

@@ -50,6 +50,7 @@ import numpy as np
 import optax
 from absl import app, flags
 
+from experiments import draw as draw_experiment
 from experiments import task_capture
 from experiments.timing import median_ms
 from vislang_jax import decoding
@@ -534,9 +535,53 @@ def captioning_peer(limits: dict[str, float]) -> None:
       add_row([label, peer, ms, tokens / ms * 1e3, ms / jax_ms])
 
 
+def draw_peer(limits: dict[str, float]) -> None:
+  """DRAW's train step (captured from experiments.draw) against its PyTorch port."""
+  del limits
+  from experiments.peers import draw_torch
+  torch, device = _torch()
+  add_row = _table("DRAW train step (binarization, T glimpses, eq. 12 loss, Adam) vs PyTorch",
+                   ["config", "implementation", "ms/step", "examples/s", "jax speed-up"])
+  with tempfile.TemporaryDirectory() as workdir:
+    for preset in ("quickstart", "paper"):
+      config = _case_config("draw", preset, {})
+      if _SMOKE.value:
+        config.model.update(glimpses=2, enc_size=8, dec_size=8)
+      captured = task_capture.capture(draw_experiment, config, workdir)
+      batch = task_capture.first_batch(captured)
+      jax_ms, _ = time_step(captured, batch, "float32")
+      size = config.train.batch_size
+      label = (f"{preset}: B={size}, T={config.model.glimpses}, "
+               f"{'x'.join(map(str, batch['image'].shape[1:]))}, "
+               f"{'attention' if config.attention else 'no attention'}")
+      add_row([label, "JAX (jit, scan)", jax_ms, size / jax_ms * 1e3, 1.0])
+      height, width, channels = batch["image"].shape[1:]
+      images = torch.as_tensor(np.asarray(batch["image"]), device=device)
+      noise_shape = (config.model.glimpses, size, config.model.z_size)
+      torch.manual_seed(0)
+      model = draw_torch.DRAW(**config.model, height=height, width=width, channels=channels,
+                              read_attention=config.attention,
+                              write_attention=config.attention).to(device)
+      optimizer = draw_torch.make_optimizer(model, config.train.learning_rate)
+
+      def step():  # binarization and noise drawn each step, as the JAX step does
+        return draw_torch.train_step(model, optimizer, torch.bernoulli(images),
+                                     torch.randn(noise_shape, device=device),
+                                     grad_clip_norm=config.train.grad_clip_norm)
+
+      ms = _time_torch(step)
+      add_row([label, "PyTorch port, eager", ms, size / ms * 1e3, ms / jax_ms])
+      if _COMPILE.value and not _SMOKE.value:
+        model.glimpse = torch.compile(model.glimpse)  # one glimpse's graph, run T times
+        ms = _time_torch(step)
+        add_row([label, "PyTorch port, torch.compile (per glimpse)", ms, size / ms * 1e3,
+                 ms / jax_ms])
+
+
 SECTION_FNS = {
     "sampler": sampler, "filterbank": filterbank_ops, "attention": attention_op,
     "beam_search": beam_search_op, "captioning_peer": captioning_peer,
+    "draw_peer": draw_peer,
 }
 
 

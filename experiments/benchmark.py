@@ -1,4 +1,4 @@
-r"""The benchmark suite: the device's ceilings, the ops, every experiment's train step, PyTorch peers.
+r"""The benchmark suite: device ceilings, ops, every experiment's train step, PyTorch peers.
 
   python -m experiments.benchmark                          # every section, on jax.devices()[0]
   python -m experiments.benchmark --only=sampler,steps     # some sections

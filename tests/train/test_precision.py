@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from vislang_jax.ops.matmul import matmul
 from vislang_jax.train import precision
 from vislang_jax.train.step import gradient_update, make_train_step, mean_loss
 from vislang_jax.train.state import TrainState
@@ -158,3 +159,18 @@ def test_fit_refuses_an_unknown_compute_dtype_before_training(tmp_path):
   with pytest.raises(ValueError, match="train.compute_dtype"):
     fit(config, str(tmp_path), task, {"train": [{"x": np.zeros(2)}] * 4})
   assert not any(tmp_path.iterdir())
+
+
+def test_hand_written_matmuls_follow_the_policy():
+  """ops.matmul.matmul: x @ w in float32; bf16 operands, float32 result under the policy."""
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(3, 64)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(64, 5)), jnp.float32)
+  np.testing.assert_array_equal(matmul(x, w), x @ w)
+  with precision.compute_in(jnp.bfloat16):
+    y = matmul(x, w)
+    text = str(jax.make_jaxpr(matmul)(x, w))
+  assert y.dtype == jnp.float32 and _dtypes_of(text, "dot_general") == ["f32"]
+  assert "bf16[3,64]" in text and "bf16[64,5]" in text
+  np.testing.assert_allclose(y, _bf16(x) @ _bf16(w), rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(matmul(x, w), x @ w)  # the context has ended

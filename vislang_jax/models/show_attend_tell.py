@@ -69,6 +69,7 @@ from flax.linen.recurrent import DenseParams
 from vislang_jax.checks import check_ids, check_int, check_positive_int, check_rank
 from vislang_jax.models.vgg import VGGFeatures
 from vislang_jax.ops import attention
+from vislang_jax.ops.matmul import matmul
 
 ATTENTIONS = ("soft", "hard")
 # The convnet trained from scratch, or ``models.vgg.VGGFeatures`` of depth 16 or 19.
@@ -373,7 +374,8 @@ class Decoder(nn.Module):
       beta = jnp.ones(h_prev.shape[:1], h_prev.dtype)
     z = beta[:, None] * context
     _, w_z, w_h, _ = weights
-    cell, hidden = lstm_cell(input_gates + z @ w_z + h_prev @ w_h, state.cell)  # (1)-(3)
+    cell, hidden = lstm_cell(input_gates + matmul(z, w_z) + matmul(h_prev, w_h),
+                             state.cell)  # (1)-(3)
     outputs.update(beta=beta, context=z)
     return state._replace(cell=cell, hidden=hidden), outputs
 
@@ -426,7 +428,7 @@ class Decoder(nn.Module):
       expected = jax.random.bernoulli(self.make_rng("sample"), self.expectation_prob, (batch,))
     embedded = self.embed(tokens_in)  # [B, T, m]
     weights = self._lstm_weights(annotations.shape[-1])
-    input_gates = jnp.swapaxes(embedded, 0, 1) @ weights[0] + weights[3]  # [T, B, 4n]
+    input_gates = matmul(jnp.swapaxes(embedded, 0, 1), weights[0]) + weights[3]  # [T,B,4n]
 
     def body(module, carry, x):
       carry, outputs = module._step(carry, x, weights, expected, hard=hard)
@@ -463,7 +465,7 @@ class Decoder(nn.Module):
       raise ValueError(f"inputs must have shape [N, m] = [{batch}, {self.embed_dim}] (the "
                        f"state's batch, embed_dim), got {jnp.shape(inputs)}.")
     weights = self._lstm_weights(state.annotations.shape[-1])
-    state, outputs = self._step(state, inputs @ weights[0] + weights[3], weights, None,
+    state, outputs = self._step(state, matmul(inputs, weights[0]) + weights[3], weights, None,
                                 hard=False)
     logits = self._deep_output(inputs, state.hidden, outputs.pop("context"),
                                deterministic=deterministic)

@@ -12,8 +12,10 @@ float32. XLA accumulates bfloat16 dot products in float32 on GPUs and TPUs.
 
 Inside a recurrent cell the gate pre-activations come out of the matmul in the compute dtype
 and the gates are applied in it too, but the cell state `c` stays float32 (`f * c` promotes).
-Parameters a model multiplies by hand (`jnp.dot(x, self.param(...))`) and the parameter-free
-ops (`ops.sampling`, `ops.filterbank`) stay float32.
+Parameters a model multiplies by hand go through `ops.matmul.matmul`, which this policy also
+sets (the Show-Attend-Tell LSTM, whose input projection is split around its scan); other
+hand-written products (`jnp.dot(x, self.param(...))`) and the parameter-free ops
+(`ops.sampling`, `ops.filterbank`) stay float32.
 
 This is done without touching the models: `compute_in(dtype)` is a Flax method interceptor
 (`flax.linen.intercept_methods`) that runs each of those layers as its twin with `dtype`
@@ -32,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from vislang_jax.checks import check_choice
+from vislang_jax.ops.matmul import computing_in
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -71,7 +74,7 @@ def compute_in(dtype: jnp.dtype) -> Iterator[None]:
   if jnp.dtype(dtype) == jnp.float32:
     yield
     return
-  with nn.intercept_methods(_interceptor(jnp.dtype(dtype))):
+  with nn.intercept_methods(_interceptor(jnp.dtype(dtype))), computing_in(dtype):
     yield
 
 

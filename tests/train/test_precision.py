@@ -81,7 +81,7 @@ def test_float32_leaves_the_function_as_it_was():
 
 
 def test_dense_equals_bfloat16_rounded_operands_with_float32_accumulation():
-  """y = round_bf16(round_bf16(x) round_bf16(W) + round_bf16(b)), x, W in NumPy float64."""
+  """y = round_bf16(round_bf16(x) round_bf16(W)) + b, in NumPy float64."""
   rng = np.random.default_rng(1)
   x = rng.normal(size=(3, 64)).astype(np.float32)
   dense = nn.Dense(5, bias_init=nn.initializers.normal(1.0))
@@ -89,11 +89,25 @@ def test_dense_equals_bfloat16_rounded_operands_with_float32_accumulation():
   with precision.compute_in(jnp.bfloat16):
     y = dense.apply(params, x)
   kernel, bias = (np.asarray(params["params"][k]) for k in ("kernel", "bias"))
-  expected = _bf16(_bf16(_bf16(x) @ _bf16(kernel)) + _bf16(bias))
+  expected = _bf16(_bf16(x) @ _bf16(kernel)) + bias
   assert y.dtype == jnp.float32
   np.testing.assert_allclose(y, expected, rtol=2 ** -8, atol=1e-6)
   # and it is not the float32 layer: the rounding is visible at this width
   assert np.max(np.abs(np.asarray(y) - (x @ kernel + bias))) > 1e-3
+
+
+@pytest.mark.parametrize("layer", [nn.Dense(3), nn.Conv(3, (1, 1)),
+                                   nn.ConvTranspose(3, (1, 1)), nn.DenseGeneral(3)])
+def test_bias_gradients_are_reduced_in_float32(layer):
+  """A bias gradient sums 8 x 32 x 32 positions: in bfloat16 the running sum stalls."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (8, 32, 32, 4))
+  params = layer.init(jax.random.PRNGKey(1), x)
+  loss = lambda p: jnp.mean(jax.nn.log_softmax(layer.apply(p, x))[..., 0])
+  expected = jax.grad(loss)(params)["params"]["bias"]
+  with precision.compute_in(jnp.bfloat16):
+    got = jax.grad(loss)(params)["params"]["bias"]
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(got, expected, rtol=2e-2, atol=1e-3)
 
 
 def test_lstm_cell_state_stays_float32():

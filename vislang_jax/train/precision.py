@@ -6,9 +6,11 @@ multiply: Flax's `Dense`, `DenseGeneral`, `Einsum`, `Conv`, `ConvTranspose`, `Em
 `GRUCell`, `SimpleCell`). Parameters and optimiser state stay float32 (the layer casts its
 float32 variables to the compute dtype on the fly, so their gradients come back float32); each
 such layer casts its inputs to the compute dtype itself (Flax's `promote_dtype`) and its
-outputs are cast back to float32, so that
-nonlinearities, attention softmaxes, recurrent states, losses and their reductions run in
-float32. XLA accumulates bfloat16 dot products in float32 on GPUs and TPUs.
+outputs are cast back to float32, so that nonlinearities, attention softmaxes, recurrent
+states, losses and their reductions run in float32. The biases of `Dense`, `DenseGeneral`,
+`Conv` and `ConvTranspose` are added after that cast, in float32, so that their gradients
+(sums over every position of the batch) are not reduced in bfloat16. XLA accumulates
+bfloat16 dot products in float32 on GPUs and TPUs.
 
 Inside a recurrent cell the gate pre-activations come out of the matmul in the compute dtype
 and the gates are applied in it too, but the cell state `c` stays float32 (`f * c` promotes).
@@ -43,6 +45,10 @@ LAYERS = (nn.Dense, nn.DenseGeneral, nn.Einsum, nn.Conv, nn.ConvTranspose, nn.Em
           nn.OptimizedLSTMCell, nn.LSTMCell, nn.GRUCell, nn.SimpleCell)
 
 
+# The layers whose bias `_interceptor` adds in float32.
+_BIASED = (nn.Dense, nn.DenseGeneral, nn.Conv, nn.ConvTranspose)
+
+
 def compute_dtype(name: str) -> jnp.dtype:
   """The dtype named by `config.train.compute_dtype`; a ValueError for any other name."""
   return COMPUTE_DTYPES[check_choice("train.compute_dtype", name, tuple(COMPUTE_DTYPES))]
@@ -61,9 +67,17 @@ def _interceptor(dtype: jnp.dtype):
     if (type(module) not in LAYERS or module.is_initializing() or module.dtype == dtype
         or method is None):
       return next_fun(*args, **kwargs)
+    variables = module.variables
+    if (isinstance(module, _BIASED) and context.method_name == "__call__" and module.use_bias
+        and not getattr(module, "batch_dims", ())):
+      # The bias is added in float32 after the cast, so that its gradient (a sum over every
+      # position of the batch) is reduced in float32, not in the compute dtype.
+      params = dict(variables["params"])
+      bias = params.pop("bias")
+      twin = module.clone(parent=None, dtype=dtype, use_bias=False)
+      return _as_float32(twin.apply({**variables, "params": params}, *args, **kwargs)) + bias
     twin = module.clone(parent=None, dtype=dtype)
-    return _as_float32(twin.apply(module.variables, *args, method=context.method_name,
-                                  **kwargs))
+    return _as_float32(twin.apply(variables, *args, method=context.method_name, **kwargs))
 
   return intercept
 

@@ -92,9 +92,6 @@ WARM_START = ("segmentation_fcn32s", "segmentation_fcn8s", "segmentation_deconvn
 # The gradients' global norms (`grad_norm`, `<player>/grad_norm`) agree within a tenth:
 # rounding alone moves them by 1e-4 to 4e-2 (measured); a gradient that bfloat16 breaks, more.
 GRAD_NORM_RTOL = 0.1
-# Compilation is nearly all of this file's time; XLA:CPU's older loop emitters compile the
-# same programs about twice as fast (the numbers are the program's, not the emitter's).
-COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
 @pytest.fixture(scope="module")
@@ -300,7 +297,7 @@ CASES = {
 def _step(captured, compute_dtype, state, batch):
   """One step of `fit`'s train step in `compute_dtype`; `state` is kept (not donated)."""
   step = task_capture.train_step(captured, compute_dtype, donate=False)
-  return step.lower(state, batch).compile(COMPILER_OPTIONS)(state, batch)
+  return step(state, batch)
 
 
 def _named(metrics, name):

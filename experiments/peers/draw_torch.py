@@ -32,10 +32,11 @@ The loss reduction and Adam stay eager.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from experiments.peers import flax_weights
 
 
 def _filterbank(g: torch.Tensor, sigma2: torch.Tensor, delta: torch.Tensor, i: torch.Tensor,
@@ -154,25 +155,15 @@ class DRAW(nn.Module):
 
 
 def load_flax_params(model: DRAW, params: dict) -> None:
-  """Copies a `models.draw.DRAW`'s Flax parameters into `model` (in place).
-
-  Dense kernels [in, out] become Linear weights [out, in]; the LSTMs' per-gate kernels (`i<gate>`
-  without bias, `h<gate>` with it, gates i, f, g, o: PyTorch's order) are stacked into
-  `weight_ih` / `weight_hh`, their biases into `bias_hh` (`bias_ih` stays 0).
+  """Copies a `models.draw.DRAW`'s Flax parameters into `model` (in place; the layouts of
+  `flax_weights`: LSTM gates stacked, `bias_ih` 0).
 
   Raises:
     ValueError: if `params` is not that of a DRAW with `model`'s attention switches.
   """
-  def tensor(x):
-    return torch.tensor(np.array(x, np.float32))
-
   state = {}
   for name in ("encoder", "decoder"):
-    cell = params[name]
-    state[f"{name}.weight_ih"] = torch.cat([tensor(cell[f"i{g}"]["kernel"]).T for g in "ifgo"])
-    state[f"{name}.weight_hh"] = torch.cat([tensor(cell[f"h{g}"]["kernel"]).T for g in "ifgo"])
-    state[f"{name}.bias_hh"] = torch.cat([tensor(cell[f"h{g}"]["bias"]) for g in "ifgo"])
-    state[f"{name}.bias_ih"] = torch.zeros_like(state[f"{name}.bias_hh"])
+    state.update(flax_weights.lstm_cell(name, params[name]))
   dense = {"q_mu": ("q_mu",), "q_logsigma": ("q_logsigma",),
            "read_att.linear": ("reader", "attention", "Dense_0"),
            "write_att.linear": ("writer", "attention", "Dense_0"),
@@ -182,14 +173,10 @@ def load_flax_params(model: DRAW, params: dict) -> None:
     for key in path:
       layer = layer.get(key, {})
     if layer:
-      state[f"{name}.weight"] = tensor(layer["kernel"]).T
-      state[f"{name}.bias"] = tensor(layer["bias"])
-  mismatched = set(model.state_dict()) ^ set(state)
-  if mismatched:
-    raise ValueError(f"params must be those of a models.draw.DRAW with read_attention="
-                     f"{model.read_attention} and write_attention={model.write_attention}, "
-                     f"got mismatched names {sorted(mismatched)}.")
-  model.load_state_dict(state)
+      state.update(flax_weights.linear(name, layer))
+  flax_weights.load(model, state, expected=(
+      f"those of a models.draw.DRAW with read_attention={model.read_attention} and "
+      f"write_attention={model.write_attention}"))
 
 
 def loss(model: nn.Module, x: torch.Tensor, noise: torch.Tensor

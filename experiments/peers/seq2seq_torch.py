@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from experiments.peers import flax_weights
+
 
 class AttentionSeq2Seq(nn.Module):
   """RNNsearch with the sizes of `Seq2Seq` (`embed_dim` m, `hidden_size` n, ...)."""
@@ -85,38 +87,18 @@ class AttentionSeq2Seq(nn.Module):
 def load_flax_params(model: AttentionSeq2Seq, params: dict) -> None:
   """Copies a `Seq2Seq(attention=True)`'s Flax parameters into `model` (in place).
 
-  Dense kernels [in, out] become Linear weights [out, in]; the LSTM's per-gate kernels
-  (`i<gate>` without bias, `h<gate>` with it, gates i, f, g, o: PyTorch's order) are stacked
-  into `weight_ih` / `weight_hh`, their bias into `bias_hh` (`bias_ih` = 0).
+  The layouts of `flax_weights` (LSTM gates stacked, `bias_ih` 0).
   """
-  def tensor(x):
-    return torch.tensor(np.array(x, np.float32))
-
-  def lstm(cell):
-    return {"weight_ih": torch.cat([tensor(cell[f"i{g}"]["kernel"]).T for g in "ifgo"]),
-            "weight_hh": torch.cat([tensor(cell[f"h{g}"]["kernel"]).T for g in "ifgo"]),
-            "bias_hh": torch.cat([tensor(cell[f"h{g}"]["bias"]) for g in "ifgo"])}
-
-  state = {"source_embed.weight": tensor(params["source_embed"]["embedding"]),
-           "target_embed.weight": tensor(params["target_embed"]["embedding"]),
-           "att_v": tensor(params["att_v"])}
+  state = {"source_embed.weight": flax_weights.tensor(params["source_embed"]["embedding"]),
+           "target_embed.weight": flax_weights.tensor(params["target_embed"]["embedding"]),
+           "att_v": flax_weights.tensor(params["att_v"])}
   for name in ("init_state", "att_keys", "att_query", "out_state", "out_embed", "out_context",
                "out_logits"):
-    state[f"{name}.weight"] = tensor(params[name]["kernel"]).T
-    if "bias" in params[name]:
-      state[f"{name}.bias"] = tensor(params[name]["bias"])
-  for suffix, flax_name in (("", "encoder_fwd"), ("_reverse", "encoder_bwd")):
-    for key, value in lstm(params[flax_name]["cell"]).items():
-      state[f"encoder.{key}_l0{suffix}"] = value
-    state[f"encoder.bias_ih_l0{suffix}"] = torch.zeros_like(state[f"encoder.bias_hh_l0{suffix}"])
-  for key, value in lstm(params["decoder"]).items():
-    state[f"decoder.{key}"] = value
-  state["decoder.bias_ih"] = torch.zeros_like(state["decoder.bias_hh"])
-  missing = set(model.state_dict()) ^ set(state)
-  if missing:
-    raise ValueError(f"params must be a Seq2Seq(attention=True)'s, got mismatched names "
-                     f"{sorted(missing)}.")
-  model.load_state_dict(state)
+    state.update(flax_weights.linear(name, params[name]))
+  for suffix, flax_name in (("_l0", "encoder_fwd"), ("_l0_reverse", "encoder_bwd")):
+    state.update(flax_weights.lstm_cell("encoder", params[flax_name]["cell"], suffix=suffix))
+  state.update(flax_weights.lstm_cell("decoder", params["decoder"]))
+  flax_weights.load(model, state, expected="a Seq2Seq(attention=True)'s")
 
 
 def xent_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

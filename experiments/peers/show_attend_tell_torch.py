@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from experiments.peers import flax_weights
 from vislang_jax.data.vocabulary import BOS_ID
 
 
@@ -94,19 +94,14 @@ class SoftAttentionDecoder(nn.Module):
 def load_flax_params(model: SoftAttentionDecoder, params: dict) -> None:
   """Copies a Flax `Decoder`'s parameters (`params["decoder"]` of a `ShowAttendTell`) in.
 
-  Dense kernels [in, out] become Linear weights [out, in]; the score vector's kernel [A, 1]
-  becomes `att_score` [A]; the OptimizedLSTMCell's per-gate kernels (`i<gate>` without bias,
-  `h<gate>` with it, gates i, f, g, o: PyTorch's order) are stacked into `weight_ih` /
-  `weight_hh`, their bias into `bias_hh` (`bias_ih` = 0).
+  The layouts of `flax_weights` (LSTM gates stacked, `bias_ih` 0); the score vector's kernel
+  [A, 1] becomes `att_score` [A].
 
   Raises:
     ValueError: when the parameter names do not match `model`'s (e.g. gating differs).
   """
-  def tensor(x):
-    return torch.tensor(np.array(x, np.float32))
-
-  state = {"embed.weight": tensor(params["embed"]["embedding"]),
-           "att_score": tensor(params["att_score"]["kernel"])[:, 0]}
+  state = {"embed.weight": flax_weights.tensor(params["embed"]["embedding"]),
+           "att_score": flax_weights.tensor(params["att_score"]["kernel"])[:, 0]}
   dense = {name: params[name] for name in ("att_annotations", "att_hidden", "gate",
                                            "out_hidden", "out_context", "out_logits")
            if name in params}
@@ -114,19 +109,10 @@ def load_flax_params(model: SoftAttentionDecoder, params: dict) -> None:
     for i in range(len(params[mlp])):
       dense[f"{mlp}.layers.{i}"] = params[mlp][f"Dense_{i}"]
   for name, layer in dense.items():
-    state[f"{name}.weight"] = tensor(layer["kernel"]).T
-    if "bias" in layer:
-      state[f"{name}.bias"] = tensor(layer["bias"])
-  cell = params["lstm"]
-  state["lstm.weight_ih"] = torch.cat([tensor(cell[f"i{g}"]["kernel"]).T for g in "ifgo"])
-  state["lstm.weight_hh"] = torch.cat([tensor(cell[f"h{g}"]["kernel"]).T for g in "ifgo"])
-  state["lstm.bias_hh"] = torch.cat([tensor(cell[f"h{g}"]["bias"]) for g in "ifgo"])
-  state["lstm.bias_ih"] = torch.zeros_like(state["lstm.bias_hh"])
-  mismatched = set(model.state_dict()) ^ set(state)
-  if mismatched:
-    raise ValueError(f"params must be a show_attend_tell.Decoder's with the model's gating and "
-                     f"init_hidden, got mismatched names {sorted(mismatched)}.")
-  model.load_state_dict(state)
+    state.update(flax_weights.linear(name, layer))
+  state.update(flax_weights.lstm_cell("lstm", params["lstm"]))
+  flax_weights.load(model, state, expected="a show_attend_tell.Decoder's with the model's "
+                    "gating and init_hidden")
 
 
 def loss(model: nn.Module, annotations: torch.Tensor, tokens: torch.Tensor,

@@ -383,22 +383,27 @@ def _case_config(module: str, preset: str, overrides: dict[str, Any]):
 def time_step(captured: task_capture.Captured, batch: dict, compute_dtype: str
               ) -> tuple[float, float]:
   """(median ms, bytes allocated) of the captured experiment's jitted, donated train step."""
-  step = task_capture.train_step(captured, compute_dtype)
-  state = task_capture.initial_state(captured)
+  return _time_train_step(task_capture.train_step(captured, compute_dtype),
+                          task_capture.initial_state(captured), batch)
+
+
+def _time_train_step(step, state, batch: dict) -> tuple[float, float]:
+  """(median ms, bytes allocated) of a jitted `step(state, batch) -> (state, metrics)` that
+  donates its state, each call fed the state the previous one returned."""
   batch = jax.device_put(batch)
   compiled = step.lower(state, batch).compile()
   # The program's allocation: arguments, outputs and temporaries, donated (aliased) bytes once.
   # (`peak_memory_in_bytes` is not filled in by every backend: XLA:CPU leaves it near zero.)
   memory = compiled.memory_analysis()
-  peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes
-          + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+  allocated = (memory.argument_size_in_bytes + memory.output_size_in_bytes
+               + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
 
   def call():
     nonlocal state
     state, metrics = compiled(state, batch)
     return metrics
 
-  return median_ms(call, jax.block_until_ready, repeats=_repeats(), warmup=1), float(peak)
+  return median_ms(call, jax.block_until_ready, repeats=_repeats(), warmup=1), float(allocated)
 
 
 def steps(workdir: str) -> list[str]:
@@ -479,17 +484,6 @@ def _jax_captioning_step(case: dict[str, int], batch: dict[str, np.ndarray]):
   return step, state
 
 
-def _time_jax_step(step, state, batch) -> float:
-  batch = jax.device_put(batch)
-
-  def call():
-    nonlocal state
-    state, metrics = step(state, batch)
-    return metrics
-
-  return median_ms(call, jax.block_until_ready, repeats=_repeats(), warmup=1)
-
-
 def captioning_peer(limits: dict[str, float]) -> None:
   """Show-Attend-Tell's decoder step against its PyTorch port and the tutorial decoder."""
   del limits
@@ -508,7 +502,7 @@ def captioning_peer(limits: dict[str, float]) -> None:
     tokens = case["batch"] * case["tokens"]
     label = (f"{name}: B={case['batch']}, {case['locations']}x{case['annotation_dim']}, "
              f"K={case['vocab']:,}, T={case['tokens']}, W={case['width']}")
-    jax_ms = _time_jax_step(*_jax_captioning_step(case, batch), batch)
+    jax_ms, _ = _time_train_step(*_jax_captioning_step(case, batch), batch)
     add_row([label, "JAX (jit, scan)", jax_ms, tokens / jax_ms * 1e3, 1.0])
     t_batch = {k: torch.as_tensor(v, device=device).long() if v.dtype != np.float32 else
                torch.as_tensor(v, device=device) for k, v in batch.items()}
